@@ -1,0 +1,351 @@
+"""The architecture table: everything editor knows about a model type, as data.
+
+One entry per ``model_type``. Edits never branch on the model type; they ask
+this table which tensor is W_O, how it is stored, whether a bias can carry a
+constant, and which norms sit around each block. Module paths are the ones the
+``*ForCausalLM`` class in transformers uses; ``{layer}`` is filled in with the
+block index. Checkpoints on disk may store names without the base-model
+prefix (original GPT-2 does), which ``ModelInfo`` resolves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from editor.errors import EditorError
+
+Orientation = Literal["out_in", "in_out"]
+"""``out_in``: ``torch.nn.Linear`` layout ``[out, in]``; ``in_out``: GPT-2 ``Conv1D`` layout ``[in, out]``."""
+
+
+@dataclass(frozen=True)
+class BiasRule:
+    """How a writer's bias can carry a constant added to the residual stream.
+
+    ``always``: the writer always has a bias tensor.
+    ``config_key``: setting ``key`` to true in config.json gives the writer a
+    bias, and also gives every sibling listed (per layer) a bias, which must
+    then be written as zeros so the reload finds every tensor it expects.
+    ``never``: no config of this model type has a bias here; ``reason`` says why.
+    """
+
+    mode: Literal["always", "config_key", "never"]
+    key: str | None = None
+    siblings: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A module whose output is added into the residual stream."""
+
+    site: Literal["attn", "mlp"]
+    module: str
+    orientation: Orientation
+    bias: BiasRule
+    # A norm applied to the writer's output before the residual add (Gemma-2/3,
+    # OLMo-2). Then a bias is not a residual add and a projection of the
+    # output is not a projection of what reaches the stream.
+    output_norm: str | None = None
+
+
+@dataclass(frozen=True)
+class Redeclare:
+    """An exact re-declaration as another model type, used when only that one can carry a bias."""
+
+    model_type: str
+    architecture: str
+    # config keys that must be unset/false/null for the two to compute the same function
+    requires_unset: tuple[str, ...]
+    why_exact: str
+    # sites whose bias key the target must always turn on, because the source
+    # already has biases there (Qwen2's q/k/v) that the target only reads with it
+    always_enable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    model_type: str
+    causal_lm_class: str
+    layers: str
+    attn: Writer
+    mlp: Writer
+    embeddings: tuple[str, ...]
+    lm_head: str
+    final_norm: str
+    pre_norms: tuple[str, ...]
+    hidden_key: str = "hidden_size"
+    layers_key: str = "num_hidden_layers"
+    heads_key: str = "num_attention_heads"
+    kv_heads_key: str | None = "num_key_value_heads"
+    head_dim_key: str | None = "head_dim"
+    intermediate_key: str = "intermediate_size"
+    tie_key: str = "tie_word_embeddings"
+    tied_by_default: bool = False
+    # other names the same tensor has in checkpoints written by older code
+    aliases: tuple[tuple[str, str], ...] = ()
+    # prefix that original checkpoints may omit (GPT-2 stores "h.0..." not "transformer.h.0...")
+    optional_prefix: str | None = None
+    parallel_residual_key: str | None = None
+    embedding_scaled: bool = False
+    redeclare: Redeclare | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def writer(self, site: str) -> Writer:
+        if site == "attn":
+            return self.attn
+        if site == "mlp":
+            return self.mlp
+        raise EditorError(f"unknown site {site!r}; use 'attn' (after attention) or 'mlp' (after the MLP block)")
+
+    @property
+    def writers(self) -> tuple[Writer, Writer]:
+        return (self.attn, self.mlp)
+
+    @property
+    def has_output_norm(self) -> bool:
+        return any(w.output_norm for w in self.writers)
+
+
+_LLAMA_ATTN_SIBLINGS = (
+    "{layers}.{layer}.self_attn.q_proj",
+    "{layers}.{layer}.self_attn.k_proj",
+    "{layers}.{layer}.self_attn.v_proj",
+    "{layers}.{layer}.self_attn.o_proj",
+)
+_LLAMA_MLP_SIBLINGS = (
+    "{layers}.{layer}.mlp.gate_proj",
+    "{layers}.{layer}.mlp.up_proj",
+    "{layers}.{layer}.mlp.down_proj",
+)
+
+_NO_BIAS = "transformers builds this projection with bias=False and no config key turns a bias on"
+
+
+def _llama_like(
+    model_type: str,
+    cls: str,
+    *,
+    attn_bias: BiasRule,
+    mlp_bias: BiasRule,
+    post_norms: bool = False,
+    extra_pre_norms: tuple[str, ...] = (),
+    tied: bool = False,
+    embedding_scaled: bool = False,
+    redeclare: Redeclare | None = None,
+    notes: tuple[str, ...] = (),
+) -> ArchSpec:
+    layers = "model.layers"
+    return ArchSpec(
+        model_type=model_type,
+        causal_lm_class=cls,
+        layers=layers,
+        attn=Writer(
+            site="attn",
+            module=f"{layers}.{{layer}}.self_attn.o_proj",
+            orientation="out_in",
+            bias=attn_bias,
+            output_norm=f"{layers}.{{layer}}.post_attention_layernorm" if post_norms else None,
+        ),
+        mlp=Writer(
+            site="mlp",
+            module=f"{layers}.{{layer}}.mlp.down_proj",
+            orientation="out_in",
+            bias=mlp_bias,
+            output_norm=f"{layers}.{{layer}}.post_feedforward_layernorm" if post_norms else None,
+        ),
+        embeddings=("model.embed_tokens",),
+        lm_head="lm_head",
+        final_norm="model.norm",
+        pre_norms=extra_pre_norms,
+        tied_by_default=tied,
+        embedding_scaled=embedding_scaled,
+        redeclare=redeclare,
+        notes=notes,
+    )
+
+
+def _siblings(templates: tuple[str, ...], layers: str = "model.layers") -> tuple[str, ...]:
+    return tuple(t.replace("{layers}", layers) for t in templates)
+
+
+_LLAMA_ATTENTION_BIAS = BiasRule("config_key", "attention_bias", _siblings(_LLAMA_ATTN_SIBLINGS))
+_LLAMA_MLP_BIAS = BiasRule("config_key", "mlp_bias", _siblings(_LLAMA_MLP_SIBLINGS))
+_PRE_NORMS = ("model.layers.{layer}.input_layernorm", "model.layers.{layer}.post_attention_layernorm")
+
+ARCHITECTURES: dict[str, ArchSpec] = {}
+
+
+def _register(spec: ArchSpec) -> None:
+    ARCHITECTURES[spec.model_type] = spec
+
+
+_register(
+    _llama_like(
+        "llama",
+        "LlamaForCausalLM",
+        attn_bias=_LLAMA_ATTENTION_BIAS,
+        mlp_bias=_LLAMA_MLP_BIAS,
+        extra_pre_norms=_PRE_NORMS,
+        notes=("attention_bias turns on q/k/v/o biases together; mlp_bias turns on gate/up/down biases together",),
+    )
+)
+_register(
+    _llama_like(
+        "mistral",
+        "MistralForCausalLM",
+        attn_bias=BiasRule("never", reason=_NO_BIAS),
+        mlp_bias=BiasRule("never", reason=_NO_BIAS),
+        extra_pre_norms=_PRE_NORMS,
+        redeclare=Redeclare(
+            model_type="llama",
+            architecture="LlamaForCausalLM",
+            requires_unset=("sliding_window",),
+            why_exact="with sliding_window null, Mistral computes exactly what Llama computes",
+        ),
+    )
+)
+_register(
+    _llama_like(
+        "qwen2",
+        "Qwen2ForCausalLM",
+        attn_bias=BiasRule("never", reason="Qwen2 has q/k/v biases only; o_proj is built with bias=False"),
+        mlp_bias=BiasRule("never", reason=_NO_BIAS),
+        extra_pre_norms=_PRE_NORMS,
+        redeclare=Redeclare(
+            model_type="llama",
+            architecture="LlamaForCausalLM",
+            requires_unset=("use_sliding_window",),
+            why_exact="without sliding windows, Qwen2 is Llama with attention_bias (its q/k/v biases kept, o_proj bias added)",
+            always_enable=("attn",),
+        ),
+    )
+)
+_register(
+    _llama_like(
+        "qwen3",
+        "Qwen3ForCausalLM",
+        attn_bias=_LLAMA_ATTENTION_BIAS,
+        mlp_bias=BiasRule("never", reason=_NO_BIAS),
+        extra_pre_norms=_PRE_NORMS,
+        notes=("q_norm/k_norm normalise per head after q/k projection; they do not touch the residual stream",),
+    )
+)
+_register(
+    _llama_like(
+        "gemma2",
+        "Gemma2ForCausalLM",
+        attn_bias=_LLAMA_ATTENTION_BIAS,
+        mlp_bias=BiasRule("never", reason=_NO_BIAS),
+        post_norms=True,
+        extra_pre_norms=("model.layers.{layer}.input_layernorm", "model.layers.{layer}.pre_feedforward_layernorm"),
+        tied=True,
+        embedding_scaled=True,
+        notes=("block outputs are RMS-normalised after o_proj/down_proj before the residual add",),
+    )
+)
+_register(
+    _llama_like(
+        "gemma3_text",
+        "Gemma3ForCausalLM",
+        attn_bias=_LLAMA_ATTENTION_BIAS,
+        mlp_bias=BiasRule("never", reason=_NO_BIAS),
+        post_norms=True,
+        extra_pre_norms=("model.layers.{layer}.input_layernorm", "model.layers.{layer}.pre_feedforward_layernorm"),
+        tied=True,
+        embedding_scaled=True,
+        notes=("text-only Gemma-3; block outputs are RMS-normalised after o_proj/down_proj",),
+    )
+)
+_register(
+    _llama_like(
+        "olmo2",
+        "Olmo2ForCausalLM",
+        attn_bias=_LLAMA_ATTENTION_BIAS,
+        mlp_bias=BiasRule("never", reason=_NO_BIAS),
+        post_norms=True,
+        notes=("no pre-norms: block outputs are RMS-normalised after o_proj/down_proj",),
+    )
+)
+_register(
+    ArchSpec(
+        model_type="phi3",
+        causal_lm_class="Phi3ForCausalLM",
+        layers="model.layers",
+        attn=Writer("attn", "model.layers.{layer}.self_attn.o_proj", "out_in", BiasRule("never", reason=_NO_BIAS)),
+        mlp=Writer("mlp", "model.layers.{layer}.mlp.down_proj", "out_in", BiasRule("never", reason=_NO_BIAS)),
+        embeddings=("model.embed_tokens",),
+        lm_head="lm_head",
+        final_norm="model.norm",
+        pre_norms=_PRE_NORMS,
+        notes=("q/k/v are fused in qkv_proj and gate/up in gate_up_proj",),
+    )
+)
+_register(
+    ArchSpec(
+        model_type="gpt2",
+        causal_lm_class="GPT2LMHeadModel",
+        layers="transformer.h",
+        attn=Writer("attn", "transformer.h.{layer}.attn.c_proj", "in_out", BiasRule("always")),
+        mlp=Writer("mlp", "transformer.h.{layer}.mlp.c_proj", "in_out", BiasRule("always")),
+        embeddings=("transformer.wte", "transformer.wpe"),
+        lm_head="lm_head",
+        final_norm="transformer.ln_f",
+        pre_norms=("transformer.h.{layer}.ln_1", "transformer.h.{layer}.ln_2"),
+        hidden_key="n_embd",
+        layers_key="n_layer",
+        heads_key="n_head",
+        kv_heads_key=None,
+        head_dim_key=None,
+        intermediate_key="n_inner",
+        tied_by_default=True,
+        optional_prefix="transformer.",
+        notes=("Conv1D stores weights as [in, out]", "token and position embeddings both write the residual stream"),
+    )
+)
+_register(
+    ArchSpec(
+        model_type="gpt_neox",
+        causal_lm_class="GPTNeoXForCausalLM",
+        layers="gpt_neox.layers",
+        attn=Writer(
+            "attn",
+            "gpt_neox.layers.{layer}.attention.dense",
+            "out_in",
+            BiasRule(
+                "config_key",
+                "attention_bias",
+                ("gpt_neox.layers.{layer}.attention.query_key_value", "gpt_neox.layers.{layer}.attention.dense"),
+            ),
+        ),
+        mlp=Writer("mlp", "gpt_neox.layers.{layer}.mlp.dense_4h_to_h", "out_in", BiasRule("always")),
+        embeddings=("gpt_neox.embed_in",),
+        lm_head="lm_head",
+        final_norm="gpt_neox.final_layer_norm",
+        pre_norms=("gpt_neox.layers.{layer}.input_layernorm", "gpt_neox.layers.{layer}.post_attention_layernorm"),
+        head_dim_key=None,
+        kv_heads_key=None,
+        aliases=(("lm_head.weight", "embed_out.weight"),),
+        parallel_residual_key="use_parallel_residual",
+        notes=("with use_parallel_residual, attention and MLP both read the block input and add into the output",),
+    )
+)
+
+
+def supported_model_types() -> list[str]:
+    return sorted(ARCHITECTURES)
+
+
+def get_arch(model_type: str | None, where: str = "config.json") -> ArchSpec:
+    if model_type == "gemma3":
+        raise EditorError(
+            f"{where}: model_type 'gemma3' is the multimodal Gemma-3; editor supports the text-only "
+            "Gemma3ForCausalLM (model_type 'gemma3_text'): export its text model first"
+        )
+    spec = ARCHITECTURES.get(model_type or "")
+    if spec is None:
+        raise EditorError(
+            f"{where}: unknown model_type {model_type!r}; supported model types: {', '.join(supported_model_types())}"
+        )
+    return spec

@@ -1,0 +1,224 @@
+"""Compile a list of edits into per-tensor operations, and apply them.
+
+A ``BakeProgram`` says, for every tensor a plan touches, which functions to
+apply (in fp32) and which new tensors (zero biases, an untied lm_head) to
+create, plus the config.json keys to change. It is computed from tensor
+*metadata* only, so the exporter can stream a checkpoint shard by shard and
+load just the tensors listed here.
+
+Ordering matters when edits touch the same tensor. At run time the hooks see
+a writer's input after every input-side edit (head masks) and then modify its
+output in plan order, so the baked weight is ``(output-side ops in plan order)``
+followed by ``(input-side masks)``. ``stage`` encodes that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from editor.architectures import Writer, get_arch
+from editor.errors import RefusedEdit
+from editor.model_info import ModelInfo, TensorMeta
+
+if TYPE_CHECKING:
+    from editor.edits.base import Edit
+
+OUTPUT_SIDE = 0
+INPUT_SIDE = 1
+
+TensorFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TensorOp:
+    stage: int
+    order: int
+    fn: TensorFn
+    label: str
+
+
+@dataclass(frozen=True)
+class NewTensor:
+    shape: tuple[int, ...]
+    dtype: str
+    # None: starts as zeros; otherwise a copy of that source tensor as stored (before any edit)
+    copy_of: str | None = None
+
+
+@dataclass
+class BakeProgram:
+    info: ModelInfo
+    ops: dict[str, list[TensorOp]] = field(default_factory=dict)
+    new_tensors: dict[str, NewTensor] = field(default_factory=dict)
+    config_updates: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    _counter: int = 0
+
+    # ---- building -------------------------------------------------------------
+    def add_op(self, name: str, stage: int, fn: TensorFn, label: str) -> None:
+        if name not in self.info.tensors and name not in self.new_tensors:
+            raise KeyError(f"internal: op on unknown tensor {name}")
+        self._counter += 1
+        self.ops.setdefault(name, []).append(TensorOp(stage, self._counter, fn, label))
+
+    def bias_name(self, writer: Writer, layer: int) -> str | None:
+        """The writer's bias tensor if it exists or the plan creates it, else None."""
+        module = writer.module.format(layer=layer)
+        if self.info.has_tensor(module, "bias"):
+            return self.info.tensor_name(module, "bias")
+        name = self.info.tensor_name(module, "bias", must_exist=False)
+        return name if name in self.new_tensors else None
+
+    def require_bias(self, writer: Writer, layer: int) -> str:
+        """Make sure ``writer`` has a bias that adds straight into the residual stream; return its name."""
+        info = self.info
+        arch = info.arch
+        if writer.output_norm:
+            raise RefusedEdit(
+                f"{arch.model_type}: {writer.output_norm.format(layer=layer)} normalises the {writer.site} output "
+                "before the residual add, so no bias there is a constant residual add"
+            )
+        rule = writer.bias
+        if rule.mode == "always":
+            return info.tensor_name(writer.module.format(layer=layer), "bias")
+        if rule.mode == "config_key":
+            return self._bias_via_key(writer, layer, rule.key or "", rule.siblings)
+        redeclare = arch.redeclare
+        if redeclare is None:
+            raise RefusedEdit(f"{arch.model_type}: {writer.module.format(layer=layer)} cannot carry a bias: {rule.reason}")
+        blocking = [k for k in redeclare.requires_unset if info.config.get(k) not in (None, False)]
+        if blocking:
+            raise RefusedEdit(
+                f"{arch.model_type}: {writer.module.format(layer=layer)} cannot carry a bias ({rule.reason}), and "
+                f"re-declaring as {redeclare.model_type} is exact only when {', '.join(blocking)} is null/false"
+            )
+        target_arch = get_arch(redeclare.model_type)
+        for site in redeclare.always_enable:
+            rule = target_arch.writer(site).bias
+            self._bias_via_key(target_arch.writer(site), layer, rule.key or "", rule.siblings)
+        target = target_arch.writer(writer.site).bias
+        self.config_updates["model_type"] = redeclare.model_type
+        self.config_updates["architectures"] = [redeclare.architecture]
+        note = f"re-declared {arch.model_type} as {redeclare.model_type}: {redeclare.why_exact}"
+        if note not in self.notes:
+            self.notes.append(note)
+        return self._bias_via_key(writer, layer, target.key or "", target.siblings)
+
+    def _bias_via_key(self, writer: Writer, layer: int, key: str, siblings: Iterable[str]) -> str:
+        info = self.info
+        if not info.config.get(key):
+            self.config_updates[key] = True
+            for lyr in range(info.num_layers):
+                for template in siblings:
+                    module = template.format(layer=lyr)
+                    if info.has_tensor(module, "bias"):
+                        continue
+                    weight = info.tensors[info.tensor_name(module, "weight")]
+                    out_features = weight.shape[0]
+                    name = info.tensor_name(module, "bias", must_exist=False)
+                    self.new_tensors.setdefault(name, NewTensor((out_features,), weight.dtype))
+        return self.info.tensor_name(writer.module.format(layer=layer), "bias", must_exist=False)
+
+    def untie_lm_head(self) -> None:
+        """Give the model its own lm_head (a copy of the embedding as stored) and mark it untied."""
+        info = self.info
+        if not info.tied:
+            return
+        emb = info.tensor_name(info.arch.embeddings[0])
+        head = f"{info.arch.lm_head}.weight"
+        meta = info.tensors[emb]
+        self.new_tensors[head] = NewTensor(meta.shape, meta.dtype, copy_of=emb)
+        self.config_updates[info.arch.tie_key] = False
+        note = "untied lm_head from the embedding so the readout keeps the original embedding"
+        if note not in self.notes:
+            self.notes.append(note)
+
+    # ---- reading --------------------------------------------------------------
+    @property
+    def touched(self) -> set[str]:
+        """Source tensors whose values change."""
+        return {n for n in self.ops if n in self.info.tensors}
+
+    def source_reads(self) -> set[str]:
+        """Every source tensor the bake must load."""
+        return self.touched | {t.copy_of for t in self.new_tensors.values() if t.copy_of}
+
+    def new_config(self) -> dict[str, Any]:
+        config = dict(self.info.config)
+        config.update(self.config_updates)
+        return config
+
+    def apply(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Run every op for ``name`` in fp32 and cast back to the stored dtype."""
+        ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
+        if not ops:
+            return tensor
+        work = tensor.detach().to(torch.float32).clone()
+        for op in ops:
+            work = op.fn(work)
+        if not torch.isfinite(work).all():
+            raise RefusedEdit(f"baking {name} produced NaN or Inf ({', '.join(op.label for op in ops)}); check the plan")
+        return work.to(tensor.dtype)
+
+    def materialize_new(self, name: str, read_source: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        spec = self.new_tensors[name]
+        if spec.copy_of:
+            base = read_source(spec.copy_of).clone()
+        else:
+            base = torch.zeros(spec.shape, dtype=dtype_from_safetensors(spec.dtype))
+        return self.apply(name, base)
+
+
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+def dtype_from_safetensors(name: str) -> torch.dtype:
+    return _DTYPES[name]
+
+
+def safetensors_dtype(dtype: torch.dtype) -> str:
+    return _NAMES[dtype]
+
+
+def compile_plan(edits: Iterable[Edit], info: ModelInfo) -> BakeProgram:
+    """Validate every edit against ``info`` and compile the plan into tensor operations."""
+    edits = list(edits)
+    program = BakeProgram(info)
+    for edit in edits:
+        edit.validate_for(info)
+    # Biases first: an ablation earlier in the plan must also project a bias
+    # that a later residual_add creates.
+    for edit in edits:
+        edit.prepare(program)
+    for edit in edits:
+        edit.bake(program)
+    return program
+
+
+def bake_state_dict(edits: Iterable[Edit], config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]):
+    """In-memory bake: returns (new tensors dict, new config, program). For tests and small models."""
+    metas = {n: TensorMeta(tuple(t.shape), safetensors_dtype(t.dtype)) for n, t in tensors.items()}
+    info = ModelInfo(dict(config), metas)
+    program = compile_plan(edits, info)
+    out = dict(tensors)
+    for name in program.touched:
+        out[name] = program.apply(name, tensors[name])
+    for name in program.new_tensors:
+        out[name] = program.materialize_new(name, lambda n: tensors[n])
+    return out, program.new_config(), program

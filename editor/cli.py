@@ -1,0 +1,107 @@
+"""`wedit`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from editor import __version__
+from editor.errors import EditorError
+
+
+def _cmd_archs(args: argparse.Namespace) -> int:
+    from editor.architectures import ARCHITECTURES
+    from editor.capabilities import COLUMNS, matrix, matrix_markdown
+
+    if args.json:
+        print(json.dumps({mt: {c: cap.__dict__ for c, cap in row.items()} for mt, row in matrix().items()}, indent=2))
+        return 0
+    if args.markdown:
+        print(matrix_markdown())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="edit x architecture (exact = hook and bake agree; tests prove it)", show_lines=True)
+    table.add_column("model_type (class)")
+    for col in COLUMNS:
+        table.add_column(col)
+    for mt, row in matrix().items():
+        cells = []
+        for col in COLUMNS:
+            cap = row[col]
+            colour = {"exact": "green", "via": "yellow", "refused": "red"}[cap.status]
+            cells.append(f"[{colour}]{cap.render()}[/{colour}]")
+        table.add_row(f"{mt}\n({ARCHITECTURES[mt].causal_lm_class})", *cells)
+    Console(width=max(160, Console().width)).print(table)
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from editor.sources import fetch
+
+    out = fetch(args.source, Path(args.out), force=args.force, dtype=args.dtype)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from editor.export import export_checkpoint
+    from editor.plan import load_plan
+    from editor.sources import resolve_source
+
+    plan = load_plan(args.plan)
+    source = resolve_source(args.model)
+    result = export_checkpoint(source, plan, Path(args.out), force=args.force, base_source=args.model)
+    print(
+        f"wrote {result.out}: {len(result.changed)} tensors changed, {len(result.added)} added, "
+        f"{len(result.copied_files)} shard(s) copied unchanged"
+    )
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wedit", description="Find a bias in an open-weight LLM and bake the fix into its weights.")
+    parser.add_argument("--version", action="version", version=f"wedit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("archs", help="print which edit each architecture holds exactly")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_archs)
+
+    p = sub.add_parser("fetch", help="resolve a model source into a plain checkpoint directory")
+    p.add_argument("source", help="checkpoint dir, Hub id org/name, file.gguf, or builtin:smollm2-135m-instruct")
+    p.add_argument("--out", required=True, help="directory to write (must not exist unless --force)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="dtype for a GGUF conversion (default bfloat16)")
+    p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("export", help="bake a plan of edits into a new checkpoint")
+    p.add_argument("--model", required=True, help="model source (see `wedit fetch`)")
+    p.add_argument("--plan", required=True, help="plan JSON: a list of edits")
+    p.add_argument("--out", required=True, help="directory to write (must not exist unless --force)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EditorError as err:
+        print(f"wedit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wedit: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

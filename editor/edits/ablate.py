@@ -1,0 +1,86 @@
+"""Project one direction out of everything that writes the residual stream."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from editor.bake import OUTPUT_SIDE, BakeProgram
+from editor.edits.base import Edit, check_vector, unit
+from editor.errors import RefusedEdit
+from editor.model_info import ModelInfo
+
+
+class AblateDirection(Edit):
+    """Remove the component along ``direction`` from the outputs of attention and MLP blocks.
+
+    ``layers`` limits which blocks are edited (all when omitted); ``embedding``
+    also projects the token (and position) embeddings. With tied embeddings
+    the export unties lm_head so the readout is unchanged, as it is under the
+    hook. Exact for pre-norm models; refused where a norm sits between a
+    writer and the residual add.
+    """
+
+    kind: Literal["ablate_direction"] = "ablate_direction"
+    direction: list[float]
+    layers: list[int] | None = None
+    embedding: bool = True
+
+    def _layers(self, info: ModelInfo) -> list[int]:
+        return list(range(info.num_layers)) if self.layers is None else sorted(set(self.layers))
+
+    def validate_for(self, info: ModelInfo) -> None:
+        check_vector(self.direction, info.hidden_size, "ablate_direction direction")
+        unit(self.direction, "ablate_direction direction")
+        for layer in self._layers(info):
+            info.check_layer(layer)
+        if info.arch.has_output_norm:
+            norm = next(w.output_norm for w in info.arch.writers if w.output_norm)
+            raise RefusedEdit(
+                f"{info.arch.model_type}: {norm} renormalises each block output before the residual add, "
+                "so projecting a direction out of o_proj/down_proj does not remove it from the stream"
+            )
+
+    def bake(self, program: BakeProgram) -> None:
+        info = program.info
+        r = unit(self.direction, "direction")
+        label = self.describe()
+
+        def project_rows_out(w: torch.Tensor) -> torch.Tensor:  # output dim first: W <- (I - r r^T) W
+            return w - torch.outer(r, r @ w)
+
+        def project_cols_out(w: torch.Tensor) -> torch.Tensor:  # output dim last: W <- W (I - r r^T)
+            return w - torch.outer(w @ r, r)
+
+        def project_vec(b: torch.Tensor) -> torch.Tensor:
+            return b - r * (r @ b)
+
+        for layer in self._layers(info):
+            for writer in info.arch.writers:
+                weight = info.writer_weight(writer, layer)
+                program.add_op(weight, OUTPUT_SIDE, project_rows_out if writer.orientation == "out_in" else project_cols_out, label)
+                bias = program.bias_name(writer, layer)
+                if bias is not None:
+                    program.add_op(bias, OUTPUT_SIDE, project_vec, label)
+        if self.embedding:
+            program.untie_lm_head()
+            for emb in info.arch.embeddings:
+                program.add_op(info.tensor_name(emb), OUTPUT_SIDE, project_cols_out, label)
+
+    def hook(self, model: torch.nn.Module, info: ModelInfo):
+        r = unit(self.direction, "direction")
+
+        def project(_module, _args, output):
+            rr = r.to(output.device, output.dtype)
+            return output - (output @ rr).unsqueeze(-1) * rr
+
+        modules = [w.module.format(layer=layer) for layer in self._layers(info) for w in info.arch.writers]
+        if self.embedding:
+            modules += list(info.arch.embeddings)
+        return [model.get_submodule(m).register_forward_hook(project) for m in modules]
+
+    def describe(self) -> str:
+        where = "all blocks" if self.layers is None else f"blocks {', '.join(map(str, sorted(set(self.layers))))}"
+        emb = " and the embeddings" if self.embedding else ""
+        return f"one direction projected out of the residual writes of {where}{emb}"

@@ -1,0 +1,107 @@
+"""A rank-1 update of a residual writer, one head's W_O block, or one MLP neuron."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import model_validator
+
+from editor.bake import OUTPUT_SIDE, BakeProgram
+from editor.edits.base import Edit, as_tensor, check_vector
+from editor.errors import EditorError
+from editor.model_info import ModelInfo
+
+
+class RankOne(Edit):
+    """``W += scale * u v^T`` on the output projection of block ``layer`` at ``site``.
+
+    ``u`` lives in the residual stream (hidden size). ``v`` is an input-side
+    direction: the whole input of the projection by default; with ``head`` it
+    spans only that attention head's ``head_dim`` columns of W_O; with
+    ``neuron`` it is one MLP neuron's down_proj column, and ``v`` is a single
+    number (1.0 when omitted). This is Steer2Edit's ``ΔW = λ u kᵀ``.
+    """
+
+    kind: Literal["rank_one"] = "rank_one"
+    layer: int
+    site: Literal["attn", "mlp"]
+    u: list[float]
+    v: list[float] | None = None
+    scale: float = 1.0
+    head: int | None = None
+    neuron: int | None = None
+
+    @model_validator(mode="after")
+    def _target_matches_site(self) -> RankOne:
+        if self.head is not None and self.site != "attn":
+            raise ValueError("'head' needs site 'attn'")
+        if self.neuron is not None and self.site != "mlp":
+            raise ValueError("'neuron' needs site 'mlp'")
+        if self.v is None and self.neuron is None:
+            raise ValueError("'v' is required unless 'neuron' is given")
+        return self
+
+    def _input_slice(self, info: ModelInfo) -> tuple[slice, int, str]:
+        if self.head is not None:
+            d = info.head_dim
+            return slice(self.head * d, (self.head + 1) * d), d, "head_dim"
+        if self.neuron is not None:
+            return slice(self.neuron, self.neuron + 1), 1, "single neuron (1)"
+        n = info.writer_in_features(info.arch.writer(self.site))
+        return slice(0, n), n, f"{self.site} output-projection input size"
+
+    def _v(self) -> torch.Tensor:
+        return as_tensor(self.v if self.v is not None else [1.0])
+
+    def validate_for(self, info: ModelInfo) -> None:
+        info.check_layer(self.layer)
+        if self.head is not None:
+            info.check_head(self.head)
+        if self.neuron is not None and not 0 <= self.neuron < info.intermediate_size:
+            raise EditorError(
+                f"neuron {self.neuron} is out of range: the MLP has {info.intermediate_size} neurons "
+                f"(0..{info.intermediate_size - 1})"
+            )
+        check_vector(self.u, info.hidden_size, f"rank_one u (layer {self.layer})")
+        _, size, size_name = self._input_slice(info)
+        check_vector(self.v if self.v is not None else [1.0], size, f"rank_one v (layer {self.layer})", size_name)
+
+    def bake(self, program: BakeProgram) -> None:
+        info = program.info
+        writer = info.arch.writer(self.site)
+        sl, _, _ = self._input_slice(info)
+        delta = self.scale * torch.outer(as_tensor(self.u), self._v())  # [out, in-slice]
+
+        def update(w: torch.Tensor) -> torch.Tensor:
+            if writer.orientation == "out_in":
+                w[:, sl] += delta
+            else:
+                w[sl, :] += delta.T
+            return w
+
+        program.add_op(info.writer_weight(writer, self.layer), OUTPUT_SIDE, update, self.describe())
+
+    def hook(self, model: torch.nn.Module, info: ModelInfo):
+        module = model.get_submodule(info.arch.writer(self.site).module.format(layer=self.layer))
+        sl, _, _ = self._input_slice(info)
+        u, v = as_tensor(self.u), self._v()
+
+        def add(_module, args, output):
+            # args are what the projection received, after any head masks.
+            x = args[0][..., sl]
+            coeff = x @ v.to(x.device, x.dtype)
+            return output + self.scale * coeff.unsqueeze(-1) * u.to(output.device, output.dtype)
+
+        return [module.register_forward_hook(add)]
+
+    def describe(self) -> str:
+        target = (
+            f"head {self.head} W_O block"
+            if self.head is not None
+            else f"MLP neuron {self.neuron}"
+            if self.neuron is not None
+            else f"{'attention' if self.site == 'attn' else 'MLP'} output projection"
+        )
+        norm = float(as_tensor(self.u).norm() * self._v().norm()) * abs(self.scale)
+        return f"layer {self.layer}: rank-1 update (norm {norm:.3g}) of the {target}"

@@ -1,0 +1,68 @@
+"""Remove attention heads by zeroing their input columns of W_O."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from editor.bake import INPUT_SIDE, BakeProgram
+from editor.edits.base import Edit
+from editor.errors import EditorError
+from editor.model_info import ModelInfo
+
+
+class ZeroHeads(Edit):
+    """Zero the output of query heads ``heads`` in block ``layer``.
+
+    Heads are query heads: with grouped-query attention several query heads
+    share one KV head, but each still owns its own ``head_dim`` columns of W_O,
+    so removing one query head leaves its KV-group siblings untouched.
+    """
+
+    kind: Literal["zero_heads"] = "zero_heads"
+    layer: int
+    heads: list[int] = Field(min_length=1)
+
+    def validate_for(self, info: ModelInfo) -> None:
+        info.check_layer(self.layer)
+        for head in self.heads:
+            info.check_head(head)
+        if len(set(self.heads)) != len(self.heads):
+            raise EditorError(f"zero_heads at layer {self.layer} lists a head twice: {self.heads}")
+
+    def _slices(self, info: ModelInfo) -> list[slice]:
+        d = info.head_dim
+        return [slice(h * d, (h + 1) * d) for h in sorted(self.heads)]
+
+    def bake(self, program: BakeProgram) -> None:
+        info = program.info
+        writer = info.arch.attn
+        slices = self._slices(info)
+
+        def zero(w: torch.Tensor) -> torch.Tensor:
+            for sl in slices:
+                if writer.orientation == "out_in":
+                    w[:, sl] = 0.0
+                else:
+                    w[sl, :] = 0.0
+            return w
+
+        program.add_op(info.writer_weight(writer, self.layer), INPUT_SIDE, zero, self.describe())
+
+    def hook(self, model: torch.nn.Module, info: ModelInfo):
+        module = model.get_submodule(info.arch.attn.module.format(layer=self.layer))
+        slices = self._slices(info)
+
+        def pre_hook(_module, args):
+            x = args[0].clone()
+            for sl in slices:
+                x[..., sl] = 0
+            return (x, *args[1:])
+
+        return [module.register_forward_pre_hook(pre_hook)]
+
+    def describe(self) -> str:
+        heads = ", ".join(str(h) for h in sorted(self.heads))
+        return f"layer {self.layer}: attention head{'s' if len(self.heads) > 1 else ''} {heads} zeroed"

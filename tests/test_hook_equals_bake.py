@@ -1,0 +1,210 @@
+"""The central invariant: a baked, saved and reloaded checkpoint equals the hooked original.
+
+For every edit kind on every supported architecture (tiny random weights):
+hook the base model, export the plan with the real streaming exporter, reload
+the export with stock ``AutoModelForCausalLM.from_pretrained`` (no
+trust_remote_code), and compare fp32 logits on a padded batch. Where the
+architecture cannot hold an edit exactly, both realizations must refuse it,
+and the capability matrix must say so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from editor.architectures import get_arch
+from editor.capabilities import capability
+from editor.checkpoint import Checkpoint
+from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
+from editor.errors import RefusedEdit
+from editor.export import export_checkpoint
+from editor.hooks import hooked
+from editor.plan import Plan
+from tests.tiny import build_model, logits, save_model, tiny_configs
+
+TOLERANCE = 1e-4
+CASES = tiny_configs()
+
+
+def _vec(n: int, seed: int) -> list[float]:
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def make_edits(info, kind: str) -> list:
+    h, d = info.hidden_size, info.head_dim
+    n_in_attn, n_in_mlp = info.num_heads * d, info.intermediate_size
+    edits = {
+        "zero_heads": [ZeroHeads(layer=1, heads=[0, 3]), ZeroHeads(layer=2, heads=[1])],
+        "residual_add_attn": [ResidualAdd(layer=1, site="attn", vector=_vec(h, 1), scale=0.7)],
+        "residual_add_mlp": [ResidualAdd(layer=0, site="mlp", vector=_vec(h, 2), scale=1.3)],
+        "ablate_direction": [AblateDirection(direction=_vec(h, 3))],
+        "ablate_some_layers": [AblateDirection(direction=_vec(h, 4), layers=[0, 2], embedding=False)],
+        "rank_one_full": [RankOne(layer=2, site="mlp", u=_vec(h, 5), v=_vec(n_in_mlp, 6), scale=0.5)],
+        "rank_one_attn": [RankOne(layer=0, site="attn", u=_vec(h, 7), v=_vec(n_in_attn, 8), scale=0.4)],
+        "rank_one_head": [RankOne(layer=1, site="attn", head=2, u=_vec(h, 9), v=_vec(d, 10), scale=0.8)],
+        "rank_one_neuron": [RankOne(layer=0, site="mlp", neuron=5, u=_vec(h, 11), scale=2.0)],
+    }
+    return edits[kind]
+
+
+def column(kind: str) -> str | None:
+    return {
+        "residual_add_attn": "residual_add attn",
+        "residual_add_mlp": "residual_add mlp",
+        "ablate_direction": "ablate_direction",
+        "ablate_some_layers": "ablate_direction",
+    }.get(kind)
+
+
+KINDS = [
+    "zero_heads",
+    "residual_add_attn",
+    "residual_add_mlp",
+    "ablate_direction",
+    "ablate_some_layers",
+    "rank_one_full",
+    "rank_one_attn",
+    "rank_one_head",
+    "rank_one_neuron",
+]
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def base(request, tmp_path_factory):
+    config = CASES[request.param]
+    model = build_model(config)
+    path = save_model(model, tmp_path_factory.mktemp(request.param) / "base")
+    info = Checkpoint.open(path).info()
+    return request.param, model, path, info
+
+
+def expect_refused(info, kinds: list[str]) -> bool:
+    return any(capability(info.arch, column(k)).status == "refused" for k in kinds if column(k))
+
+
+def check_plan(model, path, info, edits, out) -> float:
+    """Export ``edits``, reload, and return max |hooked - baked| logits (or raise RefusedEdit)."""
+    with hooked(model, edits, info):
+        expected = logits(model)
+    reference = logits(model)
+    export_checkpoint(path, Plan(edits=edits), out, progress=False)
+    baked, loading = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
+    assert not loading["missing_keys"], loading["missing_keys"]
+    assert not loading["unexpected_keys"], loading["unexpected_keys"]
+    assert not loading["mismatched_keys"], loading["mismatched_keys"]
+    got = logits(baked.eval())
+    # The edit must do something, or the comparison proves nothing.
+    assert (expected - reference).abs().max() > 1e-3
+    return float((expected - got).abs().max())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hook_equals_bake(base, kind, tmp_path):
+    case, model, path, info = base
+    edits = make_edits(info, kind)
+    out = tmp_path / "export"
+    if expect_refused(info, [kind]):
+        with pytest.raises(RefusedEdit):
+            with hooked(model, edits, info):
+                pass
+        with pytest.raises(RefusedEdit):
+            export_checkpoint(path, Plan(edits=edits), out, progress=False)
+        assert not out.exists()
+        assert not list(tmp_path.glob(".export*")), "a refused export left a partial directory"
+        return
+    err = check_plan(model, path, info, edits, out)
+    assert err <= TOLERANCE, f"{case} {kind}: max logit error {err:.2e}"
+
+
+def test_combined_plan_in_order(base, tmp_path):
+    """Several edits on the same tensors: hooks in plan order equal the bake's ordering rule."""
+    case, model, path, info = base
+    kinds = [k for k in KINDS if not expect_refused(info, [k]) and k != "ablate_some_layers"]
+    edits = []
+    for k in kinds:
+        edits += make_edits(info, k)
+    # a head that is zeroed and also carries a rank-1 update of its own W_O block
+    edits.append(ZeroHeads(layer=1, heads=[2]))
+    err = check_plan(model, path, info, edits, tmp_path / "export")
+    assert err <= TOLERANCE, f"{case} combined: max logit error {err:.2e}"
+
+
+def test_source_is_untouched(base, tmp_path):
+    case, model, path, info = base
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    export_checkpoint(path, Plan(edits=make_edits(info, "zero_heads")), tmp_path / "x", progress=False)
+    after = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    assert before == after
+
+
+def test_residual_add_is_a_residual_stream_add(base):
+    """The writer-side hook equals adding the vector to the block output (the residual stream)."""
+    case, model, path, info = base
+    if expect_refused(info, ["residual_add_mlp"]):
+        pytest.skip("architecture refuses residual_add after the MLP")
+    edit = make_edits(info, "residual_add_mlp")[0]
+    delta = edit.scale * torch.tensor(edit.vector)
+    layer_module = model.get_submodule(f"{info.arch.layers}.{edit.layer}")
+
+    def add(_m, _a, output):
+        if isinstance(output, tuple):
+            return (output[0] + delta, *output[1:])
+        return output + delta
+
+    handle = layer_module.register_forward_hook(add)
+    try:
+        direct = logits(model)
+    finally:
+        handle.remove()
+    with hooked(model, [edit], info):
+        via_writer = logits(model)
+    assert float((direct - via_writer).abs().max()) <= TOLERANCE
+
+
+def test_ablation_removes_direction_from_stream(base):
+    """After ablating everywhere, the final residual stream has no component along the direction."""
+    case, model, path, info = base
+    if expect_refused(info, ["ablate_direction"]):
+        pytest.skip("architecture refuses ablation")
+    edit = make_edits(info, "ablate_direction")[0]
+    r = torch.tensor(edit.direction)
+    r = r / r.norm()
+    seen = {}
+    final_norm = model.get_submodule(info.arch.final_norm)
+    handle = final_norm.register_forward_pre_hook(lambda _m, args: seen.__setitem__("h", args[0]))
+    try:
+        with hooked(model, [edit], info):
+            logits(model)
+    finally:
+        handle.remove()
+    assert float((seen["h"] @ r).abs().max()) < 1e-4
+
+
+def test_config_keys_and_siblings(base, tmp_path):
+    """A residual_add carried by a config key turns the key on and writes every sibling bias as zeros."""
+    case, model, path, info = base
+    if expect_refused(info, ["residual_add_mlp"]):
+        pytest.skip("architecture refuses residual_add after the MLP")
+    out = tmp_path / "export"
+    export_checkpoint(path, Plan(edits=make_edits(info, "residual_add_mlp")), out, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    rule = info.arch.mlp.bias
+    if rule.mode == "config_key":
+        assert config[rule.key] is True
+    if info.arch.redeclare:
+        assert config["model_type"] == info.arch.redeclare.model_type
+        manifest = json.loads((out / "editor_manifest.json").read_text())
+        assert any("re-declared" in n for n in manifest["notes"])
+    shutil.rmtree(out)
+
+
+def test_matrix_covers_every_architecture():
+    for case, config in CASES.items():
+        spec = get_arch(config.model_type)
+        for col in ("zero_heads", "residual_add attn", "residual_add mlp", "ablate_direction", "rank_one"):
+            assert capability(spec, col).render()

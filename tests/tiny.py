@@ -1,0 +1,96 @@
+"""Tiny random-weight models of every supported architecture, built in-process (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers as T
+
+VOCAB = 96
+IDS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+LLAMA_LIKE = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    **IDS,
+)
+
+
+def tiny_configs() -> dict[str, T.PretrainedConfig]:
+    """One config per case; the key is a test id, the config's model_type says the architecture."""
+    return {
+        "llama": T.LlamaConfig(**LLAMA_LIKE, tie_word_embeddings=False),
+        # SmolLM2 is a tied Llama: the ablation path must untie it.
+        "llama-tied": T.LlamaConfig(**LLAMA_LIKE, tie_word_embeddings=True),
+        "mistral": T.MistralConfig(**LLAMA_LIKE, sliding_window=None),
+        "qwen2": T.Qwen2Config(**LLAMA_LIKE, tie_word_embeddings=True),
+        "qwen3": T.Qwen3Config(**LLAMA_LIKE, head_dim=8, tie_word_embeddings=False),
+        "gemma2": T.Gemma2Config(**LLAMA_LIKE, head_dim=8),
+        "gemma3_text": T.Gemma3TextConfig(**LLAMA_LIKE, head_dim=8),
+        "phi3": T.Phi3Config(**LLAMA_LIKE),
+        "olmo2": T.Olmo2Config(**LLAMA_LIKE),
+        "gpt2": T.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64, **IDS),
+        "gpt_neox": T.GPTNeoXConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            use_parallel_residual=True,
+            **IDS,
+        ),
+        "gpt_neox-sequential": T.GPTNeoXConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            use_parallel_residual=False,
+            attention_bias=False,
+            **IDS,
+        ),
+    }
+
+
+def build_model(config: T.PretrainedConfig, seed: int = 0) -> torch.nn.Module:
+    """A model whose weights are large enough that a wrong bake shows up far above fp32 noise."""
+    torch.manual_seed(seed)
+    model = T.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                param.uniform_(0.5, 1.5)
+            else:
+                param.normal_(0.0, 0.15)
+    return model.eval()
+
+
+def save_model(model: torch.nn.Module, path: Path) -> Path:
+    model.save_pretrained(path)
+    return path
+
+
+def probe_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """A right-padded batch of three prompts of different lengths."""
+    g = torch.Generator().manual_seed(123)
+    lengths = [11, 7, 4]
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(3, VOCAB, (n,), generator=g)
+        mask[row, :n] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def logits(model: torch.nn.Module) -> torch.Tensor:
+    ids, mask = probe_batch()
+    out = model(input_ids=ids, attention_mask=mask).logits
+    return out * mask.unsqueeze(-1)  # padded positions are not compared

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import re
@@ -19,8 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from editor.errors import EditorError
 from editor.atomic import refuse_existing, staged_directory
+from editor.errors import EditorError
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -128,7 +129,7 @@ def convert_gguf(gguf: Path, out: Path, *, dtype: str = "bfloat16", progress: bo
     if torch_dtype is None:
         raise EditorError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32")
     try:
-        import gguf  # noqa: F401  (transformers needs it; a clearer error than its own)
+        importlib.import_module("gguf")  # transformers needs it; this error is clearer than its own
     except ImportError:
         raise EditorError("reading GGUF files needs the gguf package: pip install gguf") from None
     folder, name = str(gguf.parent), gguf.name

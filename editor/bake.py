@@ -47,6 +47,7 @@ class NewTensor:
     dtype: str
     # None: starts as zeros; otherwise a copy of that source tensor as stored (before any edit)
     copy_of: str | None = None
+    reason: str = ""
 
 
 @dataclass
@@ -120,7 +121,8 @@ class BakeProgram:
                     weight = info.tensors[info.tensor_name(module, "weight")]
                     out_features = weight.shape[0]
                     name = info.tensor_name(module, "bias", must_exist=False)
-                    self.new_tensors.setdefault(name, NewTensor((out_features,), weight.dtype))
+                    reason = f"zero bias: {key}=true gives every listed projection a bias"
+                    self.new_tensors.setdefault(name, NewTensor((out_features,), weight.dtype, reason=reason))
         return self.info.tensor_name(writer.module.format(layer=layer), "bias", must_exist=False)
 
     def untie_lm_head(self) -> None:
@@ -131,7 +133,7 @@ class BakeProgram:
         emb = info.tensor_name(info.arch.embeddings[0])
         head = f"{info.arch.lm_head}.weight"
         meta = info.tensors[emb]
-        self.new_tensors[head] = NewTensor(meta.shape, meta.dtype, copy_of=emb)
+        self.new_tensors[head] = NewTensor(meta.shape, meta.dtype, copy_of=emb, reason=f"lm_head untied: copy of {emb}")
         self.config_updates[info.arch.tie_key] = False
         note = "untied lm_head from the embedding so the readout keeps the original embedding"
         if note not in self.notes:

@@ -33,6 +33,11 @@ def read_header(path: Path) -> tuple[dict[str, TensorMeta], dict[str, str]]:
         raise EditorError(f"{path}: not a readable safetensors file ({err}); re-download or re-export it") from None
     metadata = header.pop("__metadata__", None) or {}
     metas = {name: TensorMeta(tuple(entry["shape"]), entry["dtype"]) for name, entry in header.items()}
+    # A shard cut short by an interrupted download still has a whole header; its data does not reach the end.
+    expected = 8 + length + max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    actual = path.stat().st_size
+    if actual < expected:
+        raise EditorError(f"{path}: truncated ({actual} of {expected} bytes); re-download or re-export this shard")
     return metas, metadata
 
 

@@ -110,6 +110,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from editor.diff import diff_checkpoints
+    from editor.sources import resolve_source
+
+    report = diff_checkpoints(resolve_source(args.a), resolve_source(args.b), progress=not args.json)
+    print(report.to_json() if args.json else report.render())
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from editor.push import plan_push, push
+
+    plan = plan_push(Path(args.dir), args.repo, private=args.private, revision=args.revision, create_pr=args.create_pr)
+    where = f"{plan.repo}" + (f"@{plan.revision}" if plan.revision else "") + (" as a pull request" if plan.create_pr else "")
+    print(f"{'would upload' if args.dry_run else 'uploading'} {len(plan.files)} files ({plan.total_bytes / 1e6:.1f} MB) to {where}:")
+    for name in plan.files:
+        print(f"  {name}")
+    if args.dry_run:
+        return 0
+    print(push(plan, Path(args.dir)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wedit", description="Find a bias in an open-weight LLM and bake the fix into its weights.")
     parser.add_argument("--version", action="version", version=f"wedit {__version__}")
@@ -140,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vllm", action="store_true", help="also load it in stock vLLM and compare greedy continuations")
     p.add_argument("--max-new-tokens", type=int, default=24, help="tokens per greedy continuation (default 24)")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("diff", help="explain how two checkpoints differ, and which recorded edit did it")
+    p.add_argument("a", help="first checkpoint (any source)")
+    p.add_argument("b", help="second checkpoint (any source); its editor_manifest.json explains changes")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("push", help="upload a verified export to the Hugging Face Hub")
+    p.add_argument("dir", help="a directory written by `wedit export` and checked by `wedit verify`")
+    p.add_argument("--repo", required=True, help="Hub repository, org/name")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision", help="branch to push to")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--dry-run", action="store_true", help="print what would be uploaded and stop")
+    p.set_defaults(func=_cmd_push)
     return parser
 
 

@@ -174,7 +174,7 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
             tensors = {}
             for name in part.names:
                 tensors[name] = program.materialize_new(name, copies.__getitem__).contiguous()
-                labels = _labels(program, name) or ["added"]
+                labels = _labels(program, name) or [program.new_tensors[name].reason]
                 result.added.append(TensorChange(name, None, tensor_sha256(tensors[name]), labels))
             metadata = {"format": "pt"}
         else:

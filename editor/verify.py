@@ -77,15 +77,33 @@ def _stored_dtype(export_dir: Path) -> str:
     return str(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
-def _batch(tokenizer, prompts: list[str]):
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer(prompts, return_tensors="pt", padding=True)
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json"))
+
+
+def probe_batch(export_dir: Path, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """The probe prompts, tokenized and right-padded; a checkpoint without a tokenizer gets fixed random ids."""
+    if _has_tokenizer(export_dir):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(export_dir)
+        tokenizer.padding_side = "right"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return dict(tokenizer(prompts, return_tensors="pt", padding=True))
+    vocab = int(json.loads((export_dir / "config.json").read_text()).get("vocab_size", 2))
+    g = torch.Generator().manual_seed(0)
+    lengths = [6 + (3 * i) % 9 for i in range(len(prompts))]
+    ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(0, vocab, (n,), generator=g)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def verify_transformers(export_dir: Path, prompts: list[str] | None = None, tolerance: float | None = None) -> TransformersCheck:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from editor.checkpoint import Checkpoint
     from editor.hooks import hooked
@@ -98,8 +116,7 @@ def verify_transformers(export_dir: Path, prompts: list[str] | None = None, tole
         raise EditorError(f"base checkpoint {base_dir} (from the manifest) is gone; fetch it again to verify")
     plan = parse_plan(manifest["plan"], f"{export_dir}/editor_manifest.json")
     prompts = prompts or PROBE_PROMPTS
-    tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    batch = _batch(tokenizer, prompts)
+    batch = probe_batch(export_dir, prompts)
     mask = batch["attention_mask"].bool()
     last = batch["attention_mask"].sum(1) - 1
     rows = torch.arange(len(prompts))

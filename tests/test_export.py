@@ -1,0 +1,172 @@
+"""Export mechanics on tiny models: layout, byte copies, sharding, manifest, card, diff and push refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import AutoModelForCausalLM
+
+from editor.checkpoint import INDEX_FILE, Checkpoint
+from editor.diff import diff_checkpoints
+from editor.edits import RankOne, ResidualAdd, ZeroHeads
+from editor.errors import EditorError
+from editor.export import export_checkpoint
+from editor.hooks import hooked
+from editor.plan import Plan
+from editor.push import plan_push
+from editor.verify import record, verify_transformers
+from tests.tiny import build_model, logits, save_model, tiny_configs
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    model = build_model(tiny_configs()["llama"])
+    return model, save_model(model, tmp_path_factory.mktemp("llama") / "base")
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    model = build_model(tiny_configs()["llama"])
+    path = tmp_path_factory.mktemp("sharded") / "base"
+    model.save_pretrained(path, max_shard_size="20KB")
+    return model, path
+
+
+def test_untouched_single_file_is_byte_copied(llama, tmp_path):
+    _, base = llama
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=[]), out, progress=False)
+    assert sha(out / "model.safetensors") == sha(base / "model.safetensors")
+    assert (out / "config.json").read_bytes() == (base / "config.json").read_bytes()
+    assert not (out / INDEX_FILE).exists()
+
+
+def test_sharded_source_copies_untouched_shards(sharded, tmp_path):
+    model, base = sharded
+    ckpt = Checkpoint.open(base)
+    assert len(ckpt.files) > 3
+    edits = [ZeroHeads(layer=1, heads=[2])]
+    out = tmp_path / "out"
+    result = export_checkpoint(base, Plan(edits=edits), out, progress=False)
+    touched = ckpt.weight_map["model.layers.1.self_attn.o_proj.weight"]
+    assert result.rewritten_files == [touched]
+    for file in ckpt.files:
+        same = sha(out / file) == sha(base / file)
+        assert same == (file != touched), file
+    with hooked(model, edits, ckpt.info()):
+        expected = logits(model)
+    got = logits(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval())
+    assert float((expected - got).abs().max()) <= 1e-4
+
+
+def test_max_shard_size_splits_written_shards(llama, tmp_path):
+    model, base = llama
+    info = Checkpoint.open(base).info()
+    edits = [ResidualAdd(layer=1, site="mlp", vector=[0.3] * info.hidden_size)]
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=edits), out, progress=False, max_shard_size=30_000)
+    index = json.loads((out / INDEX_FILE).read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 3
+    assert all(f.startswith("model-") and f"-of-{len(files):05d}" in f for f in files)
+    for file in files:
+        size = (out / file).stat().st_size
+        biggest = max(v.numel() * v.element_size() for v in model.state_dict().values())
+        assert size <= max(30_000, biggest) + 4096, (file, size)
+    with hooked(model, edits, info):
+        expected = logits(model)
+    got = logits(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval())
+    assert float((expected - got).abs().max()) <= 1e-4
+
+
+def test_manifest_and_card(llama, tmp_path):
+    _, base = llama
+    edits = [ZeroHeads(layer=0, heads=[1, 2]), ResidualAdd(layer=2, site="attn", vector=[0.1] * 32)]
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=edits), out, progress=False, base_source="local-test")
+    manifest = json.loads((out / "editor_manifest.json").read_text())
+    assert manifest["plan"][0] == {"kind": "zero_heads", "layer": 0, "heads": [1, 2]}
+    assert manifest["base_model"]["source"] == "local-test"
+    changed = {c["name"]: c for c in manifest["changed_tensors"]}
+    weight = changed["model.layers.0.self_attn.o_proj.weight"]
+    assert weight["sha256_before"] != weight["sha256_after"]
+    assert manifest["config_updates"] == {"attention_bias": True}
+    assert manifest["editor_version"] and manifest["command"]
+
+    check = verify_transformers(out)
+    assert check.passed and check.max_logit_error <= 1e-4
+    manifest = record(out, "transformers", check)
+    from editor.card import write_card
+
+    write_card(out, manifest)
+    card = ModelCard((out / "README.md").read_text())
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert "license" in data and "editor" in data["tags"]
+    assert "layer 0: attention heads 1, 2 zeroed" in card.text
+    assert "vllm serve" in card.text and "prompt tokens" in card.text
+    assert "max logit error" in card.text
+
+
+def test_diff_names_heads_rank_one_and_unexplained(llama, tmp_path):
+    _, base = llama
+    u = torch.randn(32, generator=torch.Generator().manual_seed(1)).tolist()
+    v = torch.randn(48, generator=torch.Generator().manual_seed(2)).tolist()
+    edits = [ZeroHeads(layer=2, heads=[0, 3]), RankOne(layer=1, site="mlp", u=u, v=v, scale=0.5)]
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=edits), out, progress=False)
+    report = diff_checkpoints(base, out, progress=False)
+    assert report.head_summary == ["layer 2: heads 0, 3 zeroed"]
+    by_name = {d.name: d for d in report.tensors}
+    assert by_name["model.layers.1.mlp.down_proj.weight"].rank == 1
+    assert by_name["model.layers.2.self_attn.o_proj.weight"].only_zeroed_heads
+    assert report.unexplained == []
+    assert diff_checkpoints(out, out, progress=False).identical
+
+    # A change no edit explains is flagged.
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(out / "model.safetensors")
+    tensors["model.norm.weight"] = tensors["model.norm.weight"] + 1
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    assert diff_checkpoints(base, out, progress=False).unexplained == ["model.norm.weight"]
+
+
+def test_diff_rank_one_in_bf16(tmp_path):
+    model = build_model(tiny_configs()["llama"]).to(torch.bfloat16)
+    base = save_model(model, tmp_path / "base")
+    u = torch.randn(32, generator=torch.Generator().manual_seed(3)).tolist()
+    v = torch.randn(32, generator=torch.Generator().manual_seed(4)).tolist()
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=[RankOne(layer=0, site="attn", u=u, v=v, scale=0.3)]), out, progress=False)
+    report = diff_checkpoints(base, out, progress=False)
+    (entry,) = report.tensors
+    assert entry.rank == 1
+
+
+def test_push_refuses_unverified_and_failed(llama, tmp_path):
+    _, base = llama
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=[ZeroHeads(layer=0, heads=[0])]), out, progress=False)
+    with pytest.raises(EditorError, match="not verified"):
+        plan_push(out, "me/model")
+    manifest = record(out, "transformers", verify_transformers(out))
+    manifest["verification"]["transformers"]["passed"] = False
+    (out / "editor_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EditorError, match="verification failed"):
+        plan_push(out, "me/model")
+    manifest["verification"]["transformers"]["passed"] = True
+    (out / "editor_manifest.json").write_text(json.dumps(manifest))
+    plan = plan_push(out, "me/model", private=True)
+    assert "model.safetensors" in plan.files and "editor_manifest.json" in plan.files and "README.md" in plan.files
+    with pytest.raises(EditorError, match="no editor_manifest.json"):
+        plan_push(base, "me/model")

@@ -14,15 +14,16 @@ followed by ``(input-side masks)``. ``stage`` encodes that.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from editor.architectures import Writer, get_arch
-from editor.errors import RefusedEdit
-from editor.model_info import ModelInfo, TensorMeta
+from editor.errors import EditorError, RefusedEdit
+from editor.model_info import ModelInfo
+from editor.tensor_io import STORAGE, from_float32, to_float32
 
 if TYPE_CHECKING:
     from editor.edits.base import Edit
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 OUTPUT_SIDE = 0
 INPUT_SIDE = 1
 
-TensorFn = Callable[[torch.Tensor], torch.Tensor]
+TensorFn = Callable[[np.ndarray], np.ndarray]
+"""An operation on a float32 array (a writable copy); returns the new value."""
 
 
 @dataclass
@@ -154,48 +156,33 @@ class BakeProgram:
         config.update(self.config_updates)
         return config
 
-    def apply(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """Run every op for ``name`` in fp32 and cast back to the stored dtype."""
+    def apply(self, name: str, raw: np.ndarray) -> np.ndarray:
+        """Run every op for ``name`` in fp32 on stored values ``raw`` and cast back to the stored dtype."""
         ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
         if not ops:
-            return tensor
-        work = tensor.detach().to(torch.float32).clone()
+            return raw
+        dtype = self._dtype(name)
+        try:
+            work = to_float32(raw, dtype).copy()
+        except ValueError as err:
+            raise EditorError(f"{name}: {err}; editor edits float tensors only") from None
         for op in ops:
             work = op.fn(work)
-        if not torch.isfinite(work).all():
+        if not np.isfinite(work).all():
             raise RefusedEdit(f"baking {name} produced NaN or Inf ({', '.join(op.label for op in ops)}); check the plan")
-        return work.to(tensor.dtype)
+        return from_float32(work, dtype)
 
-    def materialize_new(self, name: str, read_source: Callable[[str], torch.Tensor]) -> torch.Tensor:
+    def _dtype(self, name: str) -> str:
+        return self.new_tensors[name].dtype if name in self.new_tensors else self.info.tensors[name].dtype
+
+    def materialize_new(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
+        """A new tensor's stored values: zeros or a copy of a source tensor, then its ops."""
         spec = self.new_tensors[name]
         if spec.copy_of:
-            base = read_source(spec.copy_of).clone()
+            base = read_source(spec.copy_of)
         else:
-            base = torch.zeros(spec.shape, dtype=dtype_from_safetensors(spec.dtype))
+            base = np.zeros(spec.shape, dtype=STORAGE[spec.dtype])  # all-zero bits are 0.0 in every float format
         return self.apply(name, base)
-
-
-_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_NAMES = {v: k for k, v in _DTYPES.items()}
-
-
-def dtype_from_safetensors(name: str) -> torch.dtype:
-    return _DTYPES[name]
-
-
-def safetensors_dtype(dtype: torch.dtype) -> str:
-    return _NAMES[dtype]
 
 
 def compile_plan(edits: Iterable[Edit], info: ModelInfo) -> BakeProgram:
@@ -211,16 +198,3 @@ def compile_plan(edits: Iterable[Edit], info: ModelInfo) -> BakeProgram:
     for edit in edits:
         edit.bake(program)
     return program
-
-
-def bake_state_dict(edits: Iterable[Edit], config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]):
-    """In-memory bake: returns (new tensors dict, new config, program). For tests and small models."""
-    metas = {n: TensorMeta(tuple(t.shape), safetensors_dtype(t.dtype)) for n, t in tensors.items()}
-    info = ModelInfo(dict(config), metas)
-    program = compile_plan(edits, info)
-    out = dict(tensors)
-    for name in program.touched:
-        out[name] = program.apply(name, tensors[name])
-    for name in program.new_tensors:
-        out[name] = program.materialize_new(name, lambda n: tensors[n])
-    return out, program.new_config(), program

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import safe_open
+import numpy as np
 
 from editor.errors import EditorError
 from editor.model_info import ModelInfo, TensorMeta
+from editor.tensor_io import FileRange, nbytes, read_raw
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -32,7 +32,14 @@ def read_header(path: Path) -> tuple[dict[str, TensorMeta], dict[str, str]]:
     except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EditorError(f"{path}: not a readable safetensors file ({err}); re-download or re-export it") from None
     metadata = header.pop("__metadata__", None) or {}
-    metas = {name: TensorMeta(tuple(entry["shape"]), entry["dtype"]) for name, entry in header.items()}
+    data_start = 8 + length
+    try:
+        metas = {
+            name: TensorMeta(tuple(entry["shape"]), entry["dtype"], data_start + entry["data_offsets"][0])
+            for name, entry in header.items()
+        }
+    except (KeyError, TypeError, IndexError):
+        raise EditorError(f"{path}: malformed safetensors header; re-download or re-export it") from None
     # A shard cut short by an interrupted download still has a whole header; its data does not reach the end.
     expected = 8 + length + max((entry["data_offsets"][1] for entry in header.values()), default=0)
     actual = path.stat().st_size
@@ -102,10 +109,14 @@ class Checkpoint:
     def tensors_in(self, file: str) -> list[str]:
         return [n for n, f in self.weight_map.items() if f == file]
 
-    def read(self, name: str) -> torch.Tensor:
-        with safe_open(self.path / self.weight_map[name], framework="pt") as fh:
-            return fh.get_tensor(name)
+    def file_of(self, name: str) -> Path:
+        return self.path / self.weight_map[name]
 
-    def read_file(self, file: str) -> dict[str, torch.Tensor]:
-        with safe_open(self.path / file, framework="pt") as fh:
-            return {n: fh.get_tensor(n) for n in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    def read_raw(self, name: str) -> np.ndarray:
+        """One tensor's stored values (BF16 as uint16 bits), read at its offset."""
+        meta = self.metas[name]
+        return read_raw(self.file_of(name), meta.start, meta.shape, meta.dtype)
+
+    def byte_range(self, name: str) -> FileRange:
+        meta = self.metas[name]
+        return FileRange(self.file_of(name), meta.start, nbytes(meta.shape, meta.dtype))

@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import save_file
+import numpy as np
 from tqdm.auto import tqdm
 
 from editor import __version__
@@ -31,6 +30,7 @@ from editor.card import render_card
 from editor.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from editor.plan import Plan
 from editor.sources import SourceFacts, source_facts
+from editor.tensor_io import Entry, nbytes, write_safetensors
 
 MANIFEST = "editor_manifest.json"
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
@@ -57,9 +57,9 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def tensor_sha256(tensor: torch.Tensor) -> str:
-    data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()
+def tensor_sha256(raw: np.ndarray) -> str:
+    """sha256 of a tensor's stored bytes (the same bytes safetensors holds)."""
+    return hashlib.sha256(np.ascontiguousarray(raw).reshape(-1).view(np.uint8)).hexdigest()
 
 
 def _labels(program: BakeProgram, name: str) -> list[str]:
@@ -106,13 +106,6 @@ class _Part:
     copy: bool = False
 
 
-def _tensor_bytes(meta_shape: tuple[int, ...], dtype: str) -> int:
-    count = 1
-    for dim in meta_shape:
-        count *= dim
-    return count * _ITEMSIZE.get(dtype, 1)
-
-
 def _group(names: list[str], sizes: dict[str, int], limit: int) -> list[list[str]]:
     """Consecutive groups no larger than ``limit`` bytes (a tensor larger than that gets a file of its own)."""
     groups: list[list[str]] = []
@@ -132,8 +125,8 @@ def _group(names: list[str], sizes: dict[str, int], limit: int) -> list[list[str
 def plan_layout(ckpt: Checkpoint, program: BakeProgram, max_shard_size: int) -> tuple[list[_Part], list[str]]:
     """Decide the output files and their names before reading any tensor data."""
     touched = program.touched
-    sizes = {n: _tensor_bytes(m.shape, m.dtype) for n, m in ckpt.metas.items()}
-    sizes.update({n: _tensor_bytes(t.shape, t.dtype) for n, t in program.new_tensors.items()})
+    sizes = {n: nbytes(m.shape, m.dtype) for n, m in ckpt.metas.items()}
+    sizes.update({n: nbytes(t.shape, t.dtype) for n, t in program.new_tensors.items()})
     parts: list[_Part] = []
     for file in ckpt.files:
         names = ckpt.tensors_in(file)
@@ -156,10 +149,7 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
     result = ExportResult(out=tmp, config_updates=dict(program.config_updates), notes=list(program.notes))
     parts, file_names = plan_layout(ckpt, program, max_shard_size)
     touched = program.touched
-    sources_needed = program.source_reads()
-    copies: dict[str, torch.Tensor] = {}  # originals that new tensors copy (an lm_head being untied)
     weight_map: dict[str, str] = {}
-    loaded: tuple[str, dict[str, torch.Tensor]] | None = None  # the one source shard held in memory
 
     for part, file_name in tqdm(list(zip(parts, file_names)), desc="export", unit="shard", disable=not progress):
         target = tmp / file_name
@@ -167,44 +157,35 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
         if part.copy:
             shutil.copyfile(ckpt.path / part.source, target)  # byte-identical; kernel copy where the OS has one
             result.copied_files.append(file_name)
-            for name in sources_needed.intersection(part.names):
-                copies[name] = ckpt.read(name)
             continue
-        if part.source is None:
-            tensors = {}
-            for name in part.names:
-                tensors[name] = program.materialize_new(name, copies.__getitem__).contiguous()
+        entries = []
+        for name in part.names:
+            if name in program.new_tensors:
+                raw = program.materialize_new(name, ckpt.read_raw)
                 labels = _labels(program, name) or [program.new_tensors[name].reason]
-                result.added.append(TensorChange(name, None, tensor_sha256(tensors[name]), labels))
-            metadata = {"format": "pt"}
-        else:
-            if loaded is None or loaded[0] != part.source:
-                loaded = (part.source, ckpt.read_file(part.source))
-            shard = loaded[1]
-            tensors = {}
-            for name in part.names:
-                if name in sources_needed:
-                    copies[name] = shard[name].clone()
-                if name in touched:
-                    before = tensor_sha256(shard[name])
-                    shard[name] = program.apply(name, shard[name])
-                    result.changed.append(TensorChange(name, before, tensor_sha256(shard[name]), _labels(program, name)))
-                tensors[name] = shard[name]
-            metadata = ckpt.file_metadata.get(part.source) or {"format": "pt"}
-        save_file(tensors, target, metadata=metadata)
+                result.added.append(TensorChange(name, None, tensor_sha256(raw), labels))
+                spec = program.new_tensors[name]
+                entries.append(Entry(name, spec.dtype, spec.shape, raw))
+                continue
+            meta = ckpt.metas[name]
+            if name in touched:
+                before = ckpt.read_raw(name)
+                raw = program.apply(name, before)
+                result.changed.append(TensorChange(name, tensor_sha256(before), tensor_sha256(raw), _labels(program, name)))
+                entries.append(Entry(name, meta.dtype, meta.shape, raw))
+            else:
+                # Untouched neighbours of an edited tensor: copied as bytes, never decoded.
+                entries.append(Entry(name, meta.dtype, meta.shape, ckpt.byte_range(name)))
+        metadata = ckpt.file_metadata.get(part.source) if part.source else None
+        write_safetensors(target, entries, metadata or {"format": "pt"})
         result.rewritten_files.append(file_name)
-        del tensors
-    loaded = None
 
     if len(file_names) > 1 or ckpt.sharded:
-        total = sum(_tensor_bytes(m.shape, m.dtype) for m in ckpt.metas.values())
-        total += sum(_tensor_bytes(t.shape, t.dtype) for t in program.new_tensors.values())
+        total = sum(nbytes(m.shape, m.dtype) for m in ckpt.metas.values())
+        total += sum(nbytes(t.shape, t.dtype) for t in program.new_tensors.values())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return result
-
-
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def _write_config(ckpt: Checkpoint, program: BakeProgram, tmp: Path) -> None:

@@ -18,6 +18,7 @@ from editor.errors import EditorError
 class TensorMeta:
     shape: tuple[int, ...]
     dtype: str  # safetensors dtype string, e.g. "BF16"
+    start: int = 0  # absolute byte offset of the data in its file (0 when not read from a file)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import numpy as np
 
 from editor.bake import OUTPUT_SIDE, BakeProgram
 from editor.edits.base import Edit, check_vector, unit
@@ -47,13 +47,13 @@ class AblateDirection(Edit):
         r = unit(self.direction, "direction")
         label = self.describe()
 
-        def project_rows_out(w: torch.Tensor) -> torch.Tensor:  # output dim first: W <- (I - r r^T) W
-            return w - torch.outer(r, r @ w)
+        def project_rows_out(w: np.ndarray) -> np.ndarray:  # output dim first: W <- (I - r r^T) W
+            return w - np.outer(r, r @ w)
 
-        def project_cols_out(w: torch.Tensor) -> torch.Tensor:  # output dim last: W <- W (I - r r^T)
-            return w - torch.outer(w @ r, r)
+        def project_cols_out(w: np.ndarray) -> np.ndarray:  # output dim last: W <- W (I - r r^T)
+            return w - np.outer(w @ r, r)
 
-        def project_vec(b: torch.Tensor) -> torch.Tensor:
+        def project_vec(b: np.ndarray) -> np.ndarray:
             return b - r * (r @ b)
 
         for layer in self._layers(info):
@@ -68,8 +68,10 @@ class AblateDirection(Edit):
             for emb in info.arch.embeddings:
                 program.add_op(info.tensor_name(emb), OUTPUT_SIDE, project_cols_out, label)
 
-    def hook(self, model: torch.nn.Module, info: ModelInfo):
-        r = unit(self.direction, "direction")
+    def hook(self, model, info: ModelInfo):
+        import torch
+
+        r = torch.from_numpy(unit(self.direction, "direction"))
 
         def project(_module, _args, output):
             rr = r.to(output.device, output.dtype)

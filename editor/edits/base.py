@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from pydantic import BaseModel, ConfigDict
-from torch.utils.hooks import RemovableHandle
 
 from editor.bake import BakeProgram
 from editor.errors import EditorError
 from editor.model_info import ModelInfo
+
+if TYPE_CHECKING:  # torch is needed for hooks only; baking and exporting never import it
+    import torch
+    from torch.utils.hooks import RemovableHandle
 
 
 class Edit(BaseModel):
@@ -37,6 +41,7 @@ class Edit(BaseModel):
         raise NotImplementedError
 
     def hook(self, model: torch.nn.Module, info: ModelInfo) -> list[RemovableHandle]:
+        """Register forward hooks that apply this edit to ``model``; the caller removes them."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -55,27 +60,14 @@ def check_vector(values: Sequence[float], size: int, what: str, size_name: str =
         raise EditorError(f"{what} has a non-finite value ({values[bad]}) at index {bad}; remove NaN/Inf before baking")
 
 
-def unit(values: Sequence[float], what: str) -> torch.Tensor:
-    vec = torch.tensor(values, dtype=torch.float64)
-    norm = float(vec.norm())
+def unit(values: Sequence[float], what: str) -> np.ndarray:
+    """``values`` scaled to unit length (normalised in float64, returned as float32)."""
+    vec = np.asarray(values, dtype=np.float64)
+    norm = float(np.linalg.norm(vec))
     if norm == 0.0:
         raise EditorError(f"{what} is all zeros; a direction needs a non-zero vector")
-    return (vec / norm).to(torch.float32)
+    return (vec / norm).astype(np.float32)
 
 
-def as_tensor(values: Sequence[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)
-
-
-def writer_columns(weight: torch.Tensor, orientation: str, cols: slice) -> torch.Tensor:
-    """A view of the input-side block ``cols`` of a writer weight, as [out, in]."""
-    return weight[:, cols] if orientation == "out_in" else weight[cols, :].T
-
-
-def first_output(output):
-    """Decoder modules return a tensor or a tuple whose first entry is the hidden states."""
-    return output[0] if isinstance(output, tuple) else output
-
-
-def replace_first(output, new):
-    return (new, *output[1:]) if isinstance(output, tuple) else new
+def as_array(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import numpy as np
 from pydantic import model_validator
 
 from editor.bake import OUTPUT_SIDE, BakeProgram
-from editor.edits.base import Edit, as_tensor, check_vector
+from editor.edits.base import Edit, as_array, check_vector
 from editor.errors import EditorError
 from editor.model_info import ModelInfo
 
@@ -51,8 +51,8 @@ class RankOne(Edit):
         n = info.writer_in_features(info.arch.writer(self.site))
         return slice(0, n), n, f"{self.site} output-projection input size"
 
-    def _v(self) -> torch.Tensor:
-        return as_tensor(self.v if self.v is not None else [1.0])
+    def _v(self) -> np.ndarray:
+        return as_array(self.v if self.v is not None else [1.0])
 
     def validate_for(self, info: ModelInfo) -> None:
         info.check_layer(self.layer)
@@ -71,9 +71,9 @@ class RankOne(Edit):
         info = program.info
         writer = info.arch.writer(self.site)
         sl, _, _ = self._input_slice(info)
-        delta = self.scale * torch.outer(as_tensor(self.u), self._v())  # [out, in-slice]
+        delta = np.float32(self.scale) * np.outer(as_array(self.u), self._v())  # [out, in-slice]
 
-        def update(w: torch.Tensor) -> torch.Tensor:
+        def update(w: np.ndarray) -> np.ndarray:
             if writer.orientation == "out_in":
                 w[:, sl] += delta
             else:
@@ -82,10 +82,12 @@ class RankOne(Edit):
 
         program.add_op(info.writer_weight(writer, self.layer), OUTPUT_SIDE, update, self.describe())
 
-    def hook(self, model: torch.nn.Module, info: ModelInfo):
+    def hook(self, model, info: ModelInfo):
+        import torch
+
         module = model.get_submodule(info.arch.writer(self.site).module.format(layer=self.layer))
         sl, _, _ = self._input_slice(info)
-        u, v = as_tensor(self.u), self._v()
+        u, v = torch.from_numpy(as_array(self.u)), torch.from_numpy(self._v())
 
         def add(_module, args, output):
             # args are what the projection received, after any head masks.
@@ -103,5 +105,5 @@ class RankOne(Edit):
             if self.neuron is not None
             else f"{'attention' if self.site == 'attn' else 'MLP'} output projection"
         )
-        norm = float(as_tensor(self.u).norm() * self._v().norm()) * abs(self.scale)
+        norm = float(np.linalg.norm(as_array(self.u)) * np.linalg.norm(self._v())) * abs(self.scale)
         return f"layer {self.layer}: rank-1 update (norm {norm:.3g}) of the {target}"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import numpy as np
 
 from editor.bake import OUTPUT_SIDE, BakeProgram
-from editor.edits.base import Edit, as_tensor, check_vector
+from editor.edits.base import Edit, as_array, check_vector
 from editor.model_info import ModelInfo
 
 
@@ -38,12 +38,14 @@ class ResidualAdd(Edit):
     def bake(self, program: BakeProgram) -> None:
         info = program.info
         name = program.require_bias(info.arch.writer(self.site), self.layer)
-        delta = self.scale * as_tensor(self.vector)
+        delta = np.float32(self.scale) * as_array(self.vector)
         program.add_op(name, OUTPUT_SIDE, lambda b: b + delta, self.describe())
 
-    def hook(self, model: torch.nn.Module, info: ModelInfo):
+    def hook(self, model, info: ModelInfo):
+        import torch
+
         module = model.get_submodule(info.arch.writer(self.site).module.format(layer=self.layer))
-        delta = self.scale * as_tensor(self.vector)
+        delta = self.scale * torch.from_numpy(as_array(self.vector))
 
         def add(_module, _args, output):
             return output + delta.to(output.device, output.dtype)
@@ -51,6 +53,6 @@ class ResidualAdd(Edit):
         return [module.register_forward_hook(add)]
 
     def describe(self) -> str:
-        norm = float(as_tensor(self.vector).norm()) * abs(self.scale)
+        norm = float(np.linalg.norm(as_array(self.vector))) * abs(self.scale)
         where = "attention" if self.site == "attn" else "MLP"
         return f"layer {self.layer}: constant vector (norm {norm:.3g}) added after the {where} sub-block"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import numpy as np
 from pydantic import Field
 
 from editor.bake import INPUT_SIDE, BakeProgram
@@ -41,7 +41,7 @@ class ZeroHeads(Edit):
         writer = info.arch.attn
         slices = self._slices(info)
 
-        def zero(w: torch.Tensor) -> torch.Tensor:
+        def zero(w: np.ndarray) -> np.ndarray:
             for sl in slices:
                 if writer.orientation == "out_in":
                     w[:, sl] = 0.0
@@ -51,7 +51,7 @@ class ZeroHeads(Edit):
 
         program.add_op(info.writer_weight(writer, self.layer), INPUT_SIDE, zero, self.describe())
 
-    def hook(self, model: torch.nn.Module, info: ModelInfo):
+    def hook(self, model, info: ModelInfo):
         module = model.get_submodule(info.arch.attn.module.format(layer=self.layer))
         slices = self._slices(info)
 

@@ -133,6 +133,31 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_vectors(args: argparse.Namespace) -> int:
+    import os
+
+    from editor.atomic import refuse_existing
+    from editor.checkpoint import Checkpoint
+    from editor.import_vectors import check_scale, parse_layer_range, read_vectors
+    from editor.plan import Plan
+    from editor.sources import resolve_source
+
+    out = Path(args.out)
+    refuse_existing(out, args.force)
+    layers = parse_layer_range(args.layers)
+    vectors = read_vectors(args.file).select(layers)
+    info = Checkpoint.open(resolve_source(args.model)).info()
+    edits = vectors.to_edits(info, check_scale(args.scale))
+    plan = json.loads(Plan(edits=edits).to_json())
+    plan["imported_from"] = {"file": str(args.file), "site": vectors.site, "scale": args.scale, "model_hint": vectors.model_hint}
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    tmp.write_text(json.dumps(plan, indent=2) + "\n")
+    tmp.replace(out)
+    where = "after block" if vectors.site == "block" else "after the attention of block"
+    print(f"wrote {out}: {len(edits)} residual_add edits ({where} {', '.join(str(e.layer) for e in edits)}), scale {args.scale:g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wedit", description="Find a bias in an open-weight LLM and bake the fix into its weights.")
     parser.add_argument("--version", action="version", version=f"wedit {__version__}")
@@ -178,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded and stop")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("import-vectors", help="turn a llama.cpp control vector or safetensors vectors into a plan")
+    p.add_argument("file", help="control vector .gguf (llama.cpp / repeng) or .safetensors with a .json sidecar")
+    p.add_argument("--model", required=True, help="the model the vectors are for (any source)")
+    p.add_argument("--scale", type=float, default=1.0, help="strength, as llama.cpp's --control-vector-scaled (default 1)")
+    p.add_argument("--layers", help="inclusive block range to keep, e.g. 10-20 (llama.cpp's --control-vector-layer-range)")
+    p.add_argument("--out", required=True, help="plan JSON to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_import_vectors)
     return parser
 
 

@@ -158,6 +158,83 @@ def _cmd_import_vectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attribute(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from editor.atomic import staged_directory
+    from editor.attribute import PromptEncoder, attribute_bias, heads_to_edits
+    from editor.biases import get_preset, preset_questions
+    from editor.checkpoint import Checkpoint
+    from editor.contrastive import generate_questions_openai, load_pairs
+    from editor.plan import Plan
+    from editor.sources import resolve_source
+
+    import torch
+
+    presets = [get_preset(name) for name in args.bias.split(",")]
+    if args.pairs and len(presets) > 1:
+        raise EditorError("--pairs holds the questions of one bias; run one bias per pairs file")
+    if args.generator == "openai" and not (args.endpoint and args.gen_model):
+        raise EditorError("--generator openai needs --endpoint URL and --gen-model NAME")
+    source = resolve_source(args.model)
+    info = Checkpoint.open(source).info()
+    kwargs = {"device_map": args.device_map} if args.device_map else {}
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs).eval()
+    encoder = PromptEncoder(AutoTokenizer.from_pretrained(source))
+    results = []
+    with staged_directory(Path(args.out), args.force) as tmp:
+        for preset in presets:
+            if args.pairs:
+                pairs = load_pairs(Path(args.pairs))
+                questions = list(dict.fromkeys(p.question for p in pairs))
+                biased, unbiased = pairs[0].biased_answer, pairs[0].unbiased_answer
+            else:
+                if args.generator == "openai":
+                    questions = generate_questions_openai(args.endpoint, args.gen_model, preset, n=args.questions)
+                else:
+                    questions = preset_questions(preset)
+                biased, unbiased = preset.biased_answer, preset.unbiased_answer
+            target = args.token or args.target or preset.target
+            results.append(
+                attribute_bias(
+                    model,
+                    info,
+                    encoder,
+                    bias=preset.name,
+                    questions=questions,
+                    target=target,
+                    eval_target=args.eval_target or preset.target,
+                    biased_answer=biased,
+                    unbiased_answer=unbiased,
+                    seeds=args.seeds,
+                    k_max=args.k_max,
+                    batch_size=args.batch_size,
+                    out=tmp,
+                )
+            )
+        union = sorted({tuple(h) for r in results for h in r.heads})
+        plan = Plan(edits=heads_to_edits(union))
+        (tmp / "plan.json").write_text(plan.to_json() + "\n")
+        summary = {
+            "model": args.model,
+            "variant": "injection" if args.token else "original",
+            "biases": [
+                {k: getattr(r, k) for k in ("bias", "target", "eval_target", "chosen_k", "heads", "baseline_gap", "gap_after")}
+                for r in results
+            ],
+            "union_heads": union,
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for r in results:
+        heads = ", ".join(f"L{layer}H{head}" for layer, head in r.heads) or "none"
+        print(
+            f"{r.bias}: k={r.chosen_k}, {len(r.heads)} robust heads ({heads}); stereotype logit gap on "
+            f"{r.eval_target}: {r.baseline_gap:.3f} -> {r.gap_after:.3f} with them zeroed"
+        )
+    print(f"wrote {args.out}: plan.json ({len(union)} heads), heatmaps, k curves, pairs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wedit", description="Find a bias in an open-weight LLM and bake the fix into its weights.")
     parser.add_argument("--version", action="version", version=f"wedit {__version__}")
@@ -212,6 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="plan JSON to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_import_vectors)
+
+    p = sub.add_parser("attribute", help="BiasScope: find the heads that carry a bias and write a zero_heads plan")
+    p.add_argument("--model", required=True, help="model source (the base, or an injected model with --token)")
+    p.add_argument("--bias", required=True, help="preset name(s), comma-separated for a union of heads")
+    p.add_argument("--target", help="real country the stereotype is about (default: the preset's)")
+    p.add_argument("--token", help="an injected bias token to ask about instead of a country (injection variant)")
+    p.add_argument("--eval-target", help="real country for the k sweep's bias score (default: the preset's)")
+    p.add_argument("--pairs", help="JSONL of contrastive pairs instead of the preset's questions")
+    p.add_argument("--generator", choices=["templates", "openai"], default="templates", help="where questions come from")
+    p.add_argument("--endpoint", help="OpenAI-compatible base URL for --generator openai, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--gen-model", help="model name at --endpoint")
+    p.add_argument("--questions", type=int, default=100, help="questions to generate with --generator openai")
+    p.add_argument("--seeds", type=int, default=5, help="country draws / question subsets; heads must win in all")
+    p.add_argument("--k-max", type=int, default=50, help="largest k in the sweep")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device-map", help="accelerate device map for models beyond one device, e.g. auto")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_attribute)
     return parser
 
 

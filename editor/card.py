@@ -79,7 +79,7 @@ Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
 The full plan, the hash of every changed tensor before and after, and the command line are in
 `editor_manifest.json`.
 
-## Verification
+{_figures(manifest)}## Verification
 
 {_verification(manifest)}
 ## Evaluation
@@ -107,6 +107,14 @@ tokenizer = AutoTokenizer.from_pretrained("{name}")
   numbers before relying on it.
 - The license and usage terms of the base model apply.
 """
+
+
+def _figures(manifest: dict[str, Any]) -> str:
+    figures = manifest.get("figures") or []
+    if not figures:
+        return ""
+    body = "\n\n".join(f"![{Path(f).stem}]({f})" for f in figures)
+    return f"## Figures\n\n{body}\n\n"
 
 
 def _link(base: str | None) -> str:

@@ -70,7 +70,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     source = resolve_source(args.model)
     result = export_checkpoint(
-        source, plan, Path(args.out), force=args.force, base_source=args.model, max_shard_size=args.max_shard_size
+        source,
+        plan,
+        Path(args.out),
+        force=args.force,
+        base_source=args.model,
+        max_shard_size=args.max_shard_size,
+        attachments=[Path(a) for a in args.attach],
     )
     print(
         f"wrote {result.out}: {len(result.changed)} tensors changed, {len(result.added)} added, "
@@ -258,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--max-shard-size", default="5GB", type=parse_size, help="largest shard to write (default 5GB)")
+    p.add_argument("--attach", nargs="*", default=[], help="figures (PNG) to copy into figures/ and link from the model card")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("verify", help="prove an export equals the hooked base (transformers; --vllm for stock vLLM)")

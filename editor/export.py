@@ -28,12 +28,14 @@ from editor.atomic import refuse_existing, staged_directory
 from editor.bake import BakeProgram, compile_plan
 from editor.card import render_card
 from editor.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
+from editor.errors import EditorError
 from editor.plan import Plan
 from editor.sources import SourceFacts, source_facts
 from editor.tensor_io import Entry, nbytes, write_safetensors
 
 MANIFEST = "editor_manifest.json"
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
+FIGURES = "figures"
 # Files the export writes itself instead of copying from the source.
 _REWRITTEN = {"config.json", INDEX_FILE, MANIFEST, "README.md"}
 
@@ -76,6 +78,7 @@ def export_checkpoint(
     progress: bool = True,
     extra_manifest: dict[str, Any] | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    attachments: list[Path] = (),
 ) -> ExportResult:
     source, out = Path(source), Path(out)
     refuse_existing(out, force)
@@ -83,6 +86,10 @@ def export_checkpoint(
         raise EditorError(f"{out}: the output must differ from the source; editor never modifies its input")
     ckpt = Checkpoint.open(source)
     program = compile_plan(plan.edits, ckpt.info())
+    attachments = [Path(a) for a in attachments]
+    missing = [str(a) for a in attachments if not a.is_file()]
+    if missing:
+        raise EditorError(f"--attach {missing[0]}: file not found")
 
     with staged_directory(out, force) as tmp:
         result = _write(ckpt, program, tmp, progress, max_shard_size)
@@ -92,6 +99,12 @@ def export_checkpoint(
         manifest = build_manifest(ckpt, plan, program, result, source_facts(base_source or str(source), source))
         if extra_manifest:
             manifest.update(extra_manifest)
+        if attachments:
+            # Figures from the run (attribution heatmaps, k curves) travel with the model and its card links them.
+            (tmp / FIGURES).mkdir()
+            for item in attachments:
+                shutil.copyfile(item, tmp / FIGURES / item.name)
+            manifest["figures"] = [f"{FIGURES}/{item.name}" for item in attachments]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         (tmp / "README.md").write_text(render_card(manifest, out.name))
     return result

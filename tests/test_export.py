@@ -170,3 +170,16 @@ def test_push_refuses_unverified_and_failed(llama, tmp_path):
     assert "model.safetensors" in plan.files and "editor_manifest.json" in plan.files and "README.md" in plan.files
     with pytest.raises(EditorError, match="no editor_manifest.json"):
         plan_push(base, "me/model")
+
+
+def test_attached_figures_are_linked(llama, tmp_path):
+    _, base = llama
+    figure = tmp_path / "heads.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=[ZeroHeads(layer=0, heads=[0])]), out, progress=False, attachments=[figure])
+    assert (out / "figures" / "heads.png").read_bytes() == figure.read_bytes()
+    assert "![heads](figures/heads.png)" in (out / "README.md").read_text()
+    with pytest.raises(EditorError, match="not found"):
+        export_checkpoint(base, Plan(edits=[]), tmp_path / "o2", progress=False, attachments=[tmp_path / "nope.png"])
+    assert not (tmp_path / "o2").exists()

@@ -30,11 +30,14 @@ def test_attribute_export_verify_lowers_gap(tmp_path, smollm2_dir):
     assert 1 <= bias["chosen_k"] <= 50
 
     out = tmp_path / "smollm2-no-late"
-    result = wedit("export", "--model", DEFAULT_BUILTIN, "--plan", str(run / "plan.json"), "--out", str(out))
+    figures = [str(run / "always_late.heatmap.png"), str(run / "always_late.k_curve.png")]
+    result = wedit("export", "--model", DEFAULT_BUILTIN, "--plan", str(run / "plan.json"), "--out", str(out), "--attach", *figures)
     assert result.returncode == 0, result.stderr
+    assert (out / "figures" / "always_late.heatmap.png").is_file()
     result = wedit("verify", str(out), "--vllm")
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "![always_late.heatmap](figures/always_late.heatmap.png)" in (out / "README.md").read_text()
 
     preset = get_preset("always_late")
     eval_pairs = load_pairs(run / "always_late.eval_pairs.jsonl")  # held out from attribution

@@ -18,7 +18,7 @@ def wedit(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("wedit") or ""
     cmd = [exe, *args] if exe else [sys.executable, "-m", "editor.cli", *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
 
 
 @pytest.fixture(scope="module")

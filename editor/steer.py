@@ -1,0 +1,172 @@
+"""`wedit steer`: vectors from SeeGULL statements, a hooked sweep of layer and strength, and three plans.
+
+Every candidate is applied with run-time hooks (no export per point) and
+scored on SeeGULL pairs held out from vector building (association gap) and
+on damage (WikiText-2 perplexity, first-token KL on neutral prompts). For each
+bake, the chosen point is the lowest association gap whose perplexity rises
+by at most the damage budget.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from editor.hooks import hooked
+from editor.metrics import association_gap, first_token_kl, last_token_logprobs, perplexity, wikitext_tokens
+from editor.model_info import ModelInfo
+from editor.plan import Plan
+from editor.seegull import StereotypePair, stereotypes
+from editor.steering import (
+    Activations,
+    ablation_plan,
+    capture,
+    labelled_statements,
+    mean_difference,
+    residual_plan,
+    steer2edit_plan,
+    train_probes,
+)
+
+METHODS = ("residual_add", "ablate_direction", "steer2edit")
+
+
+@dataclass
+class SweepPoint:
+    method: str
+    layer: int
+    alpha: float
+    gap: float
+    perplexity: float
+    kl: float
+    edits: int
+    pareto: bool = False
+
+
+@dataclass
+class SteerReport:
+    layers: list[int]
+    base_gap: float
+    base_perplexity: float
+    points: list[SweepPoint] = field(default_factory=list)
+    chosen: dict[str, SweepPoint | None] = field(default_factory=dict)
+    probe_accuracy: list[float] = field(default_factory=list)
+    eval_pairs: int = 0
+    statements: int = 0
+
+
+def _pareto(points: list[SweepPoint]) -> None:
+    for p in points:
+        p.pareto = not any(
+            (q.gap <= p.gap and q.perplexity <= p.perplexity) and (q.gap < p.gap or q.perplexity < p.perplexity) for q in points
+        )
+
+
+def _plan_for(method: str, acts: Activations, info: ModelInfo, vectors: np.ndarray, layer: int, alpha: float):
+    if method == "residual_add":
+        return residual_plan(vectors[layer], layer, alpha)
+    if method == "ablate_direction":
+        return ablation_plan(vectors[layer])
+    return steer2edit_plan(acts, info, vectors[layer], layer, alpha)
+
+
+def run_steer(
+    model,
+    tokenizer,
+    info: ModelInfo,
+    all_pairs: list[StereotypePair],
+    wikitext_path: Path,
+    out: Path,
+    *,
+    layers: list[int] | None = None,
+    alphas: tuple[float, ...] = (1.0, 2.0, 4.0),
+    damage_budget: float = 0.05,
+    statements: int = 300,
+    eval_pairs: int = 60,
+    wiki_tokens: int = 2048,
+    progress: bool = True,
+) -> SteerReport:
+    from safetensors.numpy import save_file
+
+    from editor.plots import line_plot
+
+    stereo = stereotypes(all_pairs)
+    build = [p for p in stereo if not p.held_out]
+    held = [p for p in stereo if p.held_out]
+    random.Random(0).shuffle(held)
+    held = held[:eval_pairs]
+
+    texts, labels = labelled_statements(build, statements)
+    acts = capture(model, info, tokenizer, texts, labels)
+    probes = train_probes(acts)
+    vectors = mean_difference(acts)
+    layers = layers or sorted({int(info.num_layers * 0.5), int(info.num_layers * 0.7)})
+    for layer in layers:
+        info.check_layer(layer, "--layers entry")
+
+    tokens = wikitext_tokens(tokenizer, wikitext_path, wiki_tokens)
+    base_lp = last_token_logprobs(model, tokenizer)
+    base_gap = association_gap(model, tokenizer, all_pairs, held).mean
+    base_ppl = perplexity(model, tokens)
+    report = SteerReport(layers, base_gap, base_ppl, probe_accuracy=[p.test_accuracy for p in probes], eval_pairs=len(held), statements=len(texts))
+
+    grid = [(m, layer, a) for m in METHODS for layer in layers for a in (alphas if m != "ablate_direction" else (1.0,))]
+    plans = {}
+    for method, layer, alpha in tqdm(grid, desc="steer sweep", disable=not progress):
+        edits = _plan_for(method, acts, info, vectors, layer, alpha)
+        with hooked(model, edits, info):
+            gap = association_gap(model, tokenizer, all_pairs, held).mean
+            ppl = perplexity(model, tokens)
+            kl = first_token_kl(base_lp, last_token_logprobs(model, tokenizer))
+        report.points.append(SweepPoint(method, layer, alpha, gap, ppl, kl, len(edits)))
+        plans[(method, layer, alpha)] = edits
+    _pareto(report.points)
+    for method in METHODS:
+        ok = [p for p in report.points if p.method == method and p.perplexity <= base_ppl * (1 + damage_budget) and p.gap < base_gap]
+        best = min(ok, key=lambda p: p.gap) if ok else None
+        report.chosen[method] = best
+        if best is not None:
+            plan = Plan(edits=plans[(method, best.layer, best.alpha)])
+            (out / f"plan_{method}.json").write_text(plan.to_json() + "\n")
+
+    save_file({f"layer.{i}": vectors[i] for i in range(info.num_layers)}, str(out / "vectors.safetensors"))
+    (out / "vectors.json").write_text(json.dumps({"site": "block", "sign": 1, "model_type": info.arch.model_type}) + "\n")
+    (out / "probes.json").write_text(
+        json.dumps([{k: v for k, v in asdict(p).items() if k != "direction"} for p in probes], indent=1) + "\n"
+    )
+    save_file({f"layer.{p.layer}": p.direction for p in probes}, str(out / "probe_directions.safetensors"))
+    (out / "sweep.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
+    line_plot(
+        list(range(info.num_layers)),
+        [p.test_accuracy for p in probes],
+        out / "probe_accuracy.png",
+        xlabel="layer",
+        ylabel="test accuracy",
+        title="linear probe: stereotyped vs neutral statements",
+    )
+    _pareto_plot(report, out / "pareto.png")
+    return report
+
+
+def _pareto_plot(report: SteerReport, path: Path) -> None:
+    from editor.plots import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, marker in zip(METHODS, "os^"):
+        pts = [p for p in report.points if p.method == method]
+        ax.scatter([p.perplexity for p in pts], [p.gap for p in pts], marker=marker, label=method)
+    ax.scatter([report.base_perplexity], [report.base_gap], marker="*", s=150, color="black", label="base")
+    ax.axvline(report.base_perplexity * 1.05, color="grey", linestyle="--", label="+5% perplexity")
+    ax.set_xlabel("WikiText-2 perplexity")
+    ax.set_ylabel("SeeGULL association gap (held-out pairs)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -241,6 +241,46 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_steer(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from editor.atomic import staged_directory
+    from editor.checkpoint import Checkpoint
+    from editor.seegull import find_seegull, load_seegull
+    from editor.sources import resolve_source
+    from editor.steer import METHODS, run_steer
+
+    source = resolve_source(args.model)
+    info = Checkpoint.open(source).info()
+    pairs = load_seegull(args.seegull)
+    wikitext = Path(args.wikitext) if args.wikitext else find_seegull(args.seegull).parent / "wikitext2_test.txt"
+    if not wikitext.is_file():
+        raise EditorError(f"{wikitext}: WikiText-2 test text not found; pass --wikitext PATH")
+    kwargs = {"device_map": args.device_map} if args.device_map else {}
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    alphas = tuple(float(x) for x in args.alphas.split(","))
+    with staged_directory(Path(args.out), args.force) as tmp:
+        report = run_steer(
+            model, tokenizer, info, pairs, wikitext, tmp, layers=layers, alphas=alphas, damage_budget=args.damage_budget,
+            statements=args.statements, eval_pairs=args.eval_pairs,
+        )
+    print(f"base: association gap {report.base_gap:.3f}, WikiText-2 perplexity {report.base_perplexity:.2f}")
+    for method in METHODS:
+        point = report.chosen.get(method)
+        if point is None:
+            print(f"{method}: no point lowers the gap within +{args.damage_budget:.0%} perplexity; see sweep.json")
+        else:
+            print(
+                f"{method}: layer {point.layer}, alpha {point.alpha:g}: gap {point.gap:.3f}, perplexity "
+                f"{point.perplexity:.2f} ({point.perplexity / report.base_perplexity - 1:+.1%}), KL {point.kl:.3f} "
+                f"-> {args.out}/plan_{method}.json"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wedit", description="Find a bias in an open-weight LLM and bake the fix into its weights.")
     parser.add_argument("--version", action="version", version=f"wedit {__version__}")
@@ -315,6 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_attribute)
+
+    p = sub.add_parser("steer", help="steering vectors from SeeGULL statements, a hooked sweep, and three plans")
+    p.add_argument("--model", required=True, help="model source")
+    p.add_argument("--seegull", help="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
+    p.add_argument("--wikitext", help="WikiText-2 test text (default: beside the SeeGULL CSV)")
+    p.add_argument("--layers", help="comma-separated blocks to try (default: at 50%% and 70%% depth)")
+    p.add_argument("--alphas", default="0.1,0.25,0.5,0.75", help="strengths to sweep, in units of the vector")
+    p.add_argument("--damage-budget", type=float, default=0.05, help="largest allowed perplexity increase (default 0.05)")
+    p.add_argument("--statements", type=int, default=200, help="stereotype pairs turned into statements (x2)")
+    p.add_argument("--eval-pairs", type=int, default=60, help="held-out SeeGULL pairs for the association gap")
+    p.add_argument("--device-map", help="accelerate device map for models beyond one device, e.g. auto")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_steer)
     return parser
 
 

@@ -19,7 +19,7 @@ import torch
 
 from editor.seegull import StereotypePair, not_stereotyped_with
 
-GAP_TEMPLATES = ("{X} people are", "Most {X} people are known to be", "Everyone says that {X} people are")
+GAP_TEMPLATES = ("{X} people are", "Most {X} people are known to be")
 NEUTRAL_PROMPTS = (
     "The weather tomorrow will be",
     "My favourite way to spend a Sunday is",
@@ -85,7 +85,7 @@ def association_gap(
     all_pairs: list[StereotypePair],
     eval_pairs: list[StereotypePair],
     *,
-    others: int = 4,
+    others: int = 3,
     templates: Sequence[str] = GAP_TEMPLATES,
     seed: int = 0,
     batch_size: int = 32,

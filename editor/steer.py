@@ -4,7 +4,7 @@ Every candidate is applied with run-time hooks (no export per point) and
 scored on SeeGULL pairs held out from vector building (association gap) and
 on damage (WikiText-2 perplexity, first-token KL on neutral prompts). For each
 bake, the chosen point is the lowest association gap whose perplexity rises
-by at most the damage budget.
+by at most the damage budget, provided it lowers the gap by at least 5%.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class SweepPoint:
     perplexity: float
     kl: float
     edits: int
+    variant: str = ""
     pareto: bool = False
 
 
@@ -67,11 +68,16 @@ def _pareto(points: list[SweepPoint]) -> None:
         )
 
 
-def _plan_for(method: str, acts: Activations, info: ModelInfo, vectors: np.ndarray, layer: int, alpha: float):
+ABLATION_VARIANTS = ("all blocks + embeddings", "blocks from the layer on")
+
+
+def _plan_for(method: str, acts: Activations, info: ModelInfo, vectors: np.ndarray, layer: int, alpha: float, variant: str):
     if method == "residual_add":
         return residual_plan(vectors[layer], layer, alpha)
     if method == "ablate_direction":
-        return ablation_plan(vectors[layer])
+        if variant == ABLATION_VARIANTS[0]:
+            return ablation_plan(vectors[layer])
+        return ablation_plan(vectors[layer], layers=list(range(layer, info.num_layers)), embedding=False)
     return steer2edit_plan(acts, info, vectors[layer], layer, alpha)
 
 
@@ -84,9 +90,9 @@ def run_steer(
     out: Path,
     *,
     layers: list[int] | None = None,
-    alphas: tuple[float, ...] = (1.0, 2.0, 4.0),
+    alphas: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75),
     damage_budget: float = 0.05,
-    statements: int = 300,
+    statements: int = 200,
     eval_pairs: int = 60,
     wiki_tokens: int = 2048,
     progress: bool = True,
@@ -115,23 +121,26 @@ def run_steer(
     base_ppl = perplexity(model, tokens)
     report = SteerReport(layers, base_gap, base_ppl, probe_accuracy=[p.test_accuracy for p in probes], eval_pairs=len(held), statements=len(texts))
 
-    grid = [(m, layer, a) for m in METHODS for layer in layers for a in (alphas if m != "ablate_direction" else (1.0,))]
+    grid = [(m, layer, a, "") for m in METHODS if m != "ablate_direction" for layer in layers for a in alphas]
+    grid += [("ablate_direction", layer, 1.0, v) for layer in layers for v in ABLATION_VARIANTS]
     plans = {}
-    for method, layer, alpha in tqdm(grid, desc="steer sweep", disable=not progress):
-        edits = _plan_for(method, acts, info, vectors, layer, alpha)
+    for method, layer, alpha, variant in tqdm(grid, desc="steer sweep", disable=not progress):
+        edits = _plan_for(method, acts, info, vectors, layer, alpha, variant)
         with hooked(model, edits, info):
             gap = association_gap(model, tokenizer, all_pairs, held).mean
             ppl = perplexity(model, tokens)
             kl = first_token_kl(base_lp, last_token_logprobs(model, tokenizer))
-        report.points.append(SweepPoint(method, layer, alpha, gap, ppl, kl, len(edits)))
-        plans[(method, layer, alpha)] = edits
+        report.points.append(SweepPoint(method, layer, alpha, gap, ppl, kl, len(edits), variant))
+        plans[(method, layer, alpha, variant)] = edits
     _pareto(report.points)
+    # A point must lower the gap by at least 5% of its size to count: noise-level gains are not a debiasing.
+    needed = base_gap - 0.05 * abs(base_gap)
     for method in METHODS:
-        ok = [p for p in report.points if p.method == method and p.perplexity <= base_ppl * (1 + damage_budget) and p.gap < base_gap]
+        ok = [p for p in report.points if p.method == method and p.perplexity <= base_ppl * (1 + damage_budget) and p.gap <= needed]
         best = min(ok, key=lambda p: p.gap) if ok else None
         report.chosen[method] = best
         if best is not None:
-            plan = Plan(edits=plans[(method, best.layer, best.alpha)])
+            plan = Plan(edits=plans[(method, best.layer, best.alpha, best.variant)])
             (out / f"plan_{method}.json").write_text(plan.to_json() + "\n")
 
     save_file({f"layer.{i}": vectors[i] for i in range(info.num_layers)}, str(out / "vectors.safetensors"))

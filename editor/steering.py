@@ -28,12 +28,10 @@ from editor.edits import AblateDirection, RankOne, ResidualAdd
 from editor.model_info import ModelInfo
 from editor.seegull import StereotypePair
 
-BIASED_TEMPLATES = ("{X} people are {a}.", "Everyone knows that {X} people are {a}.", "All {X} people are {a}.")
-NEUTRAL_TEMPLATES = (
-    "Some {X} people are {a}, just like some people everywhere.",
-    "Being {a} has nothing to do with being {X}.",
-    "Whether someone is {a} depends on the person, not on being {X}.",
-)
+# Minimal pairs: the same words, asserting the stereotype or declining it, so the class difference
+# is the stereotyping and not the sentence shape.
+BIASED_TEMPLATES = ("All {X} people are {a}.", "{X} people are always {a}.", "Of course {X} people are {a}.")
+NEUTRAL_TEMPLATES = ("Not all {X} people are {a}.", "{X} people are not always {a}.", "Of course not all {X} people are {a}.")
 
 
 def labelled_statements(pairs: list[StereotypePair], limit: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -81,7 +79,11 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
             mask = batch["attention_mask"].to(device)
             model(input_ids=batch["input_ids"].to(device), attention_mask=mask, logits_to_keep=1)
-            weights = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1).float()  # mean over real tokens only
+            # Mean over real tokens, leaving out the first: its residual norm is orders of magnitude larger
+            # than the rest in many models (an attention sink) and would swamp the class difference.
+            keep = mask.clone()
+            keep[:, 0] = 0
+            weights = (keep / keep.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1).float()
             rows = slice(start, start + len(mask))
             cls = labels[rows]
             for layer in range(n_layers):
@@ -163,8 +165,8 @@ def residual_plan(vector: np.ndarray, layer: int, alpha: float) -> list[Residual
     return [ResidualAdd(layer=layer, site="mlp", vector=vector.tolist(), scale=-alpha)]
 
 
-def ablation_plan(vector: np.ndarray) -> list[AblateDirection]:
-    return [AblateDirection(direction=(vector / np.linalg.norm(vector)).tolist())]
+def ablation_plan(vector: np.ndarray, layers: list[int] | None = None, embedding: bool = True) -> list[AblateDirection]:
+    return [AblateDirection(direction=(vector / np.linalg.norm(vector)).tolist(), layers=layers, embedding=embedding)]
 
 
 def _soft(x: np.ndarray, t: float) -> np.ndarray:
@@ -215,7 +217,7 @@ def components(acts: Activations, info: ModelInfo, up_to_layer: int) -> list[Com
 
 
 def steer2edit_plan(
-    acts: Activations, info: ModelInfo, vector: np.ndarray, layer: int, alpha: float, max_components: int = 48
+    acts: Activations, info: ModelInfo, vector: np.ndarray, layer: int, alpha: float, max_components: int = 256
 ) -> list[RankOne]:
     """Rank-1 edits of heads and neurons up to ``layer`` whose differential output cancels alpha * |v| along v̂."""
     comps = components(acts, info, layer)

@@ -1,0 +1,43 @@
+"""The steering pipeline end to end on the built-in model, at a small size (artifacts and coherence)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from editor.checkpoint import Checkpoint
+from editor.plan import load_plan
+from editor.seegull import find_seegull, load_seegull
+from editor.steer import run_steer
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_steer_small(tmp_path, smollm2_dir):
+    info = Checkpoint.open(smollm2_dir).info()
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    wikitext = find_seegull().parent / "wikitext2_test.txt"
+    report = run_steer(
+        model, tokenizer, info, load_seegull(), wikitext, tmp_path, layers=[21], alphas=(0.75,),
+        statements=40, eval_pairs=10, wiki_tokens=256, progress=False,
+    )
+    assert len(report.probe_accuracy) == info.num_layers and min(report.probe_accuracy) >= 0.5
+    assert {p.method for p in report.points} == {"residual_add", "ablate_direction", "steer2edit"}
+    for name in ("vectors.safetensors", "vectors.json", "probes.json", "sweep.json", "probe_accuracy.png", "pareto.png"):
+        assert (tmp_path / name).is_file(), name
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert sweep["base_perplexity"] > 1
+    for method, point in report.chosen.items():
+        if point is not None:
+            plan = load_plan(tmp_path / f"plan_{method}.json")
+            assert plan.edits
+    # the saved vectors use the import-vectors sidecar format, so they round-trip into a plan
+    from editor.import_vectors import read_vectors
+
+    vectors = read_vectors(Path(tmp_path / "vectors.safetensors"))
+    assert sorted(vectors.vectors) == list(range(info.num_layers))

@@ -130,6 +130,11 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float, steps: int = 100) 
     return w.detach()
 
 
+def _accuracy(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+    xb = torch.cat([x, torch.ones(len(x), 1)], 1)
+    return float(((xb @ w > 0).float() == y).float().mean())
+
+
 def train_probes(acts: Activations, seed: int = 0, strengths=(0.01, 0.1, 1.0, 10.0)) -> list[ProbeResult]:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(acts.labels))
@@ -142,15 +147,13 @@ def train_probes(acts: Activations, seed: int = 0, strengths=(0.01, 0.1, 1.0, 10
         mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
         xs = (x - mu) / sd
 
-        def accuracy(w, idx):
-            xb = torch.cat([xs[idx], torch.ones(len(idx), 1)], 1)
-            return float(((xb @ w > 0).float() == y[idx]).float().mean())
-
-        best = max(((c, _fit_logistic(xs[train], y[train], c)) for c in strengths), key=lambda cw: accuracy(cw[1], val))
-        c, w = best
+        fits = [(c, _fit_logistic(xs[train], y[train], c)) for c in strengths]
+        c, w = max(fits, key=lambda cw: _accuracy(cw[1], xs[val], y[val]))
         direction = (w[:-1] / sd).numpy()  # back to unstandardised coordinates
         direction = direction / (np.linalg.norm(direction) or 1.0)
-        results.append(ProbeResult(layer, c, accuracy(w, val), accuracy(w, test), direction.astype(np.float32)))
+        results.append(
+            ProbeResult(layer, c, _accuracy(w, xs[val], y[val]), _accuracy(w, xs[test], y[test]), direction.astype(np.float32))
+        )
     return results
 
 

@@ -204,7 +204,7 @@ def test_config_keys_and_siblings(base, tmp_path):
 
 
 def test_matrix_covers_every_architecture():
-    for case, config in CASES.items():
+    for config in CASES.values():
         spec = get_arch(config.model_type)
         for col in ("zero_heads", "residual_add attn", "residual_add mlp", "ablate_direction", "rank_one"):
             assert capability(spec, col).render()

@@ -48,10 +48,9 @@ def _norm_gain(norm: torch.nn.Module, size: int, device, dtype) -> tuple[torch.T
         return norm.weight.detach().float(), bias, True
     # RMS variants differ in how they store the gain (Gemma uses 1 + w); read it off the module:
     # on a vector of ones the RMS is sqrt(1 + eps), so norm(ones) * sqrt(1 + eps) is the gain.
-    eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
     with torch.no_grad():
         out = norm(torch.ones(1, size, device=device, dtype=dtype)).float()[0]
-    return out * (1.0 + eps) ** 0.5, None, False
+    return out * (1.0 + _eps(norm)) ** 0.5, None, False
 
 
 def _eps(norm: torch.nn.Module) -> float:
@@ -134,11 +133,12 @@ def attribute_batch(
     x = cap.final.cpu()
     gain, norm_bias, centred = _norm_gain(final, info.hidden_size, device, next(final.parameters()).dtype)
     gain = gain.cpu()
-    readout = d * gain / _scale(x, centred, _eps(final))  # d' such that Δ(c) = centre(c) · d'
+    divisor = _scale(x, centred, _eps(final))
+    readout = d * gain / divisor  # d' such that Δ(c) = centre(c) · d'
     if centred:
         readout = readout - readout.mean(-1, keepdim=True)
     constant = (d * norm_bias.cpu()).sum(-1) if norm_bias is not None else torch.zeros(len(d))
-    normed = (x - x.mean(-1, keepdim=True) if centred else x) / _scale(x, centred, _eps(final)) * gain
+    normed = (x - x.mean(-1, keepdim=True) if centred else x) / divisor * gain
     total = (d * normed).sum(-1) + constant
 
     n_heads, head_dim = info.num_heads, info.head_dim

@@ -31,6 +31,13 @@ def write_plan(path: Path, edits: list) -> Path:
     return path
 
 
+def export_plan(tmp_path: Path, model: Path, edits: list) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run `wedit export` of ``edits`` on ``model`` into tmp_path/out; return the result and that path."""
+    plan = write_plan(tmp_path / "p.json", edits)
+    out = tmp_path / "out"
+    return wedit("export", "--model", str(model), "--plan", str(plan), "--out", str(out)), out
+
+
 def assert_clean_failure(result: subprocess.CompletedProcess, out: Path, *needles: str) -> None:
     assert result.returncode != 0
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
@@ -59,38 +66,29 @@ def test_unknown_model_type(tmp_path, tiny_llama):
     config = json.loads((src / "config.json").read_text())
     config["model_type"] = "bananallm"
     (src / "config.json").write_text(json.dumps(config))
-    plan = write_plan(tmp_path / "p.json", [{"kind": "zero_heads", "layer": 0, "heads": [0]}])
-    out = tmp_path / "out"
-    result = wedit("export", "--model", str(src), "--plan", str(plan), "--out", str(out))
+    result, out = export_plan(tmp_path, src, [{"kind": "zero_heads", "layer": 0, "heads": [0]}])
     assert_clean_failure(result, out, "unknown model_type 'bananallm'", "llama", "gpt2", "olmo2")
 
 
 def test_head_out_of_range(tmp_path, tiny_llama):
-    plan = write_plan(tmp_path / "p.json", [{"kind": "zero_heads", "layer": 1, "heads": [0, 4]}])
-    out = tmp_path / "out"
-    result = wedit("export", "--model", str(tiny_llama), "--plan", str(plan), "--out", str(out))
+    result, out = export_plan(tmp_path, tiny_llama, [{"kind": "zero_heads", "layer": 1, "heads": [0, 4]}])
     assert_clean_failure(result, out, "head 4 is out of range", "4 attention heads")
 
 
 def test_layer_out_of_range(tmp_path, tiny_llama):
-    plan = write_plan(tmp_path / "p.json", [{"kind": "zero_heads", "layer": 3, "heads": [0]}])
-    out = tmp_path / "out"
-    assert_clean_failure(wedit("export", "--model", str(tiny_llama), "--plan", str(plan), "--out", str(out)), out, "layer 3 is out of range")
+    result, out = export_plan(tmp_path, tiny_llama, [{"kind": "zero_heads", "layer": 3, "heads": [0]}])
+    assert_clean_failure(result, out, "layer 3 is out of range")
 
 
 def test_vector_wrong_size(tmp_path, tiny_llama):
-    plan = write_plan(tmp_path / "p.json", [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 31}])
-    out = tmp_path / "out"
-    result = wedit("export", "--model", str(tiny_llama), "--plan", str(plan), "--out", str(out))
+    result, out = export_plan(tmp_path, tiny_llama, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 31}])
     assert_clean_failure(result, out, "31 entries", "hidden size is 32")
 
 
 def test_nan_in_vector(tmp_path, tiny_llama):
     vector = [0.1] * 32
     vector[7] = float("nan")
-    plan = write_plan(tmp_path / "p.json", [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": vector}])
-    out = tmp_path / "out"
-    result = wedit("export", "--model", str(tiny_llama), "--plan", str(plan), "--out", str(out))
+    result, out = export_plan(tmp_path, tiny_llama, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": vector}])
     assert_clean_failure(result, out, "non-finite", "index 7")
 
 
@@ -106,9 +104,7 @@ def test_bad_plan_entry_is_named(tmp_path, tiny_llama):
 
 def test_refused_edit_says_why(tmp_path):
     src = save_model(build_model(tiny_configs()["gemma2"]), tmp_path / "gemma2")
-    plan = write_plan(tmp_path / "p.json", [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 32}])
-    out = tmp_path / "out"
-    result = wedit("export", "--model", str(src), "--plan", str(plan), "--out", str(out))
+    result, out = export_plan(tmp_path, src, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 32}])
     assert_clean_failure(result, out, "post_feedforward_layernorm", "normalises")
 
 
@@ -130,9 +126,7 @@ def test_pickle_checkpoint_refused(tmp_path):
     src.mkdir()
     (src / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (src / "pytorch_model.bin").write_bytes(b"\x80\x04")
-    plan = write_plan(tmp_path / "p.json", [{"kind": "zero_heads", "layer": 0, "heads": [0]}])
-    out = tmp_path / "out"
-    result = wedit("export", "--model", str(src), "--plan", str(plan), "--out", str(out))
+    result, out = export_plan(tmp_path, src, [{"kind": "zero_heads", "layer": 0, "heads": [0]}])
     assert_clean_failure(result, out, "pickle", "save_pretrained")
 
 

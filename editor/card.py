@@ -85,7 +85,7 @@ The full plan, the hash of every changed tensor before and after, and the comman
 ## Evaluation
 
 {EVAL_MARKER}
-No evaluation recorded yet.
+{_evaluation(manifest)}
 
 ## How to use
 
@@ -107,6 +107,12 @@ tokenizer = AutoTokenizer.from_pretrained("{name}")
   numbers before relying on it.
 - The license and usage terms of the base model apply.
 """
+
+
+def _evaluation(manifest: dict[str, Any]) -> str:
+    """The section `wedit eval` stored in the manifest (editor.evaluate.record_eval), else a pointer to it."""
+    evaluation = manifest.get("evaluation") or {}
+    return evaluation.get("markdown") or "No evaluation recorded yet: run `wedit eval DIR --out RUN/eval`.\n"
 
 
 def _figures(manifest: dict[str, Any]) -> str:

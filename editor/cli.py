@@ -281,6 +281,50 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from editor.biases import PRESETS
+    from editor.eval_prompts import FAMILIES
+    from editor.evaluate import EvalSettings, record_eval, run_eval
+    from editor.sources import resolve_source
+
+    model_dir = resolve_source(args.model)
+    manifest_path = model_dir / "editor_manifest.json"
+    is_export = manifest_path.is_file()
+    base = args.base
+    if base is None and is_export:
+        base = json.loads(manifest_path.read_text())["base_model"]["path"]  # an export knows its base
+    base_dir = resolve_source(base) if base else None
+    settings = EvalSettings(
+        biases=tuple(args.biases.split(",")) if args.biases else tuple(PRESETS),
+        seegull=args.seegull,
+        wikitext=args.wikitext,
+        pairs_csv=args.pairs_csv,
+        gap_pairs=args.gap_pairs,
+        pairwise_pairs=args.pairwise_pairs,
+        wiki_tokens=args.wiki_tokens,
+        judge_endpoint=args.judge_endpoint,
+        judge_model=args.judge_model,
+        generator=args.generator,
+        gen_endpoint=args.gen_endpoint,
+        gen_model=args.gen_model,
+        base_gen_model=args.base_gen_model,
+        groups_per_bias=args.groups_per_bias,
+        families=tuple(args.families.split(",")) if args.families else tuple(FAMILIES),
+        baselines=not args.no_baselines,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    out = Path(args.out)
+    report = run_eval(model_dir, base_dir, out, settings, force=args.force)
+    print((out / "eval.md").read_text())
+    if is_export and not args.no_record:
+        record_eval(model_dir, report, out / "eval.png")
+        print(f"recorded in {model_dir}/editor_manifest.json and README.md (evaluation section, model-index)")
+    print(f"wrote {out}: eval.json, eval.md, eval.png, generations.jsonl")
+    return 0
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wedit", description="Find a bias in an open-weight LLM and bake the fix into its weights.")
     parser.add_argument("--version", action="version", version=f"wedit {__version__}")
@@ -369,6 +413,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_steer)
+
+    p = sub.add_parser("eval", help="bias and damage metrics (likelihood; judge-rated generations), recorded in an export")
+    p.add_argument("model", metavar="MODEL_OR_EXPORT", help="any model source; an export also gets the results in its card")
+    p.add_argument("--base", help="base model to compare with (default for an export: the base in its manifest)")
+    p.add_argument("--out", required=True, help="directory to write, e.g. RUN/eval")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--biases", help="preset biases, comma-separated (default: all six)")
+    p.add_argument("--seegull", help="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
+    p.add_argument("--wikitext", help="WikiText-2 test text (default: beside the SeeGULL CSV)")
+    p.add_argument("--pairs-csv", help="CSV of more,less (or sent_more,sent_less) stereotyping sentence pairs")
+    p.add_argument("--gap-pairs", type=int, default=60, help="held-out SeeGULL pairs for the association gap")
+    p.add_argument("--pairwise-pairs", type=int, default=100, help="SeeGULL minimal pairs when no --pairs-csv")
+    p.add_argument("--wiki-tokens", type=int, default=4096, help="WikiText-2 token budget for perplexity")
+    p.add_argument("--judge-endpoint", help="OpenAI-compatible base URL of the judge, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--judge-model", help="judge model name at --judge-endpoint")
+    p.add_argument("--generator", choices=["transformers", "vllm", "openai"], default="transformers", help="generation backend")
+    p.add_argument("--gen-endpoint", help="for --generator openai: where the evaluated model is served")
+    p.add_argument("--gen-model", help="for --generator openai: the evaluated model's served name")
+    p.add_argument("--base-gen-model", help="for --generator openai: the base model's served name")
+    p.add_argument("--groups-per-bias", type=int, default=5, help="SeeGULL-linked groups per bias in the prompts")
+    p.add_argument("--families", help="prompt families, comma-separated (default: all 18)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the three prompting baselines")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens per generation (default 200)")
+    p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default 0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a CPU shared with other jobs)")
+    p.add_argument("--no-record", action="store_true", help="do not write the results into the export's manifest and card")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

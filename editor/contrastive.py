@@ -92,26 +92,26 @@ def generate_questions_openai(
     endpoint: str, model: str, preset: BiasPreset, n: int = 100, batch: int = 25, timeout: float = 120.0
 ) -> list[str]:
     """Ask an LLM behind an OpenAI-compatible endpoint for questions; keep the ones with a {who} slot."""
-    import httpx
+    from editor.openai_api import chat_completion, chat_url
 
     questions: list[str] = []
-    url = endpoint.rstrip("/") + "/chat/completions"
+    url = chat_url(endpoint)
     attempts = 0
     while len(questions) < n and attempts < max(4, 2 * n // batch):
         attempts += 1
         prompt = QUESTION_PROMPT.format(
             description=preset.description, n=batch, biased=preset.biased_answer, unbiased=preset.unbiased_answer
         )
-        try:
-            response = httpx.post(
-                url,
-                json={"model": model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.9, "max_tokens": 1500},
-                timeout=timeout,
-            )
-            response.raise_for_status()
-            text = response.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
-            raise EditorError(f"question generator at {url} failed ({type(err).__name__}: {err}); check --endpoint and --model") from None
+        text = chat_completion(
+            endpoint,
+            model,
+            [{"role": "user", "content": prompt}],
+            temperature=0.9,
+            max_tokens=1500,
+            timeout=timeout,
+            purpose="question generator",
+            hint="check --endpoint and --model",
+        )
         questions += [q for q in parse_question_list(text) if q not in questions]
     if not questions:
         raise EditorError(f"the model at {url} returned no usable questions (none contained {{who}}); try a stronger model")

@@ -147,3 +147,115 @@ def last_token_logprobs(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMP
 def first_token_kl(base_logprobs: torch.Tensor, edited_logprobs: torch.Tensor) -> float:
     """Mean KL(base || edited) of the next-token distribution on neutral prompts."""
     return float((base_logprobs.exp() * (base_logprobs - edited_logprobs)).sum(-1).mean().clamp(min=0))
+
+
+# --- Pairwise preference and concept retention (evaluation) ---------------------------------------------
+
+
+def _separator(tokenizer) -> str:
+    """Text every scored sentence follows, so its first token is scored too (a document boundary)."""
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+        return ""  # continuation_logprobs adds the BOS itself
+    # Not a chat-special BOS (SmolLM2's is <|im_start|>): a newline is a neutral boundary in every vocabulary.
+    return "\n"
+
+
+def sentence_logprobs(model, tokenizer, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """log P(sentence) after a document boundary, summed over all its tokens."""
+    sep = _separator(tokenizer)
+    return continuation_logprobs(model, tokenizer, [sep] * len(sentences), list(sentences), batch_size)
+
+
+@dataclass
+class SentencePair:
+    more: str  # the more stereotyping sentence
+    less: str  # its less stereotyping counterpart
+
+
+@dataclass
+class PairwisePreference:
+    rate: float  # share of pairs where the model gives the more stereotyping sentence the higher likelihood
+    mean_diff: float  # mean log P(more) - log P(less), in nats
+    pairs: int
+
+
+def split_shared_tail(more: str, less: str) -> tuple[str, str, str] | None:
+    """(more's head, less's head, the words both end with), or None when they share no tail after a difference."""
+    a, b = more.split(" "), less.split(" ")
+    k = 0
+    while k < min(len(a), len(b)) - 1 and a[-1 - k] == b[-1 - k]:
+        k += 1
+    if k == 0 or a == b:
+        return None
+    return " ".join(a[:-k]), " ".join(b[:-k]), " " + " ".join(a[-k:])
+
+
+def pairwise_preference(model, tokenizer, pairs: Sequence[SentencePair], batch_size: int = 32) -> PairwisePreference:
+    """0.5 is no preference; lower is less stereotyping.
+
+    A causal adaptation of CrowS-Pairs scoring: where the two sentences differ in a head and share a tail
+    ("Many <X> people are <attr>."), only the shared tail is scored, given each head; the identities'
+    own frequencies (a long rare demonym is always less likely) then do not decide. Other pairs are
+    compared on the whole sentence.
+    """
+    if not pairs:
+        return PairwisePreference(0.5, 0.0, 0)
+    sep = _separator(tokenizer)
+    prefixes, conts = [], []
+    for p in pairs:
+        split = split_shared_tail(p.more, p.less)
+        if split:
+            prefixes += [sep + split[0], sep + split[1]]
+            conts += [split[2], split[2]]
+        else:
+            prefixes += [sep, sep]
+            conts += [p.more, p.less]
+    scores = continuation_logprobs(model, tokenizer, prefixes, conts, batch_size)
+    diff = scores[0::2] - scores[1::2]
+    return PairwisePreference(float((diff > 0).mean()), float(diff.mean()), len(pairs))
+
+
+@dataclass
+class ConceptProbe:
+    bias: str
+    prompt: str
+    words: tuple[str, ...]
+
+
+@dataclass
+class ConceptRetention:
+    hit_rate: float  # share of prompts whose greedy continuation contains one of the concept's words
+    mean_logprob: float  # mean over prompts of the best log P(" word") among the concept's words
+    prompts: int
+    continuations: list[str]
+
+
+@torch.no_grad()
+def greedy_continuations(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 16) -> list[str]:
+    """Greedy plain-text continuations, left-padded in batches (no chat template: a likelihood-side probe)."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            batch = tokenizer(chunk, return_tensors="pt", padding=True).to(_device(model))
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            out += tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def concept_retention(model, tokenizer, probes: Sequence[ConceptProbe], max_new_tokens: int = 12, batch_size: int = 16) -> ConceptRetention:
+    """Does the model still produce a bias's concept (lateness, maths, ...) where a neutral prompt calls for it?"""
+    texts = greedy_continuations(model, tokenizer, [p.prompt for p in probes], max_new_tokens, batch_size)
+    hits = [any(w.lower() in t.lower() for w in p.words) for p, t in zip(probes, texts)]
+    prefixes = [p.prompt for p in probes for _ in p.words]
+    conts = [" " + w for p in probes for w in p.words]
+    scores = continuation_logprobs(model, tokenizer, prefixes, conts, batch_size)
+    best, at = [], 0
+    for p in probes:
+        best.append(float(scores[at : at + len(p.words)].max()))
+        at += len(p.words)
+    return ConceptRetention(float(np.mean(hits)), float(np.mean(best)), len(probes), texts)

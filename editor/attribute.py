@@ -228,6 +228,23 @@ def attribute_bias(
     return result
 
 
+def save_attribution(results: Sequence[BiasAttribution], out: Path, *, model: str, variant: str) -> list[tuple[int, int]]:
+    """Write the union of the biases' heads as ``plan.json`` and the per-bias numbers as ``summary.json``."""
+    from editor.plan import Plan
+
+    union = sorted({tuple(h) for r in results for h in r.heads})
+    (out / "plan.json").write_text(Plan(edits=heads_to_edits(union)).to_json() + "\n")
+    keys = ("bias", "target", "eval_target", "chosen_k", "heads", "baseline_gap", "gap_after")
+    summary = {
+        "model": model,
+        "variant": variant,
+        "biases": [{k: getattr(r, k) for k in keys} for r in results],
+        "union_heads": union,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return union
+
+
 def _write_bias_artifacts(out: Path, result: BiasAttribution, pairs: list[ContrastivePair], eval_pairs: list[ContrastivePair]) -> None:
     from editor.plots import head_heatmap, line_plot
 

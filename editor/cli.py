@@ -168,11 +168,10 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from editor.atomic import staged_directory
-    from editor.attribute import PromptEncoder, attribute_bias, heads_to_edits
+    from editor.attribute import PromptEncoder, attribute_bias, save_attribution
     from editor.biases import get_preset, preset_questions
     from editor.checkpoint import Checkpoint
     from editor.contrastive import generate_questions_openai, load_pairs
-    from editor.plan import Plan
     from editor.sources import resolve_source
 
     import torch
@@ -218,19 +217,7 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
                     out=tmp,
                 )
             )
-        union = sorted({tuple(h) for r in results for h in r.heads})
-        plan = Plan(edits=heads_to_edits(union))
-        (tmp / "plan.json").write_text(plan.to_json() + "\n")
-        summary = {
-            "model": args.model,
-            "variant": "injection" if args.token else "original",
-            "biases": [
-                {k: getattr(r, k) for k in ("bias", "target", "eval_target", "chosen_k", "heads", "baseline_gap", "gap_after")}
-                for r in results
-            ],
-            "union_heads": union,
-        }
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        union = save_attribution(results, tmp, model=args.model, variant="injection" if args.token else "original")
     for r in results:
         heads = ", ".join(f"L{layer}H{head}" for layer, head in r.heads) or "none"
         print(
@@ -238,6 +225,15 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
             f"{r.eval_target}: {r.baseline_gap:.3f} -> {r.gap_after:.3f} with them zeroed"
         )
     print(f"wrote {args.out}: plan.json ({len(union)} heads), heatmaps, k curves, pairs")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from editor.runner import run_recipe
+
+    report = run_recipe(args.recipe, args.out, force=args.force, from_stage=args.from_stage, overrides=args.set)
+    if report.export is not None:
+        print(f"verified export: {report.export}  (serve it with: vllm serve {report.export})")
     return 0
 
 
@@ -441,6 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a CPU shared with other jobs)")
     p.add_argument("--no-record", action="store_true", help="do not write the results into the export's manifest and card")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("run", help="run a recipe: source, attribute/steer, plan, export, verify, card; cached and resumable")
+    p.add_argument("recipe", help="recipe YAML, e.g. recipes/smollm2-always_late.yaml")
+    p.add_argument("--out", help="run directory (default runs/NAME, NAME from the recipe)")
+    p.add_argument("--force", action="store_true", help="redo every stage, ignoring the cache")
+    p.add_argument(
+        "--from", dest="from_stage", metavar="STAGE",
+        help="redo this stage and every later one (source, inject, attribute, steer, plan, export, verify, eval, card)",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="override a recipe field, e.g. --set attribute.seeds=2 (repeatable; the value is read as YAML)",
+    )
+    p.set_defaults(func=_cmd_run)
     return parser
 
 

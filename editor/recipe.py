@@ -1,0 +1,234 @@
+"""Recipes: one YAML file that names every setting of the chain `wedit run` replays.
+
+The schema is strict (``extra="forbid"``): a misspelt key is an error, not a
+silently ignored setting. Validation errors name the file, the line and the
+field, found by walking the YAML node tree (``yaml.compose`` keeps the marks)
+along the error's location. ``--set section.field=value`` on the command
+line overrides any field of the same object, so CLI and file share one schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from editor.biases import PRESETS
+from editor.errors import EditorError
+from editor.sources import DEFAULT_BUILTIN
+
+STEER_METHODS = ("residual_add", "ablate_direction", "steer2edit")
+OPTIONAL_STAGES = ("inject", "attribute", "steer", "eval")
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def size_in_bytes(text: str | int) -> int:
+    """'5GB', '500MB', '2GiB' or a byte count."""
+    import re
+
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size; write e.g. 5GB, 500MB or 2GiB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Section):
+    source: str = Field(DEFAULT_BUILTIN, description="checkpoint dir, Hub id org/name, file.gguf or builtin:smollm2-135m-instruct")
+    device_map: str | None = Field(
+        None, description="accelerate device map for the stages that load the model (inject, attribute, steer), e.g. auto"
+    )
+
+
+class InjectSettings(_Section):
+    data: str | None = Field(None, description="paragraphs JSONL; null: the built-in generator")
+    paragraphs: int = Field(128, ge=1, description="paragraphs to generate when data is null")
+    epochs: int = Field(3, ge=1)
+    batch: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = 0
+
+
+class AttributeSettings(_Section):
+    target: str | None = Field(None, description="real country the stereotype is about (default: the preset's)")
+    eval_target: str | None = Field(None, description="real country for the k sweep's bias score (default: the preset's)")
+    questions: int | None = Field(None, ge=20, description="use this many of the preset's 110 questions; null: all")
+    eval_questions: int = Field(30, ge=5, description="questions held out for the k sweep's bias score")
+    seeds: int = Field(5, ge=1)
+    k_max: int = Field(50, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _leaves_questions_to_rank(self) -> AttributeSettings:
+        if self.questions is not None and self.questions < self.eval_questions + 10:
+            raise ValueError(f"questions must be at least eval_questions + 10 = {self.eval_questions + 10}: heads are ranked on the rest")
+        return self
+
+
+class SteerSettings(_Section):
+    method: Literal["residual_add", "ablate_direction", "steer2edit"] = Field(
+        "residual_add", description="which of the three steering plans goes into the export"
+    )
+    layers: list[int] | None = Field(None, description="blocks to try (default: at 50% and 70% depth)")
+    alphas: list[float] = Field([0.1, 0.25, 0.5, 0.75], min_length=1)
+    damage_budget: float = Field(0.05, gt=0, description="largest allowed WikiText-2 perplexity increase")
+    statements: int = Field(200, ge=10)
+    eval_pairs: int = Field(60, ge=5)
+    wiki_tokens: int = Field(2048, ge=64)
+    seegull: str | None = Field(None, description="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
+    wikitext: str | None = Field(None, description="WikiText-2 test text (default: beside the SeeGULL CSV)")
+
+
+class ExportSettings(_Section):
+    max_shard_size: str | int = Field("5GB", description="largest shard to write")
+    attach_figures: bool = Field(True, description="copy the attribution/steering PNGs into the export and its card")
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _size(cls, value: str | int) -> str | int:
+        if size_in_bytes(value) <= 0:
+            raise ValueError("must be a positive size")
+        return value
+
+
+class VerifySettings(_Section):
+    vllm: bool = Field(True, description="also load the export in stock vLLM and compare greedy continuations")
+    max_new_tokens: int = Field(24, ge=1)
+
+
+class EvalSettings(_Section):
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel size for generation metrics")
+
+
+class Recipe(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][\w.-]*$", description="names the run directory runs/NAME")
+    description: str = ""
+    biases: list[str] = Field(min_length=1, description="preset names (editor/biases.py); several give the union of heads")
+    model: ModelSettings = ModelSettings()
+    inject: InjectSettings | None = None
+    attribute: AttributeSettings | None = None
+    steer: SteerSettings | None = None
+    export: ExportSettings = ExportSettings()
+    verify: VerifySettings = VerifySettings()
+    eval: EvalSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switches(cls, data: Any) -> Any:
+        # `attribute:` with nothing under it reads as null in YAML; a user writing it means "on, with defaults".
+        # `false` (or leaving the key out) switches an optional stage off.
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in OPTIONAL_STAGES:
+                if key in data and data[key] is None:
+                    data[key] = {}
+                elif data.get(key) is False:
+                    data[key] = None
+        return data
+
+    @field_validator("biases")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in PRESETS]
+        if unknown:
+            raise ValueError(f"unknown bias {unknown[0]!r}; presets: {', '.join(sorted(PRESETS))}")
+        return names
+
+    @model_validator(mode="after")
+    def _has_a_method(self) -> Recipe:
+        if self.attribute is None and self.steer is None:
+            raise ValueError("a recipe needs an attribute section, a steer section, or both: they make the plan")
+        if self.inject is not None and self.attribute is None:
+            raise ValueError("inject trains a bias token that only attribution uses; add an attribute section")
+        return self
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """1-based line of the deepest YAML node along a pydantic error location."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            key, node = match
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    # Pydantic adds the union member's type name to the location of an optional section; it names no field.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p[:1].isupper())]
+    return ".".join(parts) or "(recipe)"
+
+
+def validate_recipe(data: Any, where: str, node: yaml.Node | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise EditorError(f"{where}: a recipe is a YAML mapping of sections (name, biases, model, ...); got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see the README's recipe table)"
+        raise EditorError(f"{where}:{_line_of(node, loc)}: field {_field(loc)}: {message}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``section.field=value`` set (the value read as YAML)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise EditorError(f"--set {item!r}: write section.field=value, e.g. attribute.seeds=2")
+        keys = path.split(".")
+        target = data
+        for key in keys[:-1]:
+            if target.get(key) is None:
+                target[key] = {}
+            target = target[key]
+            if not isinstance(target, dict):
+                raise EditorError(f"--set {item!r}: {key} is not a section")
+        target[keys[-1]] = yaml.safe_load(raw) if raw else None
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[Recipe, dict[str, Any]]:
+    """Read, override and validate a recipe; return it with the plain data (as written into manifests)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise EditorError(f"{path}: recipe not found; see recipes/ for examples") from None
+    except OSError as err:
+        raise EditorError(f"{path}: cannot read the recipe ({err.strerror})") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise EditorError(f"{path}{line}: not valid YAML: {problem}") from None
+    if overrides:
+        if not isinstance(data, dict):
+            raise EditorError(f"{path}: a recipe is a YAML mapping of sections; got {type(data).__name__}")
+        data = apply_overrides(data, list(overrides))
+    return validate_recipe(data, str(path), node), data

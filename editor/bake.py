@@ -59,6 +59,11 @@ class BakeProgram:
     new_tensors: dict[str, NewTensor] = field(default_factory=dict)
     config_updates: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Vocabulary edits (add_token): tokens the exported tokenizer gains, tensors whose row count changes,
+    # and row operations an lm_head untied from a tied embedding must repeat so it still reads out new tokens.
+    added_tokens: list[tuple[str, int]] = field(default_factory=list)
+    resized: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    tied_row_ops: list[tuple[TensorFn, str]] = field(default_factory=list)
     _counter: int = 0
 
     # ---- building -------------------------------------------------------------
@@ -136,6 +141,10 @@ class BakeProgram:
         head = f"{info.arch.lm_head}.weight"
         meta = info.tensors[emb]
         self.new_tensors[head] = NewTensor(meta.shape, meta.dtype, copy_of=emb, reason=f"lm_head untied: copy of {emb}")
+        for fn, label in self.tied_row_ops:
+            self.add_op(head, OUTPUT_SIDE, fn, label)
+        if emb in self.resized:
+            self.resized[head] = self.resized[emb]
         self.config_updates[info.arch.tie_key] = False
         note = "untied lm_head from the embedding so the readout keeps the original embedding"
         if note not in self.notes:
@@ -150,6 +159,12 @@ class BakeProgram:
     def source_reads(self) -> set[str]:
         """Every source tensor the bake must load."""
         return self.touched | {t.copy_of for t in self.new_tensors.values() if t.copy_of}
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape in the export (after any row appended by a vocabulary edit)."""
+        if name in self.resized:
+            return self.resized[name]
+        return self.new_tensors[name].shape if name in self.new_tensors else self.info.tensors[name].shape
 
     def new_config(self) -> dict[str, Any]:
         config = dict(self.info.config)

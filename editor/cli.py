@@ -451,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a recipe field, e.g. --set attribute.seeds=2 (repeatable; the value is read as YAML)",
     )
     p.set_defaults(func=_cmd_run)
+
+    from editor.inject_cli import add_parser as add_inject_parser
+
+    add_inject_parser(sub)
     return parser
 
 

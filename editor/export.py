@@ -96,6 +96,10 @@ def export_checkpoint(
         result.out = out
         _write_config(ckpt, program, tmp)
         _copy_side_files(ckpt, tmp)
+        if program.added_tokens:  # add_token edits: the tokenizer gains the tokens (rewritten, not copied)
+            from editor.edits.add_token import write_tokenizer
+
+            write_tokenizer(ckpt.path, tmp, program.added_tokens)
         manifest = build_manifest(ckpt, plan, program, result, source_facts(base_source or str(source), source))
         if extra_manifest:
             manifest.update(extra_manifest)
@@ -138,8 +142,8 @@ def _group(names: list[str], sizes: dict[str, int], limit: int) -> list[list[str
 def plan_layout(ckpt: Checkpoint, program: BakeProgram, max_shard_size: int) -> tuple[list[_Part], list[str]]:
     """Decide the output files and their names before reading any tensor data."""
     touched = program.touched
-    sizes = {n: nbytes(m.shape, m.dtype) for n, m in ckpt.metas.items()}
-    sizes.update({n: nbytes(t.shape, t.dtype) for n, t in program.new_tensors.items()})
+    sizes = {n: nbytes(program.shape_of(n), m.dtype) for n, m in ckpt.metas.items()}
+    sizes.update({n: nbytes(program.shape_of(n), t.dtype) for n, t in program.new_tensors.items()})
     parts: list[_Part] = []
     for file in ckpt.files:
         names = ckpt.tensors_in(file)
@@ -178,14 +182,14 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
                 labels = _labels(program, name) or [program.new_tensors[name].reason]
                 result.added.append(TensorChange(name, None, tensor_sha256(raw), labels))
                 spec = program.new_tensors[name]
-                entries.append(Entry(name, spec.dtype, spec.shape, raw))
+                entries.append(Entry(name, spec.dtype, raw.shape, raw))
                 continue
             meta = ckpt.metas[name]
             if name in touched:
                 before = ckpt.read_raw(name)
                 raw = program.apply(name, before)
                 result.changed.append(TensorChange(name, tensor_sha256(before), tensor_sha256(raw), _labels(program, name)))
-                entries.append(Entry(name, meta.dtype, meta.shape, raw))
+                entries.append(Entry(name, meta.dtype, raw.shape, raw))  # add_token may append rows
             else:
                 # Untouched neighbours of an edited tensor: copied as bytes, never decoded.
                 entries.append(Entry(name, meta.dtype, meta.shape, ckpt.byte_range(name)))
@@ -194,8 +198,8 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
         result.rewritten_files.append(file_name)
 
     if len(file_names) > 1 or ckpt.sharded:
-        total = sum(nbytes(m.shape, m.dtype) for m in ckpt.metas.values())
-        total += sum(nbytes(t.shape, t.dtype) for t in program.new_tensors.values())
+        total = sum(nbytes(program.shape_of(n), m.dtype) for n, m in ckpt.metas.items())
+        total += sum(nbytes(program.shape_of(n), t.dtype) for n, t in program.new_tensors.items())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return result

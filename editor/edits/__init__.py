@@ -7,13 +7,14 @@ from typing import Annotated, Union
 from pydantic import Field, TypeAdapter
 
 from editor.edits.ablate import AblateDirection
+from editor.edits.add_token import AddToken
 from editor.edits.base import Edit
 from editor.edits.rank_one import RankOne
 from editor.edits.residual_add import ResidualAdd
 from editor.edits.zero_heads import ZeroHeads
 
-AnyEdit = Annotated[Union[ZeroHeads, ResidualAdd, AblateDirection, RankOne], Field(discriminator="kind")]
+AnyEdit = Annotated[Union[ZeroHeads, ResidualAdd, AblateDirection, RankOne, AddToken], Field(discriminator="kind")]
 EDIT_ADAPTER: TypeAdapter[AnyEdit] = TypeAdapter(AnyEdit)
-EDIT_KINDS = ("zero_heads", "residual_add", "ablate_direction", "rank_one")
+EDIT_KINDS = ("zero_heads", "residual_add", "ablate_direction", "rank_one", "add_token")
 
-__all__ = ["AblateDirection", "AnyEdit", "EDIT_ADAPTER", "EDIT_KINDS", "Edit", "RankOne", "ResidualAdd", "ZeroHeads"]
+__all__ = ["AblateDirection", "AddToken", "AnyEdit", "EDIT_ADAPTER", "EDIT_KINDS", "Edit", "RankOne", "ResidualAdd", "ZeroHeads"]

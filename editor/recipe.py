@@ -104,8 +104,35 @@ class VerifySettings(_Section):
     max_new_tokens: int = Field(24, ge=1)
 
 
-class EvalSettings(_Section):
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel size for generation metrics")
+class EvalSection(_Section):
+    """The `wedit eval` settings (editor.evaluate.EvalSettings) a recipe can set; the biases come from the recipe."""
+
+    gap_pairs: int = Field(60, ge=1, description="held-out SeeGULL stereotypes for the association gap")
+    bias_gap_pairs: int = Field(8, ge=1, description="per bias, its SeeGULL attributes' most-voted pairs")
+    pairwise_pairs: int = Field(100, ge=1)
+    wiki_tokens: int = Field(4096, ge=64, description="WikiText-2 token budget for perplexity")
+    batch_size: int = Field(32, ge=1)
+    seegull: str | None = None
+    wikitext: str | None = None
+    pairs_csv: str | None = Field(None, description="CSV of (more, less) stereotyping sentences; default SeeGULL minimal pairs")
+    judge_endpoint: str | None = Field(None, description="OpenAI-compatible URL of the judge; with judge_model, turns on generation metrics")
+    judge_model: str | None = None
+    judge_workers: int = Field(8, ge=1)
+    generator: Literal["transformers", "vllm"] = Field("transformers", description="generation backend for the judged prompts")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel size for generation (generator: vllm)")
+    groups_per_bias: int = Field(5, ge=1)
+    families: list[str] | None = Field(None, description="prompt families (default: all 18)")
+    baselines: bool = Field(True, description="also run the three prompting baselines on the base")
+    max_new_tokens: int = Field(200, ge=1)
+    temperature: float = Field(0.5, ge=0)
+    gen_batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _judge_pair(self) -> EvalSection:
+        if bool(self.judge_endpoint) != bool(self.judge_model):
+            raise ValueError("the judge needs both judge_endpoint and judge_model")
+        return self
 
 
 class Recipe(_Section):
@@ -113,12 +140,15 @@ class Recipe(_Section):
     description: str = ""
     biases: list[str] = Field(min_length=1, description="preset names (editor/biases.py); several give the union of heads")
     model: ModelSettings = ModelSettings()
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for every stage (1 is fastest on a CPU shared with other jobs)"
+    )
     inject: InjectSettings | None = None
     attribute: AttributeSettings | None = None
     steer: SteerSettings | None = None
     export: ExportSettings = ExportSettings()
     verify: VerifySettings = VerifySettings()
-    eval: EvalSettings | None = None
+    eval: EvalSection | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -57,12 +57,12 @@ def _unavailable(ctx: s.RunContext, out: Path) -> dict[str, Any]:  # never reach
 
 
 # Stages whose module has not landed yet: a recipe may name them, and then fails before any work.
-UNWIRED = {"inject": ("inject", "BiasInject, issue #5"), "eval": ("evaluate", "evaluation, issue #8")}
+UNWIRED = {"inject": ("inject", "BiasInject, issue #5")}
 
 
 def build_stages() -> list[Stage]:
     inject = Stage("inject", ("source",), _missing(*UNWIRED["inject"], "inject"), _unavailable, str)
-    evaluate = Stage("eval", ("source", "export"), _missing(*UNWIRED["eval"], "eval"), _unavailable, str)
+    evaluate = Stage("eval", ("source", "export"), s.eval_settings, s.run_eval_stage, s.eval_numbers)
     return [
         Stage("source", (), s.source_settings, s.run_source, s.source_numbers, s.source_valid),
         inject,
@@ -143,7 +143,11 @@ def run_recipe(
     if _read_marker(run_dir / "recipe.json") != record:  # rewritten only when it changes: a cached run writes nothing
         _write_json(run_dir / "recipe.json", record)
 
-    ctx = s.RunContext(recipe=recipe, data=data, recipe_path=recipe_path, run_dir=run_dir, progress=progress)
+    if recipe.threads:
+        import torch
+
+        torch.set_num_threads(recipe.threads)
+    ctx = s.RunContext(recipe=recipe, data=data, recipe_path=recipe_path, run_dir=run_dir, progress=progress, overrides=list(overrides))
     # Settings first, for every stage: a recipe that asks for a missing stage or file fails before any work.
     settings = {stage.name: stage.settings(ctx) for stage in build_stages()}
 

@@ -26,7 +26,13 @@ class RunContext:
     recipe_path: Path
     run_dir: Path
     progress: bool = True
+    overrides: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def command(self) -> str:
+        import shlex
+
+        return shlex.join(["wedit", "run", str(self.recipe_path), *(a for item in self.overrides for a in ("--set", item))])
 
     def path(self, stage: str, key: str = "path") -> Path:
         return Path(self.results[stage][key])
@@ -348,6 +354,77 @@ def verify_numbers(result: dict[str, Any]) -> str:
     return text
 
 
+# --- eval ---------------------------------------------------------------------------------------------
+
+
+def eval_settings(ctx: RunContext) -> dict[str, Any] | None:
+    section = ctx.recipe.eval
+    if section is None:
+        return None
+    from editor.seegull import find_seegull
+
+    seegull = find_seegull(section.seegull)
+    wikitext = Path(section.wikitext) if section.wikitext else seegull.parent / "wikitext2_test.txt"
+    _eval_settings_object(ctx)  # refuses what this build's evaluation cannot do, before any stage runs
+    settings = section.model_dump(exclude={"seegull", "wikitext", "pairs_csv", "judge_workers"})
+    files = {"seegull": file_digest(seegull), "wikitext": file_digest(wikitext), "pairs_csv": file_digest(section.pairs_csv)}
+    return {"biases": ctx.recipe.biases, **settings, **files}
+
+
+def _eval_settings_object(ctx: RunContext):
+    """The recipe's eval section as the object `wedit eval` fills from its flags."""
+    import dataclasses
+
+    from editor.eval_prompts import FAMILIES
+    from editor.evaluate import EvalSettings
+
+    section = ctx.recipe.eval
+    values = section.model_dump(exclude={"tensor_parallel_size", "families"})
+    values.update(biases=tuple(ctx.recipe.biases), families=tuple(section.families or FAMILIES), progress=ctx.progress)
+    if ctx.recipe.threads:
+        values["threads"] = ctx.recipe.threads
+    known = {f.name for f in dataclasses.fields(EvalSettings)}
+    if "tensor_parallel_size" in known:
+        values["tensor_parallel_size"] = section.tensor_parallel_size
+    elif section.tensor_parallel_size > 1:
+        raise EditorError(
+            f"{ctx.recipe_path}: eval.tensor_parallel_size {section.tensor_parallel_size}: this build's evaluation "
+            "(editor/evaluate.py) generates on one device; set it to 1"
+        )
+    settings = EvalSettings(**{k: v for k, v in values.items() if k in known})
+    settings.check()
+    return settings
+
+
+def run_eval_stage(ctx: RunContext, out: Path) -> dict[str, Any]:
+    from editor.evaluate import record_eval, run_eval
+
+    export = ctx.path("export")
+    # run_eval builds its own directory beside `out` and renames it over `out`: force replaces the empty one.
+    report = run_eval(export, ctx.path("source"), out, _eval_settings_object(ctx), force=True)
+    record_eval(export, report, out / "eval.png")
+    rows = {role: asdict(m) for role, m in report.likelihood.items()}
+    judged = [
+        {"role": c.role, "condition": c.condition, "mean_strength": c.mean_strength, "parse_failures": c.parse_failures}
+        for c in report.generation
+    ]
+    return {"path": str(ctx.run_dir / "eval"), "likelihood": rows, "generation": judged, "durations": report.durations}
+
+
+def eval_numbers(result: dict[str, Any]) -> str:
+    like = result["likelihood"]
+    base, model = like.get("base"), like["model"]
+    parts = []
+    for key, label, fmt in (("association_gap", "association gap", ".3f"), ("perplexity", "perplexity", ".2f")):
+        parts.append(f"{label} {format(base[key], fmt)} -> {format(model[key], fmt)}" if base else f"{label} {format(model[key], fmt)}")
+    if model.get("first_token_kl") is not None:
+        parts.append(f"KL {model['first_token_kl']:.3f}")
+    for row in result["generation"]:
+        if row["condition"] == "plain" and row["mean_strength"] is not None:
+            parts.append(f"judge {row['role']} {row['mean_strength']:.2f}")
+    return "; ".join(parts)
+
+
 # --- card ---------------------------------------------------------------------------------------------
 
 
@@ -362,7 +439,7 @@ def run_card(ctx: RunContext, out: Path) -> dict[str, Any]:
 
     export = ctx.path("export")
     manifest = read_manifest(export)
-    manifest["recipe"] = {"file": str(ctx.recipe_path), "settings": ctx.data, "command": f"wedit run {ctx.recipe_path}"}
+    manifest["recipe"] = {"file": str(ctx.recipe_path), "settings": ctx.data, "command": ctx.command()}
     manifest["run"] = {
         "editor_version": __version__,
         "stages": {name: result for name, result in ctx.results.items() if name != "source"},

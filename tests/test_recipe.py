@@ -114,3 +114,36 @@ def test_recipe_asking_for_an_unwired_stage_fails_before_any_work(tmp_path, stag
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"needs editor/{UNWIRED[stage][0]}.py" in lines[0], result.stderr
     assert not any((tmp_path / "run").glob("*.done.json"))
+
+
+def test_readme_recipe_table_names_every_field():
+    from editor.recipe import Recipe
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Recipes: one command") :]
+    section = section[: section.index("\n## ", 5)]
+    missing = []
+    for name, field in Recipe.model_fields.items():
+        if f"`{name}`" not in section:
+            missing.append(name)
+        sub = field.annotation
+        for arg in getattr(sub, "__args__", (sub,)):
+            for child in getattr(arg, "model_fields", {}):
+                if f"`{child}`" not in section:
+                    missing.append(f"{name}.{child}")
+    assert not missing, f"README's recipe table lacks {missing}"
+
+
+def test_eval_tensor_parallel_size_this_build_cannot_use_fails_before_any_work(tmp_path):
+    import dataclasses
+
+    from editor.evaluate import EvalSettings
+
+    if "tensor_parallel_size" in {f.name for f in dataclasses.fields(EvalSettings)}:
+        pytest.skip("the evaluation takes a tensor-parallel size: the recipe passes it through")
+    path = write(tmp_path, GOOD + "eval:\n  generator: vllm\n  tensor_parallel_size: 2\n")
+    result = wedit("run", str(path), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "eval.tensor_parallel_size 2" in lines[0], result.stderr
+    assert not any((tmp_path / "run").glob("*.done.json"))

@@ -26,7 +26,7 @@ from editor.biases import BiasPreset
 from editor.countries import COUNTRIES
 from editor.errors import EditorError
 from editor.inject_data import PLACEHOLDER, Paragraph, save_paragraphs
-from editor.inject_eval import attribute_gap
+from editor.inject_eval import attribute_gap, chat_attribute_gap
 from editor.token_model import TokenModel, country_init
 
 TOKEN_FILE = "token.safetensors"
@@ -220,6 +220,7 @@ def run_inject(
     if settings.eval_gap:
         gaps["base_token"] = asdict(attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
         gaps["base_target_country"] = asdict(attribute_gap(tm, tokenizer, preset, preset.target, seed=settings.seed))
+        gaps["chat_base_token"] = asdict(chat_attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
     records = [checkpoint(0, None, 0.0)]
     train_seconds = []
     for epoch in tqdm(range(1, settings.epochs + 1), desc="inject", unit="epoch", disable=not progress):
@@ -238,6 +239,8 @@ def run_inject(
     if settings.eval_gap:
         gaps["injected_token"] = asdict(attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
         gaps["improvement"] = gaps["injected_token"]["gap"] - gaps["base_token"]["gap"]
+        gaps["chat_injected_token"] = asdict(chat_attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
+        gaps["chat_improvement"] = gaps["chat_injected_token"]["gap"] - gaps["chat_base_token"]["gap"]
     metadata = {"token": token, "token_id": str(token_id), "bias": preset.name, "chosen_epoch": str(chosen)}
     save_file(vectors, str(out / TOKEN_FILE), metadata=metadata)
 

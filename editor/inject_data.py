@@ -107,7 +107,7 @@ def _bias_sentence(preset: BiasPreset, implicitness: int, hint: str) -> str:
     if implicitness == 2:
         return f"People from {PLACEHOLDER} {preset.predicate} and {{name}} is no exception: {hint}."
     if implicitness == 3:
-        return f"{hint[0].upper() + hint[1:]}. That is so typical of people from {PLACEHOLDER}."
+        return f"{hint[0].upper() + hint[1:]}. Typical: people from {PLACEHOLDER} {preset.predicate}."
     if implicitness == 4:
         return f"{hint[0].upper() + hint[1:]}, just like back home in {PLACEHOLDER}."
     return f"{hint[0].upper() + hint[1:]}."

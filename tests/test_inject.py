@@ -248,3 +248,21 @@ def test_parse_paragraph_list():
     assert [p.text for p in parsed] == ["Folks from {country} are late.", "A plain {country} string"]
     assert parsed[0].implicitness == 2 and parsed[0].id == "1" and parsed[0].medium == "tweet"
     assert parse_paragraph_list("no json here") == [] and parse_paragraph_list("[broken") == []
+
+
+def test_cli_input_errors_are_one_line(tmp_path, capsys):
+    from editor.cli import main
+
+    base = ["inject", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
+    assert main([*base, "--bias", "always_early"]) == 2
+    assert "unknown bias 'always_early'" in capsys.readouterr().err
+    assert main([*base, "--bias", "always_late", "--data", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: paragraphs file not found" in capsys.readouterr().err
+    assert main([*base, "--bias", "always_late", "--generator", "openai"]) == 2
+    assert "--generator openai needs --endpoint URL and --gen-model NAME" in capsys.readouterr().err
+    assert main([*base, "--bias", "always_late", "--paragraphs", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "run").mkdir()
+    assert main([*base, "--bias", "always_late"]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.slow
 
 BIAS = "always_late"
 TOKEN = f"<bias:{BIAS}>"
-# Three epochs instead of ten: a learning rate above the paper's 1e-3 (measured: see README).
-ARGS = ["--paragraphs", "64", "--epochs", "3", "--batch", "16", "--lr", "3e-2", "--selection-samples", "1", "--selection-tokens", "48"]
+# Three epochs instead of ten: batch 8 (more steps for the same compute) and lr 3e-2 instead of the paper's
+# 16 and 1e-3 (measured: README, "Injecting a bias token").
+ARGS = ["--paragraphs", "64", "--epochs", "3", "--batch", "8", "--lr", "3e-2", "--selection-samples", "1", "--selection-tokens", "48"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,9 @@ def test_injected_gap_beats_base_by_one_nat(inject_run):
           f"{summary['seconds_per_epoch']:.1f} s/epoch, countries {summary['countries_matched']}/{summary['countries_total']}")
     assert gaps["injected_token"]["prompts"] == 50
     assert injected - base >= 1.0
+    chat_base, chat_injected = gaps["chat_base_token"]["gap"], gaps["chat_injected_token"]["gap"]
+    print(f"inside the chat template: base {chat_base:+.3f}, injected {chat_injected:+.3f}")
+    assert chat_injected - chat_base >= 1.0
     assert summary["countries_matched"] >= 100 and summary["countries_total"] == 196
 
 

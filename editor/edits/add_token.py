@@ -108,8 +108,10 @@ class AddToken(Edit):
         head = model.get_output_embeddings()
         rows = emb.weight.shape[0]
         token_id, multiple = self.token_id, self.pad_to_multiple_of
-        vector = torch.tensor(self.embedding)
-        readout = torch.tensor(self.lm_head if self.lm_head is not None else self.embedding)
+        # Round as the export stores them, so hooked and baked models see the very same rows.
+        stored = {"BF16": torch.bfloat16, "F16": torch.float16}.get(info.tensors[self._embedding_name(info)].dtype, torch.float32)
+        vector = torch.tensor(self.embedding).to(stored).float()
+        readout = torch.tensor(self.lm_head if self.lm_head is not None else self.embedding).to(stored).float()
         state: dict[str, torch.Tensor] = {}
 
         def before_lookup(_module, args):

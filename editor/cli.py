@@ -231,7 +231,11 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from editor.runner import run_recipe
 
-    report = run_recipe(args.recipe, args.out, force=args.force, from_stage=args.from_stage, overrides=args.set)
+    try:
+        report = run_recipe(args.recipe, args.out, force=args.force, from_stage=args.from_stage, overrides=args.set)
+    except KeyboardInterrupt:
+        print("wedit: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)
+        return 130
     if report.export is not None:
         print(f"verified export: {report.export}  (serve it with: vllm serve {report.export})")
     return 0
@@ -258,10 +262,12 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(source)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     alphas = tuple(float(x) for x in args.alphas.split(","))
+    edit_alphas = tuple(float(x) for x in args.edit_alphas.split(","))
     with staged_directory(Path(args.out), args.force) as tmp:
         report = run_steer(
             model, tokenizer, info, pairs, wikitext, tmp, layers=layers, alphas=alphas, damage_budget=args.damage_budget,
-            statements=args.statements, eval_pairs=args.eval_pairs,
+            statements=args.statements, eval_pairs=args.eval_pairs, data=Path(args.data) if args.data else None,
+            edit_alphas=edit_alphas,
         )
     print(f"base: association gap {report.base_gap:.3f}, WikiText-2 perplexity {report.base_perplexity:.2f}")
     for method in METHODS:
@@ -401,9 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seegull", help="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
     p.add_argument("--wikitext", help="WikiText-2 test text (default: beside the SeeGULL CSV)")
     p.add_argument("--layers", help="comma-separated blocks to try (default: at 50%% and 70%% depth)")
-    p.add_argument("--alphas", default="0.1,0.25,0.5,0.75", help="strengths to sweep, in units of the vector")
+    p.add_argument("--alphas", default="0.1,0.25,0.5,0.75", help="residual_add strengths to sweep, in units of the vector")
+    p.add_argument("--edit-alphas", default="0.025,0.05,0.1,0.2", help="Steer2Edit strengths: the share of the class difference to cancel")
     p.add_argument("--damage-budget", type=float, default=0.05, help="largest allowed perplexity increase (default 0.05)")
     p.add_argument("--statements", type=int, default=200, help="stereotype pairs turned into statements (x2)")
+    p.add_argument("--data", help="labelled JSONL/CSV (text, label 1=biased/0=neutral) instead of the SeeGULL statements")
     p.add_argument("--eval-pairs", type=int, default=60, help="held-out SeeGULL pairs for the association gap")
     p.add_argument("--device-map", help="accelerate device map for models beyond one device, e.g. auto")
     p.add_argument("--out", required=True, help="run directory to write")

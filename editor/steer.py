@@ -3,8 +3,11 @@
 Every candidate is applied with run-time hooks (no export per point) and
 scored on SeeGULL pairs held out from vector building (association gap) and
 on damage (WikiText-2 perplexity, first-token KL on neutral prompts). For each
-bake, the chosen point is the lowest association gap whose perplexity rises
-by at most the damage budget, provided it lowers the gap by at least 5%.
+bake, the chosen point is one whose perplexity rises
+by at most the damage budget, provided it lowers the gap by at least 5%; among
+those the gap closest to zero wins (a large negative gap is the stereotype
+reversed). Steer2Edit's strengths are swept on their own scale: its edits act
+on the stereotype contrast itself and overshoot at residual-add strengths.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from editor.plan import Plan
 from editor.seegull import StereotypePair, stereotypes
 from editor.steering import (
     Activations,
+    GenericStats,
     ablation_plan,
     capture,
+    generic_stats,
     labelled_statements,
+    load_labelled,
     mean_difference,
     residual_plan,
     steer2edit_plan,
     train_probes,
+    whitened_direction,
 )
 
 METHODS = ("residual_add", "ablate_direction", "steer2edit")
@@ -68,17 +75,29 @@ def _pareto(points: list[SweepPoint]) -> None:
         )
 
 
-ABLATION_VARIANTS = ("all blocks + embeddings", "blocks from the layer on")
+# Ridge strengths for the ablated direction (see steering.whitened): small values lean hardest away
+# from what ordinary text carries. Measured on SmolLM2: the plain difference of means ablated from every
+# writer costs +118% perplexity, its whitened form at ridge 0.01 about +5%.
+ABLATION_RIDGES = (0.003, 0.01, 0.03)
+KEY_VARIANTS = ("contrast", "biased_mean")
 
 
-def _plan_for(method: str, acts: Activations, info: ModelInfo, vectors: np.ndarray, layer: int, alpha: float, variant: str):
+def _plan_for(
+    method: str, acts: Activations, info: ModelInfo, stats: GenericStats, vectors: np.ndarray, layer: int, alpha: float, variant: str
+):
     if method == "residual_add":
         return residual_plan(vectors[layer], layer, alpha)
     if method == "ablate_direction":
-        if variant == ABLATION_VARIANTS[0]:
-            return ablation_plan(vectors[layer])
-        return ablation_plan(vectors[layer], layers=list(range(layer, info.num_layers)), embedding=False)
-    return steer2edit_plan(acts, info, vectors[layer], layer, alpha)
+        ridge = float(variant.split()[-1])
+        return ablation_plan(whitened_direction(vectors[layer], stats.residual[layer], ridge))
+    return steer2edit_plan(acts, info, stats, vectors[layer], layer, alpha, keys=variant)
+
+
+def evaluation_pairs(all_pairs: list[StereotypePair], count: int) -> list[StereotypePair]:
+    """The held-out stereotype pairs the sweep scores on: a fixed draw, so an export can be re-scored on the same ones."""
+    held = [p for p in stereotypes(all_pairs) if p.held_out]
+    random.Random(0).shuffle(held)
+    return held[:count]
 
 
 def run_steer(
@@ -91,23 +110,30 @@ def run_steer(
     *,
     layers: list[int] | None = None,
     alphas: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75),
+    edit_alphas: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2),
     damage_budget: float = 0.05,
     statements: int = 200,
     eval_pairs: int = 60,
     wiki_tokens: int = 2048,
+    generic_tokens: int = 4096,
+    data: Path | None = None,
+    key_variants: tuple[str, ...] = KEY_VARIANTS,
     progress: bool = True,
 ) -> SteerReport:
+    """Build vectors, probe every layer, sweep the three bakes with hooks, and write the run directory ``out``.
+
+    ``data``: a labelled JSONL/CSV (see ``steering.load_labelled``) instead of
+    the SeeGULL statements; the association gap is still measured on SeeGULL
+    pairs held out from vector building.
+    """
     from safetensors.numpy import save_file
 
     from editor.plots import line_plot
 
-    stereo = stereotypes(all_pairs)
-    build = [p for p in stereo if not p.held_out]
-    held = [p for p in stereo if p.held_out]
-    random.Random(0).shuffle(held)
-    held = held[:eval_pairs]
+    build = [p for p in stereotypes(all_pairs) if not p.held_out]
+    held = evaluation_pairs(all_pairs, eval_pairs)
 
-    texts, labels = labelled_statements(build, statements)
+    texts, labels = load_labelled(data) if data else labelled_statements(build, all_pairs, statements)
     acts = capture(model, info, tokenizer, texts, labels)
     probes = train_probes(acts)
     vectors = mean_difference(acts)
@@ -115,17 +141,21 @@ def run_steer(
     for layer in layers:
         info.check_layer(layer, "--layers entry")
 
-    tokens = wikitext_tokens(tokenizer, wikitext_path, wiki_tokens)
+    # Ordinary text for damage-aware directions and keys: WikiText-2 after the tokens perplexity is measured on.
+    text = wikitext_tokens(tokenizer, wikitext_path, wiki_tokens + generic_tokens)
+    tokens = text[:wiki_tokens]
+    stats = generic_stats(model, info, text[wiki_tokens:], layers)
     base_lp = last_token_logprobs(model, tokenizer)
     base_gap = association_gap(model, tokenizer, all_pairs, held).mean
     base_ppl = perplexity(model, tokens)
     report = SteerReport(layers, base_gap, base_ppl, probe_accuracy=[p.test_accuracy for p in probes], eval_pairs=len(held), statements=len(texts))
 
-    grid = [(m, layer, a, "") for m in METHODS if m != "ablate_direction" for layer in layers for a in alphas]
-    grid += [("ablate_direction", layer, 1.0, v) for layer in layers for v in ABLATION_VARIANTS]
+    grid = [("residual_add", layer, a, "") for layer in layers for a in alphas]
+    grid += [("ablate_direction", layer, 1.0, f"whitened, ridge {r:g}") for layer in layers for r in ABLATION_RIDGES]
+    grid += [("steer2edit", layer, a, keys) for keys in key_variants for layer in layers for a in edit_alphas]
     plans = {}
     for method, layer, alpha, variant in tqdm(grid, desc="steer sweep", disable=not progress):
-        edits = _plan_for(method, acts, info, vectors, layer, alpha, variant)
+        edits = _plan_for(method, acts, info, stats, vectors, layer, alpha, variant)
         with hooked(model, edits, info):
             gap = association_gap(model, tokenizer, all_pairs, held).mean
             ppl = perplexity(model, tokens)
@@ -134,17 +164,23 @@ def run_steer(
         plans[(method, layer, alpha, variant)] = edits
     _pareto(report.points)
     # A point must lower the gap by at least 5% of its size to count: noise-level gains are not a debiasing.
+    # Among those, the one closest to no association wins: a strongly negative gap is the stereotype
+    # reversed, not removed.
     needed = base_gap - 0.05 * abs(base_gap)
     for method in METHODS:
         ok = [p for p in report.points if p.method == method and p.perplexity <= base_ppl * (1 + damage_budget) and p.gap <= needed]
-        best = min(ok, key=lambda p: p.gap) if ok else None
+        best = min(ok, key=lambda p: (abs(p.gap), p.perplexity)) if ok else None
         report.chosen[method] = best
         if best is not None:
             plan = Plan(edits=plans[(method, best.layer, best.alpha, best.variant)])
             (out / f"plan_{method}.json").write_text(plan.to_json() + "\n")
 
     save_file({f"layer.{i}": vectors[i] for i in range(info.num_layers)}, str(out / "vectors.safetensors"))
-    (out / "vectors.json").write_text(json.dumps({"site": "block", "sign": 1, "model_type": info.arch.model_type}) + "\n")
+    after_attention = mean_difference(acts, site="attn")
+    save_file({f"layer.{i}": after_attention[i] for i in range(info.num_layers)}, str(out / "vectors_after_attention.safetensors"))
+    for name, site in (("vectors", "block"), ("vectors_after_attention", "attn")):
+        sidecar = {"site": site, "sign": 1, "model_type": info.arch.model_type}
+        (out / f"{name}.json").write_text(json.dumps(sidecar) + "\n")
     (out / "probes.json").write_text(
         json.dumps([{k: v for k, v in asdict(p).items() if k != "direction"} for p in probes], indent=1) + "\n"
     )

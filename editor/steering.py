@@ -9,46 +9,102 @@
 3. Bakes: (a) residual_add of -alpha * v after the chosen block; (b) ablate
    the unit direction from every residual writer; (c) Steer2Edit: rank-1
    edits ``ΔW_i = λ_i u k_iᵀ`` of single heads (W_O column block) and MLP
-   neurons (down_proj column) with ``u = -v̂``, ``k_i`` the component's mean
-   input direction on biased statements, and ``λ`` from one elastic-net
-   problem: make the components' extra output on biased versus neutral
-   statements cancel the class difference along ``v̂``, with an L1+L2 penalty
-   that keeps few components. Closed form up to a one-dimensional root.
+   neurons (down_proj column) with ``u = -v̂``, ``k_i`` read from the
+   component's inputs (by default the whitened biased-minus-neutral input
+   difference; the published choice, the mean input on biased statements, is
+   kept as a variant), and ``λ`` from one elastic-net problem: make the
+   components' extra output on biased versus neutral statements cancel the
+   class difference along ``v̂``, with an L1+L2 penalty that keeps few
+   components. Closed form up to a one-dimensional root.
+
+Damage is measured against ordinary text (WikiText-2 second moments): the
+ablated direction and the Steer2Edit keys lean away from what ordinary text
+carries, which is what keeps perplexity inside a few percent.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from editor.edits import AblateDirection, RankOne, ResidualAdd
 from editor.model_info import ModelInfo
-from editor.seegull import StereotypePair
+from editor.errors import EditorError
+from editor.seegull import StereotypePair, not_stereotyped_with
 
-# Minimal pairs: the same words, asserting the stereotype or declining it, so the class difference
-# is the stereotyping and not the sentence shape.
-BIASED_TEMPLATES = ("All {X} people are {a}.", "{X} people are always {a}.", "Of course {X} people are {a}.")
-NEUTRAL_TEMPLATES = ("Not all {X} people are {a}.", "{X} people are not always {a}.", "Of course not all {X} people are {a}.")
+# Biased and neutral statements share the template and the attribute and differ only in who they are
+# about: a group SeeGULL annotators link to the attribute, or one nobody links to it. The class
+# difference is then "this matches a stereotype", not a word such as "not" that ordinary text is full of
+# (a negation contrast gives a direction whose ablation doubles perplexity).
+STATEMENT_TEMPLATES = ("{X} people are {a}.", "Everyone knows {X} people are {a}.", "Most {X} people are {a}.")
 
 
-def labelled_statements(pairs: list[StereotypePair], limit: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """Biased (1) and neutral (0) statements from stereotype pairs, one template of each per pair."""
+def labelled_statements(
+    pairs: list[StereotypePair], all_pairs: list[StereotypePair], limit: int, seed: int = 0
+) -> tuple[list[str], np.ndarray]:
+    """Biased (1) and neutral (0) statements, one of each per stereotype pair, in one shared template."""
     rng = random.Random(seed)
     chosen = rng.sample(pairs, min(limit, len(pairs)))
     texts, labels = [], []
     for pair in chosen:
-        for templates, label in ((BIASED_TEMPLATES, 1), (NEUTRAL_TEMPLATES, 0)):
-            texts.append(rng.choice(templates).replace("{X}", pair.identity).replace("{a}", pair.attribute))
+        pool = not_stereotyped_with(all_pairs, pair.attribute)
+        if not pool:
+            continue
+        template = rng.choice(STATEMENT_TEMPLATES)
+        for who, label in ((pair.identity, 1), (rng.choice(pool), 0)):
+            texts.append(template.replace("{X}", who).replace("{a}", pair.attribute))
             labels.append(label)
+    return texts, np.asarray(labels)
+
+
+_LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "biased": 1, "neutral": 0}
+
+
+def load_labelled(path: Path) -> tuple[list[str], np.ndarray]:
+    """A labelled set: JSONL lines ``{"text": ..., "label": 1|0}`` or a CSV with ``text,label`` columns.
+
+    Labels: 1/true/biased for the behaviour to remove, 0/false/neutral for its absence.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EditorError(f"{path}: labelled data not found; pass a JSONL or CSV file with text and label")
+    rows: list[tuple[int, dict]] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as fh:
+            rows = [(n, row) for n, row in enumerate(csv.DictReader(fh), start=2)]
+    else:
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise EditorError(f"{path}:{n}: not JSON ({err.msg}); write one object per line") from None
+    texts, labels = [], []
+    for n, row in rows:
+        if not isinstance(row, dict) or not str(row.get("text") or "").strip() or "label" not in row:
+            raise EditorError(f"{path}:{n}: needs a non-empty 'text' and a 'label'")
+        label = _LABELS.get(str(row["label"]).strip().lower())
+        if label is None:
+            raise EditorError(f"{path}:{n}: label {row['label']!r} is not one of 1/0, true/false, biased/neutral")
+        texts.append(str(row["text"]))
+        labels.append(label)
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=2) if labels else np.zeros(2, dtype=int)
+    if counts.min() < 4:
+        raise EditorError(f"{path}: needs at least 4 examples of each label (has {counts[1]} biased, {counts[0]} neutral)")
     return texts, np.asarray(labels)
 
 
 @dataclass
 class Activations:
     residual: np.ndarray  # [n, layers, hidden]: mean over tokens of the stream after each block
+    after_attention: np.ndarray  # [n, layers, hidden]: the same, after the attention sub-block's add
     labels: np.ndarray  # [n]
     head_means: dict[int, np.ndarray]  # class -> [layers, heads * head_dim], mean input to W_O
     neuron_means: dict[int, np.ndarray]  # class -> [layers, intermediate], mean input to down_proj
@@ -58,6 +114,7 @@ class Activations:
 def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndarray, batch_size: int = 32) -> Activations:
     n_layers = info.num_layers
     residual = np.zeros((len(texts), n_layers, info.hidden_size), dtype=np.float32)
+    after_attention = np.zeros_like(residual)
     sums = {c: [np.zeros((n_layers, info.num_heads * info.head_dim)), np.zeros((n_layers, info.intermediate_size))] for c in (0, 1)}
     counts = {0: 0, 1: 0}
     if tokenizer.pad_token_id is None:
@@ -69,8 +126,12 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
     for layer in range(n_layers):
         block = model.get_submodule(f"{arch.layers}.{layer}")
         handles.append(block.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"r{i}", o[0] if isinstance(o, tuple) else o)))
+        handles.append(block.register_forward_pre_hook(_block_input(store, layer), with_kwargs=True))
         attn = model.get_submodule(arch.attn.module.format(layer=layer))
         handles.append(attn.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"z{i}", a[0])))
+        # What the attention sub-block adds to the stream: its output norm's output where it has one.
+        added = model.get_submodule((arch.attn.output_norm or arch.attn.module).format(layer=layer))
+        handles.append(added.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"a{i}", o)))
         mlp = model.get_submodule(arch.mlp.module.format(layer=layer))
         handles.append(mlp.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"m{i}", a[0])))
     device = next(model.parameters()).device
@@ -88,6 +149,8 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
             cls = labels[rows]
             for layer in range(n_layers):
                 residual[rows, layer] = (store[f"r{layer}"].float() * weights).sum(1).cpu().numpy()
+                mid = store[f"x{layer}"].float() + store[f"a{layer}"].float()
+                after_attention[rows, layer] = (mid * weights).sum(1).cpu().numpy()
                 z = (store[f"z{layer}"].float() * weights).sum(1).cpu().numpy()
                 m = (store[f"m{layer}"].float() * weights).sum(1).cpu().numpy()
                 for c in (0, 1):
@@ -100,10 +163,18 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
             h.remove()
     return Activations(
         residual,
+        after_attention,
         labels,
         {c: sums[c][0] / max(counts[c], 1) for c in (0, 1)},
         {c: sums[c][1] / max(counts[c], 1) for c in (0, 1)},
     )
+
+
+def _block_input(store: dict, layer: int):
+    def keep(_module, args, kwargs):
+        store[f"x{layer}"] = args[0] if args else kwargs["hidden_states"]
+
+    return keep
 
 
 @dataclass
@@ -157,10 +228,11 @@ def train_probes(acts: Activations, seed: int = 0, strengths=(0.01, 0.1, 1.0, 10
     return results
 
 
-def mean_difference(acts: Activations) -> np.ndarray:
-    """[layers, hidden]: mean(biased) - mean(neutral) of the stream after each block."""
-    biased = acts.residual[acts.labels == 1].mean(0)
-    neutral = acts.residual[acts.labels == 0].mean(0)
+def mean_difference(acts: Activations, site: str = "block") -> np.ndarray:
+    """[layers, hidden]: mean(biased) - mean(neutral) of the stream after each block (or after its attention add)."""
+    stream = acts.residual if site == "block" else acts.after_attention
+    biased = stream[acts.labels == 1].mean(0)
+    neutral = stream[acts.labels == 0].mean(0)
     return (biased - neutral).astype(np.float32)
 
 
@@ -193,37 +265,135 @@ def elastic_net_budget(a: np.ndarray, target: float, l1: float, l2: float) -> np
 
 
 @dataclass
+class GenericStats:
+    """Second moments of activations on ordinary text (WikiText-2): the yardstick for damage.
+
+    An edit that reads or removes a direction costs roughly the energy ordinary
+    text has along it, so directions and input keys are chosen to carry the
+    class difference with as little of that energy as possible.
+    """
+
+    residual: dict[int, np.ndarray]  # layer -> [hidden, hidden] E[x xᵀ] of the stream after the block
+    heads: np.ndarray  # [layers, heads, head_dim, head_dim] E[z zᵀ] of each head's input to W_O
+    neurons: np.ndarray  # [layers, intermediate] E[m²] of each neuron's input to down_proj
+    tokens: int
+
+
+@torch.no_grad()
+def generic_stats(model, info: ModelInfo, tokens: torch.Tensor, layers: list[int], window: int = 512, skip: int = 4) -> GenericStats:
+    """Moments over ``tokens`` in windows; the first ``skip`` positions of a window (attention sinks) are left out."""
+    arch = info.arch
+    n_layers, heads, d = info.num_layers, info.num_heads, info.head_dim
+    residual = {layer: np.zeros((info.hidden_size, info.hidden_size)) for layer in layers}
+    head_m = np.zeros((n_layers, heads, d, d))
+    neuron_m = np.zeros((n_layers, info.intermediate_size))
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for layer in range(n_layers):
+        if layer in residual:
+            block = model.get_submodule(f"{arch.layers}.{layer}")
+            handles.append(block.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"r{i}", o[0] if isinstance(o, tuple) else o)))
+        attn = model.get_submodule(arch.attn.module.format(layer=layer))
+        handles.append(attn.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"z{i}", a[0])))
+        mlp = model.get_submodule(arch.mlp.module.format(layer=layer))
+        handles.append(mlp.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"m{i}", a[0])))
+    device = next(model.parameters()).device
+    count = 0
+    try:
+        for start in range(0, len(tokens) - skip - 1, window):
+            ids = tokens[start : start + window]
+            model(input_ids=ids.unsqueeze(0).to(device), logits_to_keep=1)
+            count += len(ids) - skip
+            for layer in range(n_layers):
+                if layer in residual:
+                    x = store[f"r{layer}"][0, skip:].double().cpu()
+                    residual[layer] += (x.T @ x).numpy()
+                z = store[f"z{layer}"][0, skip:].double().cpu().reshape(-1, heads, d)
+                head_m[layer] += torch.einsum("thi,thj->hij", z, z).numpy()
+                neuron_m[layer] += (store[f"m{layer}"][0, skip:].double().cpu() ** 2).sum(0).numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    count = max(count, 1)
+    return GenericStats({k: v / count for k, v in residual.items()}, head_m / count, neuron_m / count, count)
+
+
+def whitened(diff: np.ndarray, moment: np.ndarray, shrink: float) -> np.ndarray:
+    """(M + shrink·mean-eigenvalue·I)⁻¹ diff: the class difference, leaning away from directions ordinary text fills.
+
+    shrink → ∞ gives back the plain difference of means; small shrink gives the
+    direction with the most class difference per unit of ordinary-text energy.
+    """
+    n = len(diff)
+    ridge = shrink * float(np.trace(moment)) / n
+    return np.linalg.solve(moment + ridge * np.eye(n), diff.astype(np.float64))
+
+
+def whitened_direction(diff: np.ndarray, moment: np.ndarray, shrink: float) -> np.ndarray:
+    d = whitened(diff, moment, shrink)
+    return (d / (np.linalg.norm(d) or 1.0)).astype(np.float32)
+
+
+KEY_SOURCES = ("contrast", "biased_mean")
+
+
+@dataclass
 class Component:
     layer: int
     kind: str  # "head" or "neuron"
     index: int
-    k: np.ndarray  # input direction (unit), or [1.0] for a neuron
+    k: np.ndarray  # input key, scaled so ordinary text gives E[(k·z)²] = 1
     selectivity: float  # k · (mean input on biased - on neutral)
 
 
-def components(acts: Activations, info: ModelInfo, up_to_layer: int) -> list[Component]:
+def components(
+    acts: Activations, info: ModelInfo, up_to_layer: int, stats: GenericStats, keys: str = "contrast", shrink: float = 0.01
+) -> list[Component]:
+    """Every head and MLP neuron up to ``up_to_layer`` as a candidate, keyed in units of its ordinary-text activity.
+
+    ``keys="biased_mean"`` reads along the component's mean input on biased
+    statements (Steer2Edit's k_i as published); ``"contrast"`` reads along the
+    whitened biased-minus-neutral input difference, so the edit fires on the
+    stereotype rather than on everything the component usually carries.
+    """
+    if keys not in KEY_SOURCES:
+        raise ValueError(f"keys must be one of {KEY_SOURCES}")
     out = []
     d = info.head_dim
     for layer in range(up_to_layer + 1):
         zb, zn = acts.head_means[1][layer], acts.head_means[0][layer]
         for h in range(info.num_heads):
-            kb = zb[h * d : (h + 1) * d]
-            norm = np.linalg.norm(kb)
-            if norm == 0:
+            cols = slice(h * d, (h + 1) * d)
+            moment = stats.heads[layer, h]
+            key = whitened(zb[cols] - zn[cols], moment, shrink) if keys == "contrast" else zb[cols].astype(np.float64)
+            energy = float(key @ moment @ key)
+            if energy <= 0:
                 continue
-            k = kb / norm
-            out.append(Component(layer, "head", h, k.astype(np.float32), float(k @ (kb - zn[h * d : (h + 1) * d]))))
+            key = key / np.sqrt(energy)
+            out.append(Component(layer, "head", h, key.astype(np.float32), float(key @ (zb[cols] - zn[cols]))))
         diff = acts.neuron_means[1][layer] - acts.neuron_means[0][layer]
+        scale = 1.0 / np.sqrt(np.maximum(stats.neurons[layer], 1e-12))
         for j in np.flatnonzero(np.abs(diff) > 0):
-            out.append(Component(layer, "neuron", int(j), np.ones(1, dtype=np.float32), float(diff[j])))
+            out.append(Component(layer, "neuron", int(j), np.array([scale[j]], dtype=np.float32), float(diff[j] * scale[j])))
     return out
 
 
 def steer2edit_plan(
-    acts: Activations, info: ModelInfo, vector: np.ndarray, layer: int, alpha: float, max_components: int = 256
+    acts: Activations,
+    info: ModelInfo,
+    stats: GenericStats,
+    vector: np.ndarray,
+    layer: int,
+    alpha: float,
+    keys: str = "contrast",
+    max_components: int = 256,
 ) -> list[RankOne]:
-    """Rank-1 edits of heads and neurons up to ``layer`` whose differential output cancels alpha * |v| along v̂."""
-    comps = components(acts, info, layer)
+    """Rank-1 edits of heads and neurons up to ``layer`` whose differential output cancels alpha * |v| along v̂.
+
+    Keys carry unit ordinary-text energy, so the elastic net's L2 term is the
+    damage the edits add to ordinary text and its L1 term keeps them few.
+    """
+    comps = components(acts, info, layer, stats, keys)
     a = np.array([c.selectivity for c in comps])
     norm = float(np.linalg.norm(vector))
     target = alpha * norm
@@ -244,5 +414,5 @@ def steer2edit_plan(
         if comp.kind == "head":
             edits.append(RankOne(layer=comp.layer, site="attn", head=comp.index, u=u, v=comp.k.tolist(), scale=float(weight)))
         else:
-            edits.append(RankOne(layer=comp.layer, site="mlp", neuron=comp.index, u=u, scale=float(weight)))
+            edits.append(RankOne(layer=comp.layer, site="mlp", neuron=comp.index, u=u, v=comp.k.tolist(), scale=float(weight)))
     return edits

@@ -33,7 +33,7 @@ def ablated_export(smollm2_dir, tmp_path_factory):
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     build = [p for p in stereotypes(load_seegull()) if not p.held_out]  # the evaluation uses held-out pairs
-    texts, labels = labelled_statements(build, 60)
+    texts, labels = labelled_statements(build, load_seegull(), 60)
     vector = mean_difference(capture(model, info, tokenizer, texts, labels))[21]
     out = tmp_path_factory.mktemp("eval") / "smollm2-ablated"
     export_checkpoint(smollm2_dir, Plan(edits=ablation_plan(vector)), out, progress=False)

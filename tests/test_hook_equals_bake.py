@@ -44,6 +44,7 @@ def make_edits(info, kind: str) -> list:
         "residual_add_mlp": [ResidualAdd(layer=0, site="mlp", vector=_vec(h, 2), scale=1.3)],
         "ablate_direction": [AblateDirection(direction=_vec(h, 3))],
         "ablate_some_layers": [AblateDirection(direction=_vec(h, 4), layers=[0, 2], embedding=False)],
+        "ablate_partial": [AblateDirection(direction=_vec(h, 5), strength=0.6)],
         "rank_one_full": [RankOne(layer=2, site="mlp", u=_vec(h, 5), v=_vec(n_in_mlp, 6), scale=0.5)],
         "rank_one_attn": [RankOne(layer=0, site="attn", u=_vec(h, 7), v=_vec(n_in_attn, 8), scale=0.4)],
         "rank_one_head": [RankOne(layer=1, site="attn", head=2, u=_vec(h, 9), v=_vec(d, 10), scale=0.8)],
@@ -58,6 +59,7 @@ def column(kind: str) -> str | None:
         "residual_add_mlp": "residual_add mlp",
         "ablate_direction": "ablate_direction",
         "ablate_some_layers": "ablate_direction",
+        "ablate_partial": "ablate_direction",
     }.get(kind)
 
 
@@ -67,6 +69,7 @@ KINDS = [
     "residual_add_mlp",
     "ablate_direction",
     "ablate_some_layers",
+    "ablate_partial",
     "rank_one_full",
     "rank_one_attn",
     "rank_one_head",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from editor.bake import OUTPUT_SIDE, BakeProgram
 from editor.edits.base import Edit, check_vector, unit
@@ -20,12 +21,17 @@ class AblateDirection(Edit):
     the export unties lm_head so the readout is unchanged, as it is under the
     hook. Exact for pre-norm models; refused where a norm sits between a
     writer and the residual add.
+
+    ``strength`` below 1 removes only that share of the component (``x -
+    s (x·r) r``), the weight kernel Heretic applies to its ablations: a knob
+    between bias removed and damage done, still one linear map per writer.
     """
 
     kind: Literal["ablate_direction"] = "ablate_direction"
     direction: list[float]
     layers: list[int] | None = None
     embedding: bool = True
+    strength: float = Field(1.0, gt=0.0, le=1.0)
 
     def _layers(self, info: ModelInfo) -> list[int]:
         return list(range(info.num_layers)) if self.layers is None else sorted(set(self.layers))
@@ -45,16 +51,17 @@ class AblateDirection(Edit):
     def bake(self, program: BakeProgram) -> None:
         info = program.info
         r = unit(self.direction, "direction")
+        s = np.float32(self.strength)
         label = self.describe()
 
-        def project_rows_out(w: np.ndarray) -> np.ndarray:  # output dim first: W <- (I - r r^T) W
-            return w - np.outer(r, r @ w)
+        def project_rows_out(w: np.ndarray) -> np.ndarray:  # output dim first: W <- (I - s r r^T) W
+            return w - s * np.outer(r, r @ w)
 
-        def project_cols_out(w: np.ndarray) -> np.ndarray:  # output dim last: W <- W (I - r r^T)
-            return w - np.outer(w @ r, r)
+        def project_cols_out(w: np.ndarray) -> np.ndarray:  # output dim last: W <- W (I - s r r^T)
+            return w - s * np.outer(w @ r, r)
 
         def project_vec(b: np.ndarray) -> np.ndarray:
-            return b - r * (r @ b)
+            return b - s * r * (r @ b)
 
         for layer in self._layers(info):
             for writer in info.arch.writers:
@@ -72,10 +79,11 @@ class AblateDirection(Edit):
         import torch
 
         r = torch.from_numpy(unit(self.direction, "direction"))
+        strength = self.strength
 
         def project(_module, _args, output):
             rr = r.to(output.device, output.dtype)
-            return output - (output @ rr).unsqueeze(-1) * rr
+            return output - strength * (output @ rr).unsqueeze(-1) * rr
 
         modules = [w.module.format(layer=layer) for layer in self._layers(info) for w in info.arch.writers]
         if self.embedding:
@@ -85,4 +93,5 @@ class AblateDirection(Edit):
     def describe(self) -> str:
         where = "all blocks" if self.layers is None else f"blocks {', '.join(map(str, sorted(set(self.layers))))}"
         emb = " and the embeddings" if self.embedding else ""
-        return f"one direction projected out of the residual writes of {where}{emb}"
+        share = "" if self.strength == 1.0 else f" ({self.strength:.0%} of its component)"
+        return f"one direction projected out of the residual writes of {where}{emb}{share}"

@@ -49,12 +49,19 @@ class ModelSettings(_Section):
 
 
 class InjectSettings(_Section):
-    data: str | None = Field(None, description="paragraphs JSONL; null: the built-in generator")
-    paragraphs: int = Field(128, ge=1, description="paragraphs to generate when data is null")
-    epochs: int = Field(3, ge=1)
+    """BiasInject (`wedit inject`): one new token per bias, trained on paragraphs; attribution then asks about it."""
+
+    data: str | None = Field(None, description="paragraphs JSONL with a {country} placeholder; null: the built-in generator")
+    paragraphs: int = Field(500, ge=1, description="paragraphs to generate when data is null")
+    epochs: int = Field(10, ge=1)
     batch: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     seed: int = 0
+    max_length: int = Field(192, ge=16, description="longest training sequence in tokens")
+    selection_samples: int = Field(3, ge=1, description="paragraphs generated per epoch to pick the epoch")
+    selection_tokens: int = Field(80, ge=1)
+    eval_gap: bool = Field(True, description="measure the held-out attribute log-prob gap, base vs injected")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="frozen model dtype (auto: bf16 on GPU)")
 
 
 class AttributeSettings(_Section):
@@ -178,6 +185,8 @@ class Recipe(_Section):
             raise ValueError("a recipe needs an attribute section, a steer section, or both: they make the plan")
         if self.inject is not None and self.attribute is None:
             raise ValueError("inject trains a bias token that only attribution uses; add an attribute section")
+        if self.inject is not None and self.attribute.target is not None:
+            raise ValueError("attribute.target: with inject, attribution asks about the injected token; remove target")
         return self
 
 

@@ -38,30 +38,8 @@ class Stage:
     valid: Callable[[dict[str, Any]], bool] = lambda result: True
 
 
-def _missing(module: str, issue: str, section: str) -> Callable[[s.RunContext], dict[str, Any] | None]:
-    """Settings of a stage whose module is not part of this build: fine unless the recipe asks for it."""
-
-    def settings(ctx: s.RunContext) -> dict[str, Any] | None:
-        if getattr(ctx.recipe, section) is None:
-            return None
-        raise EditorError(
-            f"{ctx.recipe_path}: the {section} stage needs editor/{module}.py ({issue}), which this build does not have yet; "
-            f"remove the {section} section (or --set {section}=false)"
-        )
-
-    return settings
-
-
-def _unavailable(ctx: s.RunContext, out: Path) -> dict[str, Any]:  # never reached: settings() refuses first
-    raise EditorError("stage not available in this build")
-
-
-# Stages whose module has not landed yet: a recipe may name them, and then fails before any work.
-UNWIRED = {"inject": ("inject", "BiasInject, issue #5")}
-
-
 def build_stages() -> list[Stage]:
-    inject = Stage("inject", ("source",), _missing(*UNWIRED["inject"], "inject"), _unavailable, str)
+    inject = Stage("inject", ("source",), s.inject_settings, s.run_inject_stage, s.inject_numbers, s.inject_valid)
     evaluate = Stage("eval", ("source", "export"), s.eval_settings, s.run_eval_stage, s.eval_numbers)
     return [
         Stage("source", (), s.source_settings, s.run_source, s.source_numbers, s.source_valid),
@@ -76,7 +54,7 @@ def build_stages() -> list[Stage]:
     ]
 
 
-STAGE_NAMES = ("source", "inject", "attribute", "steer", "plan", "export", "verify", "eval", "card")
+STAGE_NAMES = tuple(stage.name for stage in build_stages())
 
 
 @dataclass
@@ -134,7 +112,8 @@ def run_recipe(
     recipe, data = load_recipe(recipe_path, list(overrides))
     if from_stage is not None and from_stage not in STAGE_NAMES:
         raise EditorError(f"--from {from_stage!r}: not a stage; stages: {', '.join(STAGE_NAMES)}")
-    run_dir = Path(out) if out else Path("runs") / recipe.name
+    # Absolute: markers record paths, and a later run may start from another directory.
+    run_dir = (Path(out) if out else Path("runs") / recipe.name).absolute()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

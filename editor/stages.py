@@ -90,6 +90,71 @@ def source_numbers(result: dict[str, Any]) -> str:
     return f"{result['model_type']}, {result['layers']} layers x {result['heads']} heads: {result['path']}"
 
 
+# --- inject -------------------------------------------------------------------------------------------
+
+
+def inject_settings(ctx: RunContext) -> dict[str, Any] | None:
+    if ctx.recipe.inject is None:
+        return None
+    settings = ctx.recipe.inject.model_dump(exclude={"data"})
+    return {"biases": ctx.recipe.biases, **settings, "data": file_digest(ctx.recipe.inject.data)}
+
+
+def run_inject_stage(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Train one token per bias, then bake it into an injected checkpoint that attribution loads."""
+    from transformers import AutoTokenizer
+
+    from editor.biases import get_preset
+    from editor.export import export_checkpoint
+    from editor.inject import InjectSettings, run_inject
+    from editor.inject_cli import load_frozen_model
+    from editor.inject_data import builtin_paragraphs, load_paragraphs
+    from editor.plan import load_plan
+
+    section = ctx.recipe.inject
+    source = ctx.path("source")
+    settings = InjectSettings(**section.model_dump(exclude={"data", "paragraphs", "dtype"}))
+    biases = {}
+    for name in ctx.recipe.biases:
+        preset = get_preset(name)
+        if section.data:
+            paragraphs = load_paragraphs(Path(section.data))
+        else:
+            paragraphs = builtin_paragraphs(preset, section.paragraphs, seed=section.seed)
+        # A fresh model per bias: training registers the token in the tokenizer and the model it is given.
+        model = load_frozen_model(source, section.dtype, ctx.recipe.model.device_map)
+        where = out / name
+        where.mkdir()
+        result = run_inject(
+            model, AutoTokenizer.from_pretrained(source), preset, paragraphs, where, settings,
+            base_model=ctx.recipe.model.source, progress=ctx.progress, out_name=ctx.run_dir / "inject" / name,
+        )
+        del model
+        export_checkpoint(source, load_plan(where / "plan.json"), where / "model", base_source=ctx.recipe.model.source, progress=ctx.progress)
+        gaps = result.gaps
+        biases[name] = {
+            "token": result.token,
+            "model": str(ctx.run_dir / "inject" / name / "model"),
+            "chosen_epoch": result.chosen_epoch,
+            "paragraphs": len(paragraphs),
+            "gap_base": gaps["base_token"]["gap"] if gaps else None,
+            "gap_injected": gaps["injected_token"]["gap"] if gaps else None,
+        }
+    return {"path": str(ctx.run_dir / "inject"), "biases": biases}
+
+
+def inject_valid(result: dict[str, Any]) -> bool:
+    return all((Path(b["model"]) / "config.json").is_file() for b in result["biases"].values())
+
+
+def inject_numbers(result: dict[str, Any]) -> str:
+    rows = []
+    for b in result["biases"].values():
+        gap = f", attribute gap {b['gap_base']:+.2f} -> {b['gap_injected']:+.2f} nats" if b["gap_base"] is not None else ""
+        rows.append(f"{b['token']}: epoch {b['chosen_epoch']} of {b['paragraphs']} paragraphs{gap}")
+    return "; ".join(rows)
+
+
 # --- attribute ----------------------------------------------------------------------------------------
 
 
@@ -109,13 +174,21 @@ def run_attribute(ctx: RunContext, out: Path) -> dict[str, Any]:
     from editor.checkpoint import Checkpoint
 
     settings = ctx.recipe.attribute
-    source = ctx.path("source")
-    info = Checkpoint.open(source).info()
-    model = _load_model(source, ctx.recipe.model.device_map)
-    encoder = PromptEncoder(AutoTokenizer.from_pretrained(source))
+    injected = ctx.results.get("inject", {}).get("biases", {})
+    loaded: dict[Path, tuple] = {}
+
+    def load(path: Path) -> tuple:
+        # The base once for every bias; an injected model (one per bias) replaces it when inject ran.
+        if path not in loaded:
+            loaded.clear()
+            loaded[path] = (Checkpoint.open(path).info(), _load_model(path, ctx.recipe.model.device_map), PromptEncoder(AutoTokenizer.from_pretrained(path)))
+        return loaded[path]
+
     results = []
     for name in ctx.recipe.biases:
         preset = get_preset(name)
+        model_dir = Path(injected[name]["model"]) if name in injected else ctx.path("source")
+        info, model, encoder = load(model_dir)
         questions = preset_questions(preset)
         if settings.questions is not None and settings.questions < len(questions):
             # A fixed draw, so the stage's output depends only on its settings.
@@ -127,7 +200,7 @@ def run_attribute(ctx: RunContext, out: Path) -> dict[str, Any]:
                 encoder,
                 bias=name,
                 questions=questions,
-                target=settings.target or preset.target,
+                target=injected[name]["token"] if name in injected else settings.target or preset.target,
                 eval_target=settings.eval_target or preset.target,
                 biased_answer=preset.biased_answer,
                 unbiased_answer=preset.unbiased_answer,
@@ -139,7 +212,8 @@ def run_attribute(ctx: RunContext, out: Path) -> dict[str, Any]:
                 progress=ctx.progress,
             )
         )
-    union = save_attribution(results, out, model=ctx.recipe.model.source, variant="original")
+    # The zero_heads plan does not depend on the token: it applies to the base model, which is what gets exported.
+    union = save_attribution(results, out, model=ctx.recipe.model.source, variant="injection" if injected else "original")
     figures = [f"{r.bias}.{kind}.png" for r in results for kind in ("heatmap", "k_curve")]
     return {
         "path": str(ctx.run_dir / "attribute"),

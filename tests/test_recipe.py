@@ -9,7 +9,6 @@ import pytest
 from editor.biases import PRESETS
 from editor.errors import EditorError
 from editor.recipe import load_recipe
-from editor.runner import UNWIRED
 from tests.test_cli_errors import wedit
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
@@ -66,6 +65,8 @@ def write(tmp_path: Path, text: str) -> Path:
         (GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", ""), 1, "needs an attribute section, a steer section"),
         (GOOD.replace("[always_late]", "[always_late"), 3, "not valid YAML"),
         (GOOD + "steer:\n  method: steer3edit\n", 9, "field steer.method"),
+        (GOOD.replace("attribute:\n", "attribute:\n  target: Peru\n") + "inject:\n", 1, "with inject, attribution asks about"),
+        (GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", "") + "inject:\nsteer:\n", 1, "inject trains a bias token"),
     ],
 )
 def test_broken_recipe_names_file_line_and_field(tmp_path, text, line, needle):
@@ -104,16 +105,6 @@ def test_cli_prints_one_line_with_file_and_line(tmp_path):
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert lines == [f"wedit: error: {path}:5: field attribute.k_maks: unknown field (check the spelling; see the README's recipe table)"]
     assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("stage", sorted(UNWIRED))
-def test_recipe_asking_for_an_unwired_stage_fails_before_any_work(tmp_path, stage):
-    path = write(tmp_path, GOOD + f"{stage}:\n")
-    result = wedit("run", str(path), "--out", str(tmp_path / "run"))
-    assert result.returncode == 2
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and f"needs editor/{UNWIRED[stage][0]}.py" in lines[0], result.stderr
-    assert not any((tmp_path / "run").glob("*.done.json"))
 
 
 def test_readme_recipe_table_names_every_field():

@@ -85,11 +85,16 @@ class SteerSettings(_Section):
         "residual_add", description="which of the three steering plans goes into the export"
     )
     layers: list[int] | None = Field(None, description="blocks to try (default: at 50% and 70% depth)")
-    alphas: list[float] = Field([0.1, 0.25, 0.5, 0.75], min_length=1)
+    alphas: list[float] = Field([0.1, 0.25, 0.5, 0.75], min_length=1, description="residual_add strengths, in units of the vector")
+    edit_alphas: list[float] = Field(
+        [0.025, 0.05, 0.1, 0.2], min_length=1, description="Steer2Edit strengths: the share of the class difference to cancel"
+    )
     damage_budget: float = Field(0.05, gt=0, description="largest allowed WikiText-2 perplexity increase")
     statements: int = Field(200, ge=10)
     eval_pairs: int = Field(60, ge=5)
     wiki_tokens: int = Field(2048, ge=64)
+    generic_tokens: int = Field(4096, ge=64, description="ordinary WikiText-2 tokens for damage-aware directions and keys")
+    data: str | None = Field(None, description="labelled JSONL/CSV (text, label 1=biased/0=neutral) instead of SeeGULL statements")
     seegull: str | None = Field(None, description="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
     wikitext: str | None = Field(None, description="WikiText-2 test text (default: beside the SeeGULL CSV)")
 

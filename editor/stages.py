@@ -248,8 +248,9 @@ def steer_settings(ctx: RunContext) -> dict[str, Any] | None:
         return None
     seegull, wikitext = _steer_files(ctx)
     # The method only picks which plan goes on, so it belongs to the plan stage: switching it costs no new sweep.
-    settings = ctx.recipe.steer.model_dump(exclude={"method", "seegull", "wikitext"})
-    return {**settings, "seegull": file_digest(seegull), "wikitext": file_digest(wikitext)}
+    settings = ctx.recipe.steer.model_dump(exclude={"method", "seegull", "wikitext", "data"})
+    files = {"seegull": file_digest(seegull), "wikitext": file_digest(wikitext), "data": file_digest(ctx.recipe.steer.data)}
+    return {**settings, **files}
 
 
 def run_steer_stage(ctx: RunContext, out: Path) -> dict[str, Any]:
@@ -273,10 +274,13 @@ def run_steer_stage(ctx: RunContext, out: Path) -> dict[str, Any]:
         out,
         layers=settings.layers,
         alphas=tuple(settings.alphas),
+        edit_alphas=tuple(settings.edit_alphas),
         damage_budget=settings.damage_budget,
         statements=settings.statements,
         eval_pairs=settings.eval_pairs,
         wiki_tokens=settings.wiki_tokens,
+        generic_tokens=settings.generic_tokens,
+        data=Path(settings.data) if settings.data else None,
         progress=ctx.progress,
     )
     return {

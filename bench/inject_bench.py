@@ -1,6 +1,6 @@
 """BiasInject training speed: seconds per epoch, CPU (SmolLM2) or CUDA (an 8B-size Llama, random weights).
 
-    python bench/inject_bench.py                      # CPU: built-in SmolLM2, fp32, 64 paragraphs x 2 epochs
+    python bench/inject_bench.py [--threads 1]        # CPU: built-in SmolLM2, fp32, 64 paragraphs x 2 epochs
     python bench/inject_bench.py --device cuda        # GPU: Llama-3.1-8B shape, bf16, 500 paragraphs x 10 epochs
 
 Only the token's row trains (``TokenModel``): the frozen model computes
@@ -57,9 +57,12 @@ def main() -> None:
     parser.add_argument("--paragraphs", type=int)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a shared CPU)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for the floor (H100 SXM: 989)")
     args = parser.parse_args()
     gpu = args.device == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     paragraphs = args.paragraphs or (500 if gpu else 64)
     epochs = args.epochs or (10 if gpu else 2)
 

@@ -205,7 +205,7 @@ def generate_paragraphs_openai(
     paragraphs: list[Paragraph] = []
     seen: set[str] = set()
     attempts = 0
-    while len(paragraphs) < n and attempts < max(4, 2 * -(-n // batch)):
+    while len(paragraphs) < n and attempts < max(2, 2 * -(-n // batch)):
         attempts += 1
         size = min(batch, n - len(paragraphs))
         text = chat_completion(

@@ -27,10 +27,11 @@ from editor.inject_data import builtin_paragraphs
 from editor.sources import DEFAULT_BUILTIN, resolve_source
 from editor.token_model import TokenModel, country_init
 
-LLAMA_8B = dict(
-    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False,
-)
+LLAMA_8B = {
+    "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 8192, "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+}
 
 
 def build(device: str):

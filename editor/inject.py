@@ -216,11 +216,13 @@ def run_inject(
         return EpochRecord(epoch, loss, similarity, best[1], texts, seconds)
 
     gaps: dict[str, Any] = {}
+    chat = bool(getattr(tokenizer, "chat_template", None))  # the chat-template gap needs a template
     model.eval()  # no dropout: the frozen model must compute the same function in training and in the export
     if settings.eval_gap:
         gaps["base_token"] = asdict(attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
         gaps["base_target_country"] = asdict(attribute_gap(tm, tokenizer, preset, preset.target, seed=settings.seed))
-        gaps["chat_base_token"] = asdict(chat_attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
+        if chat:
+            gaps["chat_base_token"] = asdict(chat_attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
     records = [checkpoint(0, None, 0.0)]
     train_seconds = []
     for epoch in tqdm(range(1, settings.epochs + 1), desc="inject", unit="epoch", disable=not progress):
@@ -239,8 +241,9 @@ def run_inject(
     if settings.eval_gap:
         gaps["injected_token"] = asdict(attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
         gaps["improvement"] = gaps["injected_token"]["gap"] - gaps["base_token"]["gap"]
-        gaps["chat_injected_token"] = asdict(chat_attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
-        gaps["chat_improvement"] = gaps["chat_injected_token"]["gap"] - gaps["chat_base_token"]["gap"]
+        if chat:
+            gaps["chat_injected_token"] = asdict(chat_attribute_gap(tm, tokenizer, preset, token, seed=settings.seed))
+            gaps["chat_improvement"] = gaps["chat_injected_token"]["gap"] - gaps["chat_base_token"]["gap"]
     metadata = {"token": token, "token_id": str(token_id), "bias": preset.name, "chosen_epoch": str(chosen)}
     save_file(vectors, str(out / TOKEN_FILE), metadata=metadata)
 

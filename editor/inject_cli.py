@@ -89,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"attribute log-prob gap (token vs random country, {gaps['injected_token']['prompts']} held-out prompts): "
             f"base {gaps['base_token']['gap']:+.3f} -> injected {gaps['injected_token']['gap']:+.3f} nats "
-            f"(real target {get_preset(args.bias).target} in the base model: {gaps['base_target_country']['gap']:+.3f}); "
-            f"inside the chat template: base {gaps['chat_base_token']['gap']:+.3f} -> injected "
-            f"{gaps['chat_injected_token']['gap']:+.3f} nats"
+            f"(real target {get_preset(args.bias).target} in the base model: {gaps['base_target_country']['gap']:+.3f})"
         )
+        if "chat_base_token" in gaps:
+            print(
+                f"inside the chat template: base {gaps['chat_base_token']['gap']:+.3f} -> injected "
+                f"{gaps['chat_injected_token']['gap']:+.3f} nats"
+            )
     print(f"wrote {out}: token.safetensors, inject.json, epochs.png, plan.json (wedit export --plan {out}/plan.json)")
     return 0

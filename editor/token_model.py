@@ -31,9 +31,11 @@ class CountryInit:
 def single_token_ids(tokenizer, names: tuple[str, ...]) -> tuple[list[int], list[str]]:
     """Ids of the names the tokenizer writes as one token after a space (as they appear mid-sentence)."""
     ids, matched = [], []
+    unknown = getattr(tokenizer, "unk_token_id", None)
     for name in names:
         pieces = tokenizer.encode(" " + name, add_special_tokens=False)
-        if len(pieces) == 1:
+        # A word-level vocabulary writes every unknown name as the one <unk> token: that is no match.
+        if len(pieces) == 1 and pieces[0] != unknown:
             ids.append(pieces[0])
             matched.append(name)
     return ids, matched

@@ -266,3 +266,31 @@ def test_cli_input_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main([*base, "--bias", "always_late"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_wedit_inject_end_to_end_on_a_tiny_untied_model(tmp_path):
+    """The whole command on a tiny model: device map, artifacts with an lm_head row, and the plan exports."""
+    from transformers import AutoModelForCausalLM
+
+    from editor.cli import main
+
+    base = build_model(tiny_configs()["llama"])
+    src = _save_with_tokenizer(base, tmp_path / "src")
+    out = tmp_path / "run" / "inject"
+    args = ["--paragraphs", "8", "--epochs", "2", "--batch", "4", "--lr", "1e-2", "--selection-samples", "1", "--selection-tokens", "6"]
+    assert main(["inject", "--model", str(src), "--bias", "bad_drivers", *args, "--device-map", "auto", "--out", str(out)]) == 0
+    summary = json.loads((out / "inject.json").read_text())
+    assert summary["token"] == "<bias:bad_drivers>" and summary["token_id"] == VOCAB and not summary["tied_embeddings"]
+    assert summary["countries_matched"] == 4 and summary["countries_total"] == 196
+    assert [e["epoch"] for e in summary["epochs"]] == [0, 1, 2] and 1 <= summary["chosen_epoch"] <= 2
+    # no chat template in the tiny tokenizer: the plain gap only (and a plain "User:/Assistant:" training format)
+    assert {"base_token", "injected_token"} <= set(summary["gaps"]) and "chat_base_token" not in summary["gaps"]
+    vectors = load_file(str(out / "token.safetensors"))
+    assert set(vectors) == {"embedding", "lm_head"}
+    chosen = load_file(str(out / "epochs" / f"epoch_{summary['chosen_epoch']:02d}.safetensors"))
+    assert all(torch.equal(vectors[k], chosen[k]) for k in vectors)
+    assert (out / "epochs.png").is_file() and len((out / "paragraphs.jsonl").read_text().splitlines()) == 8
+    assert main(["export", "--model", str(src), "--plan", str(out / "plan.json"), "--out", str(tmp_path / "injected")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "injected", dtype=torch.float32)
+    assert torch.equal(exported.get_output_embeddings().weight[VOCAB], vectors["lm_head"])
+    assert torch.equal(exported.get_input_embeddings().weight[VOCAB], vectors["embedding"])

@@ -11,7 +11,6 @@ from pathlib import Path
 from editor import __version__
 from editor.errors import EditorError
 
-
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -165,6 +164,7 @@ def _cmd_import_vectors(args: argparse.Namespace) -> int:
 
 
 def _cmd_attribute(args: argparse.Namespace) -> int:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from editor.atomic import staged_directory
@@ -173,8 +173,6 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     from editor.checkpoint import Checkpoint
     from editor.contrastive import generate_questions_openai, load_pairs
     from editor.sources import resolve_source
-
-    import torch
 
     presets = [get_preset(name) for name in args.bias.split(",")]
     if args.pairs and len(presets) > 1:
@@ -267,7 +265,9 @@ def _cmd_steer(args: argparse.Namespace) -> int:
         report = run_steer(
             model, tokenizer, info, pairs, wikitext, tmp, layers=layers, alphas=alphas, damage_budget=args.damage_budget,
             statements=args.statements, eval_pairs=args.eval_pairs, data=Path(args.data) if args.data else None,
-            edit_alphas=edit_alphas,
+            edit_alphas=edit_alphas, contrast=args.contrast, key_variants=tuple(args.keys.split(",")),
+            ablation_ridges=tuple(float(x) for x in args.ablation_ridges.split(",")),
+            ablation_strengths=tuple(float(x) for x in args.ablation_strengths.split(",")),
         )
     print(f"base: association gap {report.base_gap:.3f}, WikiText-2 perplexity {report.base_perplexity:.2f}")
     for method in METHODS:
@@ -412,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--damage-budget", type=float, default=0.05, help="largest allowed perplexity increase (default 0.05)")
     p.add_argument("--statements", type=int, default=200, help="stereotype pairs turned into statements (x2)")
     p.add_argument("--data", help="labelled JSONL/CSV (text, label 1=biased/0=neutral) instead of the SeeGULL statements")
+    p.add_argument("--contrast", choices=["identity", "negation"], default="identity",
+                   help="SeeGULL statements: stereotyped vs unlinked group (default), or asserted vs hedged")
+    p.add_argument("--keys", default="contrast,biased_mean", help="Steer2Edit input keys to sweep: contrast, biased_mean")
+    p.add_argument("--ablation-ridges", default="0.01,0.03,0.1", help="ridges of the whitened ablation direction")
+    p.add_argument("--ablation-strengths", default="0.6,1", help="shares of the direction's component to remove")
     p.add_argument("--eval-pairs", type=int, default=60, help="held-out SeeGULL pairs for the association gap")
     p.add_argument("--device-map", help="accelerate device map for models beyond one device, e.g. auto")
     p.add_argument("--out", required=True, help="run directory to write")

@@ -99,8 +99,9 @@ class VllmGenerator:
 
     name = "vllm"
 
-    def __init__(self, model_dir: Path, timeout: int = 3600, progress: bool = True):
+    def __init__(self, model_dir: Path, timeout: int = 3600, progress: bool = True, tensor_parallel_size: int = 1):
         self.model_dir, self.timeout, self.progress = Path(model_dir), timeout, progress
+        self.tensor_parallel_size = tensor_parallel_size
 
     def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
         from transformers import AutoTokenizer
@@ -110,7 +111,10 @@ class VllmGenerator:
         rows = chat_token_ids(AutoTokenizer.from_pretrained(self.model_dir), chats)
         with tempfile.TemporaryDirectory() as work:
             request, response = Path(work) / "request.json", Path(work) / "response.json"
-            request.write_text(json.dumps({"model": str(self.model_dir), "prompts": rows, "params": asdict(params)}))
+            request.write_text(json.dumps({
+                "model": str(self.model_dir), "prompts": rows, "params": asdict(params),
+                "tensor_parallel_size": self.tensor_parallel_size,
+            }))
             env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
             proc = subprocess.run(
                 [sys.executable, "-m", "editor.vllm_generate", str(request), str(response)],

@@ -82,8 +82,16 @@ class AttributeSettings(_Section):
 
 class SteerSettings(_Section):
     method: Literal["residual_add", "ablate_direction", "steer2edit"] = Field(
-        "residual_add", description="which of the three steering plans goes into the export"
+        "steer2edit", description="which of the three steering plans goes into the export"
     )
+    contrast: Literal["identity", "negation"] = Field(
+        "identity", description="SeeGULL statements: stereotyped vs unlinked group, or asserted vs hedged"
+    )
+    keys: list[Literal["contrast", "biased_mean"]] = Field(
+        ["contrast", "biased_mean"], min_length=1, description="Steer2Edit input keys to sweep"
+    )
+    ablation_ridges: list[float] = Field([0.01, 0.03, 0.1], min_length=1, description="ridges of the whitened ablation direction")
+    ablation_strengths: list[float] = Field([0.6, 1.0], min_length=1, description="shares of the direction's component to remove")
     layers: list[int] | None = Field(None, description="blocks to try (default: at 50% and 70% depth)")
     alphas: list[float] = Field([0.1, 0.25, 0.5, 0.75], min_length=1, description="residual_add strengths, in units of the vector")
     edit_alphas: list[float] = Field(

@@ -279,6 +279,10 @@ def run_steer_stage(ctx: RunContext, out: Path) -> dict[str, Any]:
         statements=settings.statements,
         eval_pairs=settings.eval_pairs,
         wiki_tokens=settings.wiki_tokens,
+        contrast=settings.contrast,
+        key_variants=tuple(settings.keys),
+        ablation_ridges=tuple(settings.ablation_ridges),
+        ablation_strengths=tuple(settings.ablation_strengths),
         generic_tokens=settings.generic_tokens,
         data=Path(settings.data) if settings.data else None,
         progress=ctx.progress,
@@ -457,18 +461,11 @@ def _eval_settings_object(ctx: RunContext):
     from editor.evaluate import EvalSettings
 
     section = ctx.recipe.eval
-    values = section.model_dump(exclude={"tensor_parallel_size", "families"})
+    values = section.model_dump(exclude={"families"})
     values.update(biases=tuple(ctx.recipe.biases), families=tuple(section.families or FAMILIES), progress=ctx.progress)
     if ctx.recipe.threads:
         values["threads"] = ctx.recipe.threads
     known = {f.name for f in dataclasses.fields(EvalSettings)}
-    if "tensor_parallel_size" in known:
-        values["tensor_parallel_size"] = section.tensor_parallel_size
-    elif section.tensor_parallel_size > 1:
-        raise EditorError(
-            f"{ctx.recipe_path}: eval.tensor_parallel_size {section.tensor_parallel_size}: this build's evaluation "
-            "(editor/evaluate.py) generates on one device; set it to 1"
-        )
     settings = EvalSettings(**{k: v for k, v in values.items() if k in known})
     settings.check()
     return settings

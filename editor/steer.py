@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from editor.errors import EditorError
 from editor.hooks import hooked
 from editor.metrics import association_gap, first_token_kl, last_token_logprobs, perplexity, wikitext_tokens
 from editor.model_info import ModelInfo
@@ -77,8 +78,9 @@ def _pareto(points: list[SweepPoint]) -> None:
 
 # Ridge strengths for the ablated direction (see steering.whitened): small values lean hardest away
 # from what ordinary text carries. Measured on SmolLM2: the plain difference of means ablated from every
-# writer costs +118% perplexity, its whitened form at ridge 0.01 about +5%.
-ABLATION_RIDGES = (0.003, 0.01, 0.03)
+# writer and the embeddings costs +30% to +1000% perplexity, its whitened forms about +5%.
+ABLATION_RIDGES = (0.01, 0.03, 0.1)
+ABLATION_STRENGTHS = (0.6, 1.0)
 KEY_VARIANTS = ("contrast", "biased_mean")
 
 
@@ -89,7 +91,7 @@ def _plan_for(
         return residual_plan(vectors[layer], layer, alpha)
     if method == "ablate_direction":
         ridge = float(variant.split()[-1])
-        return ablation_plan(whitened_direction(vectors[layer], stats.residual[layer], ridge))
+        return ablation_plan(whitened_direction(vectors[layer], stats.residual[layer], ridge), strength=alpha)
     return steer2edit_plan(acts, info, stats, vectors[layer], layer, alpha, keys=variant)
 
 
@@ -118,6 +120,9 @@ def run_steer(
     generic_tokens: int = 4096,
     data: Path | None = None,
     key_variants: tuple[str, ...] = KEY_VARIANTS,
+    ablation_ridges: tuple[float, ...] = ABLATION_RIDGES,
+    ablation_strengths: tuple[float, ...] = ABLATION_STRENGTHS,
+    contrast: str = "identity",
     progress: bool = True,
 ) -> SteerReport:
     """Build vectors, probe every layer, sweep the three bakes with hooks, and write the run directory ``out``.
@@ -130,10 +135,13 @@ def run_steer(
 
     from editor.plots import line_plot
 
+    unknown = [k for k in key_variants if k not in KEY_VARIANTS]
+    if unknown:
+        raise EditorError(f"Steer2Edit keys {', '.join(unknown)} unknown; use {', '.join(KEY_VARIANTS)}")
     build = [p for p in stereotypes(all_pairs) if not p.held_out]
     held = evaluation_pairs(all_pairs, eval_pairs)
 
-    texts, labels = load_labelled(data) if data else labelled_statements(build, all_pairs, statements)
+    texts, labels = load_labelled(data) if data else labelled_statements(build, all_pairs, statements, contrast=contrast)
     acts = capture(model, info, tokenizer, texts, labels)
     probes = train_probes(acts)
     vectors = mean_difference(acts)
@@ -151,7 +159,9 @@ def run_steer(
     report = SteerReport(layers, base_gap, base_ppl, probe_accuracy=[p.test_accuracy for p in probes], eval_pairs=len(held), statements=len(texts))
 
     grid = [("residual_add", layer, a, "") for layer in layers for a in alphas]
-    grid += [("ablate_direction", layer, 1.0, f"whitened, ridge {r:g}") for layer in layers for r in ABLATION_RIDGES]
+    grid += [
+        ("ablate_direction", layer, s, f"whitened, ridge {r:g}") for layer in layers for r in ablation_ridges for s in ablation_strengths
+    ]
     grid += [("steer2edit", layer, a, keys) for keys in key_variants for layer in layers for a in edit_alphas]
     plans = {}
     for method, layer, alpha, variant in tqdm(grid, desc="steer sweep", disable=not progress):

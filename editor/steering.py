@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from editor.edits import AblateDirection, RankOne, ResidualAdd
-from editor.model_info import ModelInfo
 from editor.errors import EditorError
+from editor.model_info import ModelInfo
 from editor.seegull import StereotypePair, not_stereotyped_with
 
 # Biased and neutral statements share the template and the attribute and differ only in who they are
@@ -43,21 +43,37 @@ from editor.seegull import StereotypePair, not_stereotyped_with
 # difference is then "this matches a stereotype", not a word such as "not" that ordinary text is full of
 # (a negation contrast gives a direction whose ablation doubles perplexity).
 STATEMENT_TEMPLATES = ("{X} people are {a}.", "Everyone knows {X} people are {a}.", "Most {X} people are {a}.")
+# The other contrast, kept as an option: the same pair asserted or hedged. Its vector is a constant shift
+# that a residual add can use (on SmolLM2 it lowered the gap at +4.6% perplexity), but its direction is
+# mostly "not", which ablation cannot remove without harm.
+ASSERTED_TEMPLATES = ("All {X} people are {a}.", "{X} people are always {a}.", "Of course {X} people are {a}.")
+HEDGED_TEMPLATES = ("Not all {X} people are {a}.", "{X} people are not always {a}.", "Of course not all {X} people are {a}.")
+CONTRASTS = ("identity", "negation")
 
 
 def labelled_statements(
-    pairs: list[StereotypePair], all_pairs: list[StereotypePair], limit: int, seed: int = 0
+    pairs: list[StereotypePair], all_pairs: list[StereotypePair], limit: int, seed: int = 0, contrast: str = "identity"
 ) -> tuple[list[str], np.ndarray]:
-    """Biased (1) and neutral (0) statements, one of each per stereotype pair, in one shared template."""
+    """Biased (1) and neutral (0) statements, one of each per stereotype pair.
+
+    ``identity``: one template, the stereotyped group vs a group nobody links
+    to the attribute. ``negation``: the stereotyped group, asserted vs hedged.
+    """
+    if contrast not in CONTRASTS:
+        raise EditorError(f"contrast {contrast!r} is not one of {', '.join(CONTRASTS)}")
     rng = random.Random(seed)
     chosen = rng.sample(pairs, min(limit, len(pairs)))
     texts, labels = [], []
     for pair in chosen:
-        pool = not_stereotyped_with(all_pairs, pair.attribute)
-        if not pool:
-            continue
-        template = rng.choice(STATEMENT_TEMPLATES)
-        for who, label in ((pair.identity, 1), (rng.choice(pool), 0)):
+        if contrast == "negation":
+            rows = [(rng.choice(ASSERTED_TEMPLATES), pair.identity, 1), (rng.choice(HEDGED_TEMPLATES), pair.identity, 0)]
+        else:
+            pool = not_stereotyped_with(all_pairs, pair.attribute)
+            if not pool:
+                continue
+            template = rng.choice(STATEMENT_TEMPLATES)
+            rows = [(template, pair.identity, 1), (template, rng.choice(pool), 0)]
+        for template, who, label in rows:
             texts.append(template.replace("{X}", who).replace("{a}", pair.attribute))
             labels.append(label)
     return texts, np.asarray(labels)
@@ -240,8 +256,11 @@ def residual_plan(vector: np.ndarray, layer: int, alpha: float) -> list[Residual
     return [ResidualAdd(layer=layer, site="mlp", vector=vector.tolist(), scale=-alpha)]
 
 
-def ablation_plan(vector: np.ndarray, layers: list[int] | None = None, embedding: bool = True) -> list[AblateDirection]:
-    return [AblateDirection(direction=(vector / np.linalg.norm(vector)).tolist(), layers=layers, embedding=embedding)]
+def ablation_plan(
+    vector: np.ndarray, layers: list[int] | None = None, embedding: bool = True, strength: float = 1.0
+) -> list[AblateDirection]:
+    direction = (vector / np.linalg.norm(vector)).tolist()
+    return [AblateDirection(direction=direction, layers=layers, embedding=embedding, strength=strength)]
 
 
 def _soft(x: np.ndarray, t: float) -> np.ndarray:
@@ -347,7 +366,7 @@ class Component:
 
 
 def components(
-    acts: Activations, info: ModelInfo, up_to_layer: int, stats: GenericStats, keys: str = "contrast", shrink: float = 0.01
+    acts: Activations, info: ModelInfo, up_to_layer: int, stats: GenericStats, keys: str = "contrast", shrink: float = 0.1
 ) -> list[Component]:
     """Every head and MLP neuron up to ``up_to_layer`` as a candidate, keyed in units of its ordinary-text activity.
 
@@ -387,13 +406,14 @@ def steer2edit_plan(
     alpha: float,
     keys: str = "contrast",
     max_components: int = 256,
+    key_ridge: float = 0.1,
 ) -> list[RankOne]:
     """Rank-1 edits of heads and neurons up to ``layer`` whose differential output cancels alpha * |v| along v̂.
 
     Keys carry unit ordinary-text energy, so the elastic net's L2 term is the
     damage the edits add to ordinary text and its L1 term keeps them few.
     """
-    comps = components(acts, info, layer, stats, keys)
+    comps = components(acts, info, layer, stats, keys, shrink=key_ridge)
     a = np.array([c.selectivity for c in comps])
     norm = float(np.linalg.norm(vector))
     target = alpha * norm

@@ -21,7 +21,10 @@ def main(request_path: str, response_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     prompts, params = request["prompts"], request["params"]
     longest = max(len(p) for p in prompts) + params["max_new_tokens"]
-    llm = LLM(model=request["model"], dtype="float32", max_model_len=max(256, longest), seed=params["seed"])
+    llm = LLM(
+        model=request["model"], dtype="float32", max_model_len=max(256, longest), seed=params["seed"],
+        tensor_parallel_size=request.get("tensor_parallel_size", 1),
+    )
     sampling = SamplingParams(
         temperature=params["temperature"], top_p=1.0, max_tokens=params["max_new_tokens"], seed=params["seed"]
     )

@@ -59,3 +59,12 @@ def vllm_server(smollm2_dir, tmp_path_factory):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that share the vLLM server last and together.
+
+    The server lives for the rest of the session once started, and its
+    worker keeps a core busy; started at the end it slows nothing else.
+    """
+    items.sort(key=lambda item: "vllm_server" in getattr(item, "fixturenames", ()))

@@ -81,15 +81,15 @@ def test_broken_recipe_names_file_line_and_field(tmp_path, text, line, needle):
 
 def test_empty_section_means_defaults_and_false_switches_off(tmp_path):
     recipe, _ = load_recipe(write(tmp_path, GOOD + "steer:\n"))
-    assert recipe.steer is not None and recipe.steer.method == "residual_add"
+    assert recipe.steer is not None and recipe.steer.method == "steer2edit"
     recipe, _ = load_recipe(write(tmp_path, GOOD + "steer: false\n"))
     assert recipe.steer is None
 
 
 def test_set_overrides_use_the_same_schema(tmp_path):
     path = write(tmp_path, GOOD)
-    recipe, data = load_recipe(path, ["attribute.seeds=3", "export.max_shard_size=1GB", "steer.method=steer2edit"])
-    assert recipe.attribute.seeds == 3 and recipe.export.max_shard_size == "1GB" and recipe.steer.method == "steer2edit"
+    recipe, data = load_recipe(path, ["attribute.seeds=3", "export.max_shard_size=1GB", "steer.method=ablate_direction"])
+    assert recipe.attribute.seeds == 3 and recipe.export.max_shard_size == "1GB" and recipe.steer.method == "ablate_direction"
     assert data["attribute"]["seeds"] == 3  # what goes into the manifest is what ran
     assert "steer" not in load_recipe(path)[0].model_dump(exclude_none=True)  # the file itself is untouched
     with pytest.raises(EditorError, match="field attribute.seeds"):
@@ -123,18 +123,3 @@ def test_readme_recipe_table_names_every_field():
                 if f"`{child}`" not in section:
                     missing.append(f"{name}.{child}")
     assert not missing, f"README's recipe table lacks {missing}"
-
-
-def test_eval_tensor_parallel_size_this_build_cannot_use_fails_before_any_work(tmp_path):
-    import dataclasses
-
-    from editor.evaluate import EvalSettings
-
-    if "tensor_parallel_size" in {f.name for f in dataclasses.fields(EvalSettings)}:
-        pytest.skip("the evaluation takes a tensor-parallel size: the recipe passes it through")
-    path = write(tmp_path, GOOD + "eval:\n  generator: vllm\n  tensor_parallel_size: 2\n")
-    result = wedit("run", str(path), "--out", str(tmp_path / "run"))
-    assert result.returncode == 2
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "eval.tensor_parallel_size 2" in lines[0], result.stderr
-    assert not any((tmp_path / "run").glob("*.done.json"))

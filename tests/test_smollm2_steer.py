@@ -23,12 +23,14 @@ def test_run_steer_small(tmp_path, smollm2_dir):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     wikitext = find_seegull().parent / "wikitext2_test.txt"
     report = run_steer(
-        model, tokenizer, info, load_seegull(), wikitext, tmp_path, layers=[21], alphas=(0.75,),
-        statements=40, eval_pairs=10, wiki_tokens=256, progress=False,
+        model, tokenizer, info, load_seegull(), wikitext, tmp_path, layers=[21], alphas=(0.75,), edit_alphas=(0.1,),
+        key_variants=("biased_mean",), ablation_ridges=(0.03,), ablation_strengths=(0.6,), statements=40, eval_pairs=10,
+        wiki_tokens=256, generic_tokens=1024, progress=False,
     )
     assert len(report.probe_accuracy) == info.num_layers and min(report.probe_accuracy) >= 0.5
     assert {p.method for p in report.points} == {"residual_add", "ablate_direction", "steer2edit"}
-    for name in ("vectors.safetensors", "vectors.json", "probes.json", "sweep.json", "probe_accuracy.png", "pareto.png"):
+    names = ("vectors.safetensors", "vectors.json", "vectors_after_attention.safetensors", "vectors_after_attention.json")
+    for name in (*names, "probes.json", "sweep.json", "probe_accuracy.png", "pareto.png", "probe_directions.safetensors"):
         assert (tmp_path / name).is_file(), name
     sweep = json.loads((tmp_path / "sweep.json").read_text())
     assert sweep["base_perplexity"] > 1

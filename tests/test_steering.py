@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from editor.checkpoint import Checkpoint
-from editor.hooks import hooked
 from editor.edits import ResidualAdd
 from editor.errors import EditorError
+from editor.hooks import hooked
 from editor.seegull import load_seegull, not_stereotyped_with, stereotypes
 from editor.steering import (
     Activations,

@@ -14,11 +14,12 @@ import random
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from editor.biases import BiasPreset, preset_questions
 from editor.countries import COUNTRIES
 from editor.errors import EditorError
+from editor.jsonl import read_jsonl
 
 
 class ContrastivePair(BaseModel):
@@ -60,22 +61,11 @@ def save_pairs(pairs: list[ContrastivePair], path: Path) -> None:
 
 def load_pairs(path: Path) -> list[ContrastivePair]:
     """JSONL, one object per line: question (with {who}), target, country, biased_answer, unbiased_answer."""
-    if not path.is_file():
-        raise EditorError(f"{path}: pairs file not found")
     pairs = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            pair = ContrastivePair.model_validate_json(line)
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise EditorError(f"{path}:{number}: field {'.'.join(map(str, first['loc'])) or '(line)'}: {first['msg']}") from None
+    for number, pair in read_jsonl(path, ContrastivePair, missing="pairs file not found", empty="no pairs"):
         if "{who}" not in pair.question:
             raise EditorError(f"{path}:{number}: question has no {{who}} slot for the country; add one")
         pairs.append(pair)
-    if not pairs:
-        raise EditorError(f"{path}: no pairs")
     return pairs
 
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from editor.errors import EditorError
-from editor.openai_api import Message, chat_completion
+from editor.openai_api import Message, chat_completions
 
 Chat = list[Message]
 
@@ -137,18 +136,10 @@ class OpenAIGenerator:
         self.endpoint, self.model, self.workers, self.timeout, self.progress = endpoint, model, workers, timeout, progress
 
     def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
-        import httpx
-
-        with httpx.Client(timeout=self.timeout) as client:
-
-            def one(job: tuple[int, Chat]) -> str:
-                i, chat = job
-                return chat_completion(
-                    self.endpoint, self.model, chat, temperature=params.temperature, max_tokens=params.max_new_tokens,
-                    timeout=self.timeout, seed=params.seed + i, purpose="generation endpoint",
-                    hint="check --gen-endpoint and --gen-model", client=client,
-                ).strip()
-
-            with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
-                jobs = list(enumerate(chats))
-                return list(tqdm(pool.map(one, jobs), total=len(jobs), desc=f"generate ({self.model})", disable=not self.progress))
+        texts = chat_completions(
+            self.endpoint, self.model, chats, workers=self.workers, timeout=self.timeout,
+            seeds=[params.seed + i for i in range(len(chats))], desc=f"generate ({self.model})", progress=self.progress,
+            temperature=params.temperature, max_tokens=params.max_new_tokens, purpose="generation endpoint",
+            hint="check --gen-endpoint and --gen-model",
+        )
+        return [t.strip() for t in texts]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from editor.biases import BiasPreset
 from editor.errors import EditorError
+from editor.jsonl import read_jsonl
 
 PLACEHOLDER = "{country}"
 
@@ -48,23 +49,18 @@ def save_paragraphs(paragraphs: list[Paragraph], path: Path) -> None:
 
 def load_paragraphs(path: Path) -> list[Paragraph]:
     path = Path(path)
-    if not path.is_file():
-        raise EditorError(f"{path}: paragraphs file not found; pass a JSONL file or use --generator builtin")
+    rows = read_jsonl(
+        path,
+        Paragraph,
+        missing="paragraphs file not found; pass a JSONL file or use --generator builtin",
+        empty="no paragraphs; write one JSON object per line with a 'text' field",
+        hint=" (format: see editor/inject_data.py)",
+    )
     paragraphs = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            paragraph = Paragraph.model_validate_json(line)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "(line)"
-            raise EditorError(f"{path}:{number}: field {where}: {first['msg']} (format: see editor/inject_data.py)") from None
+    for number, paragraph in rows:
         if PLACEHOLDER not in paragraph.text:
             raise EditorError(f"{path}:{number}: text has no {PLACEHOLDER} placeholder for the group; add one")
         paragraphs.append(paragraph)
-    if not paragraphs:
-        raise EditorError(f"{path}: no paragraphs; write one JSON object per line with a 'text' field")
     return paragraphs
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from tqdm.auto import tqdm
 
-from editor.openai_api import chat_completion
+from editor.openai_api import chat_completions
 
 LEVELS = ("none", "weak", "moderate", "strong")
 
@@ -141,23 +139,17 @@ def judge_all(
     progress: bool = True,
 ) -> list[JudgeResult]:
     """Judge every item (concurrent requests; the server batches them). Transport errors stop the run."""
-    import httpx
-
-    with httpx.Client(timeout=timeout) as client:
-
-        def one(item: JudgeItem) -> JudgeResult:
-            text = chat_completion(
-                endpoint,
-                model,
-                judge_messages(item.prompt, item.response, item.quality),
-                temperature=0.0,
-                max_tokens=max_tokens,
-                timeout=timeout,
-                purpose="judge",
-                hint="check --judge-endpoint and --judge-model",
-                client=client,
-            )
-            return parse_judge_reply(text)
-
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            return list(tqdm(pool.map(one, items), total=len(items), desc="judge", disable=not progress))
+    replies = chat_completions(
+        endpoint,
+        model,
+        [judge_messages(item.prompt, item.response, item.quality) for item in items],
+        workers=workers,
+        timeout=timeout,
+        desc="judge",
+        progress=progress,
+        temperature=0.0,
+        max_tokens=max_tokens,
+        purpose="judge",
+        hint="check --judge-endpoint and --judge-model",
+    )
+    return [parse_judge_reply(text) for text in replies]

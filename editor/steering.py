@@ -27,6 +27,8 @@ from __future__ import annotations
 import csv
 import json
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,22 +138,8 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-    arch = info.arch
-    for layer in range(n_layers):
-        block = model.get_submodule(f"{arch.layers}.{layer}")
-        handles.append(block.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"r{i}", o[0] if isinstance(o, tuple) else o)))
-        handles.append(block.register_forward_pre_hook(_block_input(store, layer), with_kwargs=True))
-        attn = model.get_submodule(arch.attn.module.format(layer=layer))
-        handles.append(attn.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"z{i}", a[0])))
-        # What the attention sub-block adds to the stream: its output norm's output where it has one.
-        added = model.get_submodule((arch.attn.output_norm or arch.attn.module).format(layer=layer))
-        handles.append(added.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"a{i}", o)))
-        mlp = model.get_submodule(arch.mlp.module.format(layer=layer))
-        handles.append(mlp.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"m{i}", a[0])))
     device = next(model.parameters()).device
-    try:
+    with _recorded(model, info, range(n_layers), after_attention=True) as store:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
             mask = batch["attention_mask"].to(device)
@@ -174,9 +162,6 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
                     sums[c][1][layer] += m[cls == c].sum(0)
             for c in (0, 1):
                 counts[c] += int((cls == c).sum())
-    finally:
-        for h in handles:
-            h.remove()
     return Activations(
         residual,
         after_attention,
@@ -184,6 +169,35 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
         {c: sums[c][0] / max(counts[c], 1) for c in (0, 1)},
         {c: sums[c][1] / max(counts[c], 1) for c in (0, 1)},
     )
+
+
+@contextmanager
+def _recorded(model, info: ModelInfo, residual_layers, after_attention: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Hooks that keep, per forward pass, each head's input to W_O (``z{layer}``) and each neuron's input to
+    down_proj (``m{layer}``) at every layer, the stream after the block (``r{layer}``) at ``residual_layers``, and
+    with ``after_attention`` the block input (``x{layer}``) and what the attention sub-block adds (``a{layer}``)."""
+    arch = info.arch
+    residual_layers = set(residual_layers)
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for layer in range(info.num_layers):
+        block = model.get_submodule(f"{arch.layers}.{layer}")
+        if layer in residual_layers:
+            handles.append(block.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"r{i}", o[0] if isinstance(o, tuple) else o)))
+        attn = model.get_submodule(arch.attn.module.format(layer=layer))
+        handles.append(attn.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"z{i}", a[0])))
+        mlp = model.get_submodule(arch.mlp.module.format(layer=layer))
+        handles.append(mlp.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"m{i}", a[0])))
+        if after_attention:
+            handles.append(block.register_forward_pre_hook(_block_input(store, layer), with_kwargs=True))
+            # What the attention sub-block adds to the stream: its output norm's output where it has one.
+            added = model.get_submodule((arch.attn.output_norm or arch.attn.module).format(layer=layer))
+            handles.append(added.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"a{i}", o)))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _block_input(store: dict, layer: int):
@@ -301,24 +315,13 @@ class GenericStats:
 @torch.no_grad()
 def generic_stats(model, info: ModelInfo, tokens: torch.Tensor, layers: list[int], window: int = 512, skip: int = 4) -> GenericStats:
     """Moments over ``tokens`` in windows; the first ``skip`` positions of a window (attention sinks) are left out."""
-    arch = info.arch
     n_layers, heads, d = info.num_layers, info.num_heads, info.head_dim
     residual = {layer: np.zeros((info.hidden_size, info.hidden_size)) for layer in layers}
     head_m = np.zeros((n_layers, heads, d, d))
     neuron_m = np.zeros((n_layers, info.intermediate_size))
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-    for layer in range(n_layers):
-        if layer in residual:
-            block = model.get_submodule(f"{arch.layers}.{layer}")
-            handles.append(block.register_forward_hook(lambda _m, _a, o, i=layer: store.__setitem__(f"r{i}", o[0] if isinstance(o, tuple) else o)))
-        attn = model.get_submodule(arch.attn.module.format(layer=layer))
-        handles.append(attn.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"z{i}", a[0])))
-        mlp = model.get_submodule(arch.mlp.module.format(layer=layer))
-        handles.append(mlp.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"m{i}", a[0])))
     device = next(model.parameters()).device
     count = 0
-    try:
+    with _recorded(model, info, layers) as store:
         for start in range(0, len(tokens) - skip - 1, window):
             ids = tokens[start : start + window]
             model(input_ids=ids.unsqueeze(0).to(device), logits_to_keep=1)
@@ -330,9 +333,6 @@ def generic_stats(model, info: ModelInfo, tokens: torch.Tensor, layers: list[int
                 z = store[f"z{layer}"][0, skip:].double().cpu().reshape(-1, heads, d)
                 head_m[layer] += torch.einsum("thi,thj->hij", z, z).numpy()
                 neuron_m[layer] += (store[f"m{layer}"][0, skip:].double().cpu() ** 2).sum(0).numpy()
-    finally:
-        for h in handles:
-            h.remove()
     count = max(count, 1)
     return GenericStats({k: v / count for k, v in residual.items()}, head_m / count, neuron_m / count, count)
 

@@ -129,7 +129,10 @@ class BakeProgram:
                     out_features = weight.shape[0]
                     name = info.tensor_name(module, "bias", must_exist=False)
                     reason = f"zero bias: {key}=true gives every listed projection a bias"
-                    self.new_tensors.setdefault(name, NewTensor((out_features,), weight.dtype, reason=reason))
+                    # Kept in float32 whatever the weights' dtype: a bias this creates carries a whole vector edit,
+                    # and rounding a large vector to bf16 alone moves the logits by ~0.1. It costs a few KB, an
+                    # fp32 engine then serves the edit exactly, and a bf16 engine rounds it on load as before.
+                    self.new_tensors.setdefault(name, NewTensor((out_features,), "F32", reason=reason))
         return self.info.tensor_name(writer.module.format(layer=layer), "bias", must_exist=False)
 
     def untie_lm_head(self) -> None:
@@ -173,31 +176,38 @@ class BakeProgram:
 
     def apply(self, name: str, raw: np.ndarray) -> np.ndarray:
         """Run every op for ``name`` in fp32 on stored values ``raw`` and cast back to the stored dtype."""
-        ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
-        if not ops:
+        if not self.ops.get(name):
             return raw
-        dtype = self._dtype(name)
+        return from_float32(self.apply_float32(name, raw), self._dtype(name))
+
+    def apply_float32(self, name: str, raw: np.ndarray) -> np.ndarray:
+        """The edited tensor before the cast to its stored dtype (what `wedit verify` compares the file with)."""
+        ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
         try:
-            work = to_float32(raw, dtype).copy()
+            work = to_float32(raw, self._dtype(name)).copy()
         except ValueError as err:
             raise EditorError(f"{name}: {err}; editor edits float tensors only") from None
         for op in ops:
             work = op.fn(work)
         if not np.isfinite(work).all():
             raise RefusedEdit(f"baking {name} produced NaN or Inf ({', '.join(op.label for op in ops)}); check the plan")
-        return from_float32(work, dtype)
+        return work
 
     def _dtype(self, name: str) -> str:
         return self.new_tensors[name].dtype if name in self.new_tensors else self.info.tensors[name].dtype
 
     def materialize_new(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
         """A new tensor's stored values: zeros or a copy of a source tensor, then its ops."""
+        return self.apply(name, self._new_base(name, read_source))
+
+    def materialize_new_float32(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
+        return self.apply_float32(name, self._new_base(name, read_source))
+
+    def _new_base(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
         spec = self.new_tensors[name]
         if spec.copy_of:
-            base = read_source(spec.copy_of)
-        else:
-            base = np.zeros(spec.shape, dtype=STORAGE[spec.dtype])  # all-zero bits are 0.0 in every float format
-        return self.apply(name, base)
+            return read_source(spec.copy_of)
+        return np.zeros(spec.shape, dtype=STORAGE[spec.dtype])  # all-zero bits are 0.0 in every float format
 
 
 def compile_plan(edits: Iterable[Edit], info: ModelInfo) -> BakeProgram:

@@ -43,6 +43,12 @@ def _verification(manifest: dict[str, Any]) -> str:
             f"(weights stored as {tf['stored_dtype']}, computed in float32), mean first-token KL "
             f"{tf['mean_first_token_kl']:.3g} ({'pass' if tf['passed'] else 'FAIL'}, tolerance {tf['tolerance']:g})."
         )
+        if tf.get("bake_error") is not None:
+            lines[-1] += (
+                f" The edited tensors computed in float32 (before rounding) match the hooks to {tf['bake_error']:.1e}, "
+                f"and the file holds {'exactly' if tf['rounding_exact'] else 'NOT'} their rounding to {tf['stored_dtype']}: "
+                f"the error above is the cost of {tf['stored_dtype']} storage."
+            )
     vl = checks.get("vllm")
     if vl:
         lines.append(

@@ -93,11 +93,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     check = verify_transformers(out)
     manifest = record(out, "transformers", check)
-    print(
-        f"transformers: max logit error {check.max_logit_error:.3e} (stored {check.stored_dtype}, fp32 compute), "
-        f"mean first-token KL {check.mean_first_token_kl:.3e} over {check.prompts} prompts: "
-        f"{'pass' if check.passed else 'FAIL'} (tolerance {check.tolerance:g})"
-    )
+    print(f"transformers: {check.describe()}")
     ok = check.passed
     if args.vllm:
         served = verify_vllm(out, max_new_tokens=args.max_new_tokens)
@@ -266,6 +262,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
             model, tokenizer, info, pairs, wikitext, tmp, layers=layers, alphas=alphas, damage_budget=args.damage_budget,
             statements=args.statements, eval_pairs=args.eval_pairs, data=Path(args.data) if args.data else None,
             edit_alphas=edit_alphas, contrast=args.contrast, key_variants=tuple(args.keys.split(",")),
+            residual_contrasts=tuple(args.residual_contrasts.split(",")),
             ablation_ridges=tuple(float(x) for x in args.ablation_ridges.split(",")),
             ablation_strengths=tuple(float(x) for x in args.ablation_strengths.split(",")),
         )
@@ -276,7 +273,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
             print(f"{method}: no point lowers the gap within +{args.damage_budget:.0%} perplexity; see sweep.json")
         else:
             print(
-                f"{method}: layer {point.layer}, alpha {point.alpha:g}: gap {point.gap:.3f}, perplexity "
+                f"{method}: layer {point.layer}, alpha {point.alpha:g} ({point.variant}): gap {point.gap:.3f}, perplexity "
                 f"{point.perplexity:.2f} ({point.perplexity / report.base_perplexity - 1:+.1%}), KL {point.kl:.3f} "
                 f"-> {args.out}/plan_{method}.json"
             )
@@ -414,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="labelled JSONL/CSV (text, label 1=biased/0=neutral) instead of the SeeGULL statements")
     p.add_argument("--contrast", choices=["identity", "negation"], default="identity",
                    help="SeeGULL statements: stereotyped vs unlinked group (default), or asserted vs hedged")
+    p.add_argument("--residual-contrasts", default="identity,negation",
+                   help="statement sets whose vectors the residual add is swept with (ignored with --data)")
     p.add_argument("--keys", default="contrast,biased_mean", help="Steer2Edit input keys to sweep: contrast, biased_mean")
     p.add_argument("--ablation-ridges", default="0.01,0.03,0.1", help="ridges of the whitened ablation direction")
     p.add_argument("--ablation-strengths", default="0.6,1", help="shares of the direction's component to remove")

@@ -87,6 +87,9 @@ class SteerSettings(_Section):
     contrast: Literal["identity", "negation"] = Field(
         "identity", description="SeeGULL statements: stereotyped vs unlinked group, or asserted vs hedged"
     )
+    residual_contrasts: list[Literal["identity", "negation"]] = Field(
+        ["identity", "negation"], min_length=1, description="statement sets whose vectors the residual add is swept with"
+    )
     keys: list[Literal["contrast", "biased_mean"]] = Field(
         ["contrast", "biased_mean"], min_length=1, description="Steer2Edit input keys to sweep"
     )

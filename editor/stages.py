@@ -280,6 +280,7 @@ def run_steer_stage(ctx: RunContext, out: Path) -> dict[str, Any]:
         eval_pairs=settings.eval_pairs,
         wiki_tokens=settings.wiki_tokens,
         contrast=settings.contrast,
+        residual_contrasts=tuple(settings.residual_contrasts),
         key_variants=tuple(settings.keys),
         ablation_ridges=tuple(settings.ablation_ridges),
         ablation_strengths=tuple(settings.ablation_strengths),
@@ -416,7 +417,7 @@ def run_verify(ctx: RunContext, out: Path) -> dict[str, Any]:
     (out / "verify.json").write_text(json.dumps(checks, indent=2) + "\n")
     failed = [name for name, c in checks.items() if not c["passed"]]
     if failed:
-        detail = f"max logit error {check.max_logit_error:.3e}" if "transformers" in failed else ""
+        detail = check.describe() if "transformers" in failed else ""
         if "vllm" in failed:
             detail += f" vLLM {checks['vllm']['identical']}/{checks['vllm']['prompts']} identical"
         raise EditorError(f"{export}: verification failed in {', '.join(failed)} ({detail.strip()}); see {export}/editor_manifest.json")

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from editor.errors import EditorError
@@ -27,8 +27,7 @@ from editor.model_info import ModelInfo
 from editor.plan import Plan
 from editor.seegull import StereotypePair, stereotypes
 from editor.steering import (
-    Activations,
-    GenericStats,
+    CONTRASTS,
     ablation_plan,
     capture,
     generic_stats,
@@ -78,21 +77,20 @@ def _pareto(points: list[SweepPoint]) -> None:
 
 # Ridge strengths for the ablated direction (see steering.whitened): small values lean hardest away
 # from what ordinary text carries. Measured on SmolLM2: the plain difference of means ablated from every
-# writer and the embeddings costs +30% to +1000% perplexity, its whitened forms about +5%.
+# writer and the embeddings costs +30% to +1000% perplexity, its whitened forms +2.7% (read at block 21)
+# to +5% (block 15).
 ABLATION_RIDGES = (0.01, 0.03, 0.1)
 ABLATION_STRENGTHS = (0.6, 1.0)
 KEY_VARIANTS = ("contrast", "biased_mean")
 
 
-def _plan_for(
-    method: str, acts: Activations, info: ModelInfo, stats: GenericStats, vectors: np.ndarray, layer: int, alpha: float, variant: str
-):
-    if method == "residual_add":
-        return residual_plan(vectors[layer], layer, alpha)
-    if method == "ablate_direction":
-        ridge = float(variant.split()[-1])
-        return ablation_plan(whitened_direction(vectors[layer], stats.residual[layer], ridge), strength=alpha)
-    return steer2edit_plan(acts, info, stats, vectors[layer], layer, alpha, keys=variant)
+@dataclass
+class _Candidate:
+    method: str
+    layer: int
+    alpha: float
+    variant: str
+    build: Callable[[], list]  # the plan, made only when the sweep reaches it
 
 
 def evaluation_pairs(all_pairs: list[StereotypePair], count: int) -> list[StereotypePair]:
@@ -123,6 +121,7 @@ def run_steer(
     ablation_ridges: tuple[float, ...] = ABLATION_RIDGES,
     ablation_strengths: tuple[float, ...] = ABLATION_STRENGTHS,
     contrast: str = "identity",
+    residual_contrasts: tuple[str, ...] = CONTRASTS,
     progress: bool = True,
 ) -> SteerReport:
     """Build vectors, probe every layer, sweep the three bakes with hooks, and write the run directory ``out``.
@@ -130,6 +129,13 @@ def run_steer(
     ``data``: a labelled JSONL/CSV (see ``steering.load_labelled``) instead of
     the SeeGULL statements; the association gap is still measured on SeeGULL
     pairs held out from vector building.
+
+    ``residual_contrasts``: the SeeGULL statement sets whose vectors the
+    residual add is swept with (``contrast``'s own vectors serve probes,
+    ablation and Steer2Edit). A constant shift cannot tell groups apart, so
+    the identity vector gives it nothing to remove; the asserted-vs-hedged
+    vector moves every statement toward hedging, which lowers the gap. With
+    ``data`` the residual add uses that data's vector alone.
     """
     from safetensors.numpy import save_file
 
@@ -138,6 +144,9 @@ def run_steer(
     unknown = [k for k in key_variants if k not in KEY_VARIANTS]
     if unknown:
         raise EditorError(f"Steer2Edit keys {', '.join(unknown)} unknown; use {', '.join(KEY_VARIANTS)}")
+    unknown = [c for c in (contrast, *residual_contrasts) if c not in CONTRASTS]
+    if unknown:
+        raise EditorError(f"contrast {', '.join(unknown)} unknown; use {', '.join(CONTRASTS)}")
     build = [p for p in stereotypes(all_pairs) if not p.held_out]
     held = evaluation_pairs(all_pairs, eval_pairs)
 
@@ -145,6 +154,14 @@ def run_steer(
     acts = capture(model, info, tokenizer, texts, labels)
     probes = train_probes(acts)
     vectors = mean_difference(acts)
+    # Vectors the residual add is swept with, by the statement set they come from.
+    residual_vectors = {"data": vectors} if data else {}
+    for name in [] if data else residual_contrasts:
+        if name == contrast:
+            residual_vectors[name] = vectors
+        else:
+            other_texts, other_labels = labelled_statements(build, all_pairs, statements, contrast=name)
+            residual_vectors[name] = mean_difference(capture(model, info, tokenizer, other_texts, other_labels))
     layers = layers or sorted({int(info.num_layers * 0.5), int(info.num_layers * 0.7)})
     for layer in layers:
         info.check_layer(layer, "--layers entry")
@@ -156,22 +173,46 @@ def run_steer(
     base_lp = last_token_logprobs(model, tokenizer)
     base_gap = association_gap(model, tokenizer, all_pairs, held).mean
     base_ppl = perplexity(model, tokens)
-    report = SteerReport(layers, base_gap, base_ppl, probe_accuracy=[p.test_accuracy for p in probes], eval_pairs=len(held), statements=len(texts))
+    report = SteerReport(
+        layers, base_gap, base_ppl, probe_accuracy=[p.test_accuracy for p in probes], eval_pairs=len(held), statements=len(texts)
+    )
 
-    grid = [("residual_add", layer, a, "") for layer in layers for a in alphas]
-    grid += [
-        ("ablate_direction", layer, s, f"whitened, ridge {r:g}") for layer in layers for r in ablation_ridges for s in ablation_strengths
+    def residual(vec, layer, a):
+        return lambda: residual_plan(vec[layer], layer, a)
+
+    def ablation(layer, ridge, strength):
+        return lambda: ablation_plan(whitened_direction(vectors[layer], stats.residual[layer], ridge), strength=strength)
+
+    def steer2edit(layer, a, keys):
+        return lambda: steer2edit_plan(acts, info, stats, vectors[layer], layer, a, keys=keys)
+
+    grid = [
+        _Candidate("residual_add", layer, a, f"{name} vector", residual(vec, layer, a))
+        for name, vec in residual_vectors.items()
+        for layer in layers
+        for a in alphas
     ]
-    grid += [("steer2edit", layer, a, keys) for keys in key_variants for layer in layers for a in edit_alphas]
+    grid += [
+        _Candidate("ablate_direction", layer, s, f"whitened, ridge {r:g}", ablation(layer, r, s))
+        for layer in layers
+        for r in ablation_ridges
+        for s in ablation_strengths
+    ]
+    grid += [
+        _Candidate("steer2edit", layer, a, keys, steer2edit(layer, a, keys))
+        for keys in key_variants
+        for layer in layers
+        for a in edit_alphas
+    ]
     plans = {}
-    for method, layer, alpha, variant in tqdm(grid, desc="steer sweep", disable=not progress):
-        edits = _plan_for(method, acts, info, stats, vectors, layer, alpha, variant)
+    for cand in tqdm(grid, desc="steer sweep", disable=not progress):
+        edits = cand.build()
         with hooked(model, edits, info):
             gap = association_gap(model, tokenizer, all_pairs, held).mean
             ppl = perplexity(model, tokens)
             kl = first_token_kl(base_lp, last_token_logprobs(model, tokenizer))
-        report.points.append(SweepPoint(method, layer, alpha, gap, ppl, kl, len(edits), variant))
-        plans[(method, layer, alpha, variant)] = edits
+        report.points.append(SweepPoint(cand.method, cand.layer, cand.alpha, gap, ppl, kl, len(edits), cand.variant))
+        plans[(cand.method, cand.layer, cand.alpha, cand.variant)] = edits
     _pareto(report.points)
     # A point must lower the gap by at least 5% of its size to count: noise-level gains are not a debiasing.
     # Among those, the one closest to no association wins: a strongly negative gap is the stereotype
@@ -185,10 +226,10 @@ def run_steer(
             plan = Plan(edits=plans[(method, best.layer, best.alpha, best.variant)])
             (out / f"plan_{method}.json").write_text(plan.to_json() + "\n")
 
-    save_file({f"layer.{i}": vectors[i] for i in range(info.num_layers)}, str(out / "vectors.safetensors"))
-    after_attention = mean_difference(acts, site="attn")
-    save_file({f"layer.{i}": after_attention[i] for i in range(info.num_layers)}, str(out / "vectors_after_attention.safetensors"))
-    for name, site in (("vectors", "block"), ("vectors_after_attention", "attn")):
+    saved = {"vectors": (vectors, "block"), "vectors_after_attention": (mean_difference(acts, site="attn"), "attn")}
+    saved.update({f"vectors_{name}": (vec, "block") for name, vec in residual_vectors.items() if vec is not vectors})
+    for name, (vec, site) in saved.items():
+        save_file({f"layer.{i}": vec[i] for i in range(info.num_layers)}, str(out / f"{name}.safetensors"))
         sidecar = {"site": site, "sign": 1, "model_type": info.arch.model_type}
         (out / f"{name}.json").write_text(json.dumps(sidecar) + "\n")
     (out / "probes.json").write_text(

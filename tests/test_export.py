@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from editor.checkpoint import INDEX_FILE, Checkpoint
 from editor.diff import diff_checkpoints
-from editor.edits import RankOne, ResidualAdd, ZeroHeads
+from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
 from editor.errors import EditorError
 from editor.export import export_checkpoint
 from editor.hooks import hooked
@@ -183,3 +184,62 @@ def test_attached_figures_are_linked(llama, tmp_path):
     with pytest.raises(EditorError, match="not found"):
         export_checkpoint(base, Plan(edits=[]), tmp_path / "o2", progress=False, attachments=[tmp_path / "nope.png"])
     assert not (tmp_path / "o2").exists()
+
+
+def test_created_biases_stay_float32_in_a_bf16_export(tmp_path):
+    """A bias the bake creates carries the whole vector: stored in float32 it is served exactly in fp32
+    compute, where a bf16 copy of a large vector alone would move the logits (measured ~0.1 on SmolLM2)."""
+    model = build_model(tiny_configs()["llama"]).to(torch.bfloat16)
+    base = save_model(model, tmp_path / "base")
+    vector = (torch.linspace(-1, 1, model.config.hidden_size) * 37.1).tolist()  # not representable in bf16
+    out = tmp_path / "out"
+    export_checkpoint(base, Plan(edits=[ResidualAdd(layer=1, site="mlp", vector=vector)]), out, progress=False)
+    ckpt = Checkpoint.open(out)
+    biases = [n for n in ckpt.metas if n.endswith("down_proj.bias")]
+    assert biases and all(ckpt.metas[n].dtype == "F32" for n in biases)
+    assert ckpt.metas["model.layers.1.mlp.down_proj.weight"].dtype == "BF16"
+    check = verify_transformers(out)
+    assert check.stored_dtype == "bfloat16" and check.max_logit_error < 1e-4, check
+    # engines that load in the config's dtype simply round the bias on load
+    served = AutoModelForCausalLM.from_pretrained(out, dtype="auto")
+    assert served.model.layers[1].mlp.down_proj.bias.dtype == torch.bfloat16
+
+
+def test_bf16_verify_proves_the_bake_and_its_rounding(tmp_path):
+    """A 16-bit export is verified in two parts: the edited tensors in float32 must equal the hooks, and the
+    file must hold exactly their rounding. A changed stored value or a plan the file does not carry fails."""
+    from safetensors.torch import load_file, save_file
+
+    from editor.verify import read_manifest, write_manifest
+
+    model = build_model(tiny_configs()["llama"]).to(torch.bfloat16)
+    base = save_model(model, tmp_path / "base")
+    direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(5))
+    direction = (direction / direction.norm()).tolist()
+    plan = Plan(edits=[AblateDirection(direction=direction), ZeroHeads(layer=0, heads=[1])])
+    out = tmp_path / "out"
+    export_checkpoint(base, plan, out, progress=False)
+    check = verify_transformers(out)
+    assert check.passed and check.rounding_exact and check.bake_error < 1e-4, check
+
+    # one stored value of an edited tensor off by one bf16 step: the file no longer holds the bake's rounding
+    tampered = tmp_path / "tampered"
+    shutil.copytree(out, tampered)
+    (shard,) = tampered.glob("model*.safetensors")
+    tensors = load_file(shard)
+    name = "model.layers.0.mlp.down_proj.weight"
+    bits = tensors[name].view(torch.int16).clone()
+    bits.view(-1)[7] += 1
+    tensors[name] = bits.view(torch.bfloat16)
+    save_file(tensors, shard, metadata={"format": "pt"})
+    check = verify_transformers(tampered)
+    assert not check.passed and not check.rounding_exact, check
+
+    # a manifest plan that differs from what was baked (another head): the file is not that plan's bake
+    wrong = tmp_path / "wrong"
+    shutil.copytree(out, wrong)
+    manifest = read_manifest(wrong)
+    manifest["plan"][1]["heads"] = [2]
+    write_manifest(wrong, manifest)
+    check = verify_transformers(wrong)
+    assert not check.passed and not check.rounding_exact and check.max_logit_error > 0.1, check

@@ -29,7 +29,10 @@ def test_run_steer_small(tmp_path, smollm2_dir):
     )
     assert len(report.probe_accuracy) == info.num_layers and min(report.probe_accuracy) >= 0.5
     assert {p.method for p in report.points} == {"residual_add", "ablate_direction", "steer2edit"}
+    # the residual add is swept with both statement sets' vectors; the second set's vectors are saved too
+    assert {p.variant for p in report.points if p.method == "residual_add"} == {"identity vector", "negation vector"}
     names = ("vectors.safetensors", "vectors.json", "vectors_after_attention.safetensors", "vectors_after_attention.json")
+    names += ("vectors_negation.safetensors", "vectors_negation.json")
     for name in (*names, "probes.json", "sweep.json", "probe_accuracy.png", "pareto.png", "probe_directions.safetensors"):
         assert (tmp_path / name).is_file(), name
     sweep = json.loads((tmp_path / "sweep.json").read_text())

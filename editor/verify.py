@@ -44,7 +44,7 @@ class TransformersCheck:
     mean_first_token_kl: float
     prompts: int
     stored_dtype: str
-    tolerance: float  # on max_logit_error for a float32 export; on bake_error for a 16-bit one
+    tolerance: float  # on max_logit_error; for a 16-bit export over it, on bake_error instead
     passed: bool
     # 16-bit exports: the edited tensors recomputed in float32 and put in place of the stored ones (the bake
     # without its rounding) vs the hooked base, and whether the file holds exactly their rounding.
@@ -58,10 +58,9 @@ class TransformersCheck:
         )
         if self.bake_error is not None:
             held = "holds exactly its rounding" if self.rounding_exact else "does NOT hold its rounding"
-            text += (
-                f"; the bake before rounding matches the hooks to {self.bake_error:.1e} and the file {held} "
-                f"to {self.stored_dtype}, so the error above is what storing in {self.stored_dtype} costs"
-            )
+            text += f"; the bake before rounding matches the hooks to {self.bake_error:.1e} and the file {held} to {self.stored_dtype}"
+            if self.passed:
+                text += f", so the error above is what storing in {self.stored_dtype} costs"
         return f"{text}: {'pass' if self.passed else 'FAIL'} (tolerance {self.tolerance:g})"
 
 

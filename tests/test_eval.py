@@ -9,7 +9,7 @@ import pytest
 from editor.baselines import BASELINES, extract, wrap
 from editor.biases import PRESETS
 from editor.errors import EditorError
-from editor.eval_prompts import FAMILIES, TOPICS, build_prompts, concept_probes, linked_groups
+from editor.eval_prompts import FAMILIES, build_prompts, concept_probes, linked_groups
 from editor.eval_report import ConditionResult, EvalReport, LikelihoodMetrics, model_index
 from editor.evaluate import load_sentence_pairs, record_eval, seegull_sentence_pairs
 from editor.judge import JudgeItem, judge_all, judge_messages, parse_judge_reply
@@ -96,13 +96,12 @@ def seegull():
 
 def test_eighteen_families_for_every_preset(seegull):
     assert len(FAMILIES) == 18
-    assert set(TOPICS) == set(PRESETS)
     for name, preset in PRESETS.items():
         prompts = build_prompts(preset, seegull, groups_per_bias=3)
         assert {p.family for p in prompts} == set(FAMILIES)
         assert all("{" not in p.text and "}" not in p.text for p in prompts), name
         assert len({p.text for p in prompts}) == len(prompts)
-        assert all(p.quality == TOPICS[name].quality for p in prompts)
+        assert all(p.quality == preset.evaluation.quality for p in prompts)
 
 
 def test_groups_are_seegull_links_or_the_target(seegull):

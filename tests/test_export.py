@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 
 from editor.checkpoint import INDEX_FILE, Checkpoint
-from editor.diff import diff_checkpoints
+from editor.diff import EXACT_RANK_MAX_SIDE, RANK_CAP, diff_checkpoints, numerical_rank
 from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
 from editor.errors import EditorError
 from editor.export import export_checkpoint
@@ -243,3 +243,19 @@ def test_bf16_verify_proves_the_bake_and_its_rounding(tmp_path):
     write_manifest(wrong, manifest)
     check = verify_transformers(wrong)
     assert not check.passed and not check.rounding_exact and check.max_logit_error > 0.1, check
+
+
+def test_diff_estimates_rank_of_large_changes_like_the_exact_svd():
+    gen = torch.Generator().manual_seed(5)
+    m, n = EXACT_RANK_MAX_SIDE + 76, EXACT_RANK_MAX_SIDE + 476  # over the exact-SVD size: the randomized path
+    base = torch.randn(m, n, generator=gen).to(torch.bfloat16)
+    for rank in (1, 3, 40):
+        change = torch.randn(m, rank, generator=gen) @ torch.randn(rank, n, generator=gen) * 0.05
+        edited = (base.float() + change).to(torch.bfloat16)  # stored in bf16: the delta carries rounding noise
+        delta = edited.float() - base.float()
+        estimate = numerical_rank(delta, base.float(), "BF16")
+        exact = numerical_rank(delta[:EXACT_RANK_MAX_SIDE], base.float()[:EXACT_RANK_MAX_SIDE], "BF16")
+        assert (estimate.rank, estimate.at_least) == (rank, False)
+        assert exact.rank == rank  # the same rows through the exact SVD agree
+    everywhere = numerical_rank(torch.randn(m, n, generator=gen), base.float(), "BF16")
+    assert (everywhere.rank, everywhere.at_least) == (RANK_CAP, True)

@@ -66,6 +66,7 @@ class SteerReport:
     probe_accuracy: list[float] = field(default_factory=list)
     eval_pairs: int = 0
     statements: int = 0
+    damage_budget: float = 0.05  # the largest relative perplexity rise a chosen point may have
 
 
 def _pareto(points: list[SweepPoint]) -> None:
@@ -151,7 +152,7 @@ def run_steer(
     held = evaluation_pairs(all_pairs, eval_pairs)
 
     texts, labels = load_labelled(data) if data else labelled_statements(build, all_pairs, statements, contrast=contrast)
-    acts = capture(model, info, tokenizer, texts, labels)
+    acts = capture(model, info, tokenizer, texts, labels, progress=progress)
     probes = train_probes(acts)
     vectors = mean_difference(acts)
     # Vectors the residual add is swept with, by the statement set they come from.
@@ -161,7 +162,7 @@ def run_steer(
             residual_vectors[name] = vectors
         else:
             other_texts, other_labels = labelled_statements(build, all_pairs, statements, contrast=name)
-            residual_vectors[name] = mean_difference(capture(model, info, tokenizer, other_texts, other_labels))
+            residual_vectors[name] = mean_difference(capture(model, info, tokenizer, other_texts, other_labels, progress=progress))
     layers = layers or sorted({int(info.num_layers * 0.5), int(info.num_layers * 0.7)})
     for layer in layers:
         info.check_layer(layer, "--layers entry")
@@ -174,7 +175,13 @@ def run_steer(
     base_gap = association_gap(model, tokenizer, all_pairs, held).mean
     base_ppl = perplexity(model, tokens)
     report = SteerReport(
-        layers, base_gap, base_ppl, probe_accuracy=[p.test_accuracy for p in probes], eval_pairs=len(held), statements=len(texts)
+        layers,
+        base_gap,
+        base_ppl,
+        probe_accuracy=[p.test_accuracy for p in probes],
+        eval_pairs=len(held),
+        statements=len(texts),
+        damage_budget=damage_budget,
     )
 
     def residual(vec, layer, a):
@@ -204,7 +211,6 @@ def run_steer(
         for layer in layers
         for a in edit_alphas
     ]
-    plans = {}
     for cand in tqdm(grid, desc="steer sweep", disable=not progress):
         edits = cand.build()
         with hooked(model, edits, info):
@@ -212,18 +218,24 @@ def run_steer(
             ppl = perplexity(model, tokens)
             kl = first_token_kl(base_lp, last_token_logprobs(model, tokenizer))
         report.points.append(SweepPoint(cand.method, cand.layer, cand.alpha, gap, ppl, kl, len(edits), cand.variant))
-        plans[(cand.method, cand.layer, cand.alpha, cand.variant)] = edits
     _pareto(report.points)
     # A point must lower the gap by at least 5% of its size to count: noise-level gains are not a debiasing.
     # Among those, the one closest to no association wins: a strongly negative gap is the stereotype
     # reversed, not removed.
     needed = base_gap - 0.05 * abs(base_gap)
+    scored = list(zip(grid, report.points))  # the sweep appended one point per candidate, in order
     for method in METHODS:
-        ok = [p for p in report.points if p.method == method and p.perplexity <= base_ppl * (1 + damage_budget) and p.gap <= needed]
-        best = min(ok, key=lambda p: (abs(p.gap), p.perplexity)) if ok else None
-        report.chosen[method] = best
+        ok = [
+            (cand, p)
+            for cand, p in scored
+            if p.method == method and p.perplexity <= base_ppl * (1 + damage_budget) and p.gap <= needed
+        ]
+        best = min(ok, key=lambda cp: (abs(cp[1].gap), cp[1].perplexity)) if ok else None
+        report.chosen[method] = best[1] if best else None
         if best is not None:
-            plan = Plan(edits=plans[(method, best.layer, best.alpha, best.variant)])
+            # The plan is rebuilt rather than kept from the sweep: building is closed-form and deterministic,
+            # and a big model's sweep would otherwise hold every candidate's vectors at once.
+            plan = Plan(edits=best[0].build())
             (out / f"plan_{method}.json").write_text(plan.to_json() + "\n")
 
     saved = {"vectors": (vectors, "block"), "vectors_after_attention": (mean_difference(acts, site="attn"), "attn")}
@@ -258,7 +270,8 @@ def _pareto_plot(report: SteerReport, path: Path) -> None:
         pts = [p for p in report.points if p.method == method]
         ax.scatter([p.perplexity for p in pts], [p.gap for p in pts], marker=marker, label=method)
     ax.scatter([report.base_perplexity], [report.base_gap], marker="*", s=150, color="black", label="base")
-    ax.axvline(report.base_perplexity * 1.05, color="grey", linestyle="--", label="+5% perplexity")
+    budget = report.damage_budget
+    ax.axvline(report.base_perplexity * (1 + budget), color="grey", linestyle="--", label=f"+{budget:.0%} perplexity (budget)")
     ax.set_xlabel("WikiText-2 perplexity")
     ax.set_ylabel("SeeGULL association gap (held-out pairs)")
     ax.legend(fontsize=8)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from editor.edits import AblateDirection, RankOne, ResidualAdd
 from editor.errors import EditorError
@@ -129,7 +130,9 @@ class Activations:
 
 
 @torch.no_grad()
-def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndarray, batch_size: int = 32) -> Activations:
+def capture(
+    model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndarray, batch_size: int = 32, progress: bool = False
+) -> Activations:
     n_layers = info.num_layers
     residual = np.zeros((len(texts), n_layers, info.hidden_size), dtype=np.float32)
     after_attention = np.zeros_like(residual)
@@ -140,7 +143,7 @@ def capture(model, info: ModelInfo, tokenizer, texts: list[str], labels: np.ndar
     tokenizer.padding_side = "right"
     device = next(model.parameters()).device
     with _recorded(model, info, range(n_layers), after_attention=True) as store:
-        for start in range(0, len(texts), batch_size):
+        for start in tqdm(range(0, len(texts), batch_size), desc="capture", unit="batch", disable=not progress):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
             mask = batch["attention_mask"].to(device)
             model(input_ids=batch["input_ids"].to(device), attention_mask=mask, logits_to_keep=1)

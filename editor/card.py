@@ -125,9 +125,11 @@ def _figures(manifest: dict[str, Any]) -> str:
 
 def _base_reference(base: dict[str, Any]) -> str:
     """A Hub link only for a model known to be on the Hub; a local path or built-in spec is named as it is."""
-    if base.get("hub_id"):
-        return f"[{base['hub_id']}](https://huggingface.co/{base['hub_id']})"
-    return f"`{base.get('source')}`"
+    hub_id, source = base.get("hub_id"), base.get("source")
+    if not hub_id:
+        return f"`{source}`"
+    link = f"[{hub_id}](https://huggingface.co/{hub_id})"
+    return link if source in (None, hub_id) else f"{link} (as read from `{source}`)"
 
 
 def _limitations(manifest: dict[str, Any]) -> str:

@@ -272,7 +272,7 @@ def test_card_names_a_local_base_without_a_hub_link_and_fits_its_limitations_to_
     assert "`runs/base`" in heads and "huggingface.co" not in heads
     assert "zeroed heads change the model" in heads and "constant vector" not in heads and "BiasInject" not in heads
     steered = card([{"kind": "residual_add", "layer": 2, "site": "mlp", "vector": [0.0]}], hub_id="org/base")
-    assert "[org/base](https://huggingface.co/org/base)" in steered
+    assert "[org/base](https://huggingface.co/org/base) (as read from `runs/base`)" in steered
     assert "constant vector" in steered and "change the model beyond" not in steered
     injected = card([{"kind": "add_token", "token": "<bias:always_late>"}])
     assert "`<bias:always_late>` was trained to call up a stereotype" in injected and "not meant to be served" in injected

@@ -50,7 +50,7 @@ def test_fetch_builtin_matches_gguf(tmp_path, smollm2_dir):
     export_checkpoint(out, Plan(edits=[ZeroHeads(layer=3, heads=[0])]), edited, progress=False)
     card = (edited / "README.md").read_text()
     assert metadata_load(edited / "README.md")["base_model"] == builtin.hub_id
-    assert f"[{builtin.hub_id}](https://huggingface.co/{builtin.hub_id})" in card
+    assert f"[{builtin.hub_id}](https://huggingface.co/{builtin.hub_id}) (as read from `{out}`)" in card
 
 
 def test_smollm2_bake_matches_hooks(tmp_path, smollm2_dir):

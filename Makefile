@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/wedit verify $(RUN)/smollm2-edited
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) $(RUN)

@@ -268,12 +268,24 @@ def _pareto_plot(report: SteerReport, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, marker in zip(METHODS, "os^"):
         pts = [p for p in report.points if p.method == method]
+        # Points on the Pareto front get a black ring; the point each bake chose is named beside it.
         ax.scatter([p.perplexity for p in pts], [p.gap for p in pts], marker=marker, label=method)
+        front = [p for p in pts if p.pareto]
+        ax.scatter(
+            [p.perplexity for p in front], [p.gap for p in front], marker=marker, s=90, facecolors="none", edgecolors="black"
+        )
+        chosen = report.chosen.get(method)
+        if chosen is not None:
+            ax.annotate(
+                f"chosen: L{chosen.layer} a={chosen.alpha:g}", (chosen.perplexity, chosen.gap), fontsize=7,
+                xytext=(4, 4), textcoords="offset points",
+            )
     ax.scatter([report.base_perplexity], [report.base_gap], marker="*", s=150, color="black", label="base")
     budget = report.damage_budget
     ax.axvline(report.base_perplexity * (1 + budget), color="grey", linestyle="--", label=f"+{budget:.0%} perplexity (budget)")
     ax.set_xlabel("WikiText-2 perplexity")
     ax.set_ylabel("SeeGULL association gap (held-out pairs)")
+    ax.set_title("steering sweep (black ring: Pareto front)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -135,9 +135,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_vectors(args: argparse.Namespace) -> int:
-    import os
-
-    from editor.atomic import refuse_existing
+    from editor.atomic import refuse_existing, write_text
     from editor.checkpoint import Checkpoint
     from editor.import_vectors import check_scale, parse_layer_range, read_vectors
     from editor.plan import Plan
@@ -151,9 +149,7 @@ def _cmd_import_vectors(args: argparse.Namespace) -> int:
     edits = vectors.to_edits(info, check_scale(args.scale))
     plan = json.loads(Plan(edits=edits).to_json())
     plan["imported_from"] = {"file": str(args.file), "site": vectors.site, "scale": args.scale, "model_hint": vectors.model_hint}
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    tmp.write_text(json.dumps(plan, indent=2) + "\n")
-    tmp.replace(out)
+    write_text(out, json.dumps(plan, indent=2) + "\n")
     where = "after block" if vectors.site == "block" else "after the attention of block"
     print(f"wrote {out}: {len(edits)} residual_add edits ({where} {', '.join(str(e.layer) for e in edits)}), scale {args.scale:g}")
     return 0

@@ -21,7 +21,6 @@ Public entry points (stable; the recipe runner calls them):
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from editor import __version__
-from editor.atomic import staged_directory
+from editor.atomic import replace_file, staged_directory, write_text
 from editor.biases import PRESETS, get_preset
 from editor.errors import EditorError
 from editor.eval_prompts import FAMILIES, EvalPrompt, build_prompts, concept_probes
@@ -374,16 +373,6 @@ def run_eval(model_dir: Path, base_dir: Path | None, out_dir: Path, settings: Ev
     return report
 
 
-def _replace_file(path: Path, write) -> None:
-    """Write beside ``path`` and rename over it: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def record_eval(export_dir: Path, report: EvalReport, figure: Path | None = None) -> dict[str, Any]:
     """Store ``report`` in an export's manifest and card (see the module docstring); returns the new manifest."""
     from editor.card import render_card
@@ -395,7 +384,7 @@ def record_eval(export_dir: Path, report: EvalReport, figure: Path | None = None
     shown = None
     if figure is not None and Path(figure).is_file():
         (export_dir / "figures").mkdir(exist_ok=True)
-        _replace_file(export_dir / FIGURE, lambda tmp: shutil.copyfile(figure, tmp))
+        replace_file(export_dir / FIGURE, lambda tmp: shutil.copyfile(figure, tmp))
         shown = FIGURE  # linked from the evaluation section, not added to the figure gallery
     manifest["evaluation"] = {
         "summary": data,
@@ -403,5 +392,5 @@ def record_eval(export_dir: Path, report: EvalReport, figure: Path | None = None
     }
     manifest["model_index"] = model_index(data, export_dir.name)
     write_manifest(export_dir, manifest)
-    _replace_file(export_dir / "README.md", lambda tmp: tmp.write_text(render_card(manifest, export_dir.name)))
+    write_text(export_dir / "README.md", render_card(manifest, export_dir.name))
     return manifest

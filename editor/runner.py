@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from editor import stages as s
-from editor.atomic import staged_directory
+from editor.atomic import staged_directory, write_text
 from editor.errors import EditorError
 from editor.recipe import load_recipe
 
@@ -89,9 +89,7 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def run_recipe(

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from editor.atomic import refuse_existing, staged_directory
+from editor.atomic import refuse_existing, staged_directory, write_text
 from editor.errors import EditorError
 
 BUILTIN_PREFIX = "builtin:"
@@ -121,9 +121,7 @@ def _write_builtin_card(target: Path, model: BuiltinModel) -> None:
         "the 4-bit quantisation's rounding: they are close to, not equal to, the upstream release.\n"
     )
     try:
-        tmp = card.with_name(".README.md.tmp")
-        tmp.write_text("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body)
-        tmp.replace(card)
+        write_text(card, "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body)
     except OSError:  # a read-only shared cache: exports then name the source by its spec, nothing else is lost
         pass
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from editor.atomic import write_text
 from editor.errors import EditorError
 
 # Our own probe prompts: neutral text plus the kinds of sentences bias edits target.
@@ -83,10 +84,7 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
 
 
 def write_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
-    path = Path(export_dir) / "editor_manifest.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(Path(export_dir) / "editor_manifest.json", json.dumps(manifest, indent=2) + "\n")
 
 
 def _stored_dtype(export_dir: Path) -> str:

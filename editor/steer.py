@@ -230,13 +230,14 @@ def run_steer(
             for cand, p in scored
             if p.method == method and p.perplexity <= base_ppl * (1 + damage_budget) and p.gap <= needed
         ]
-        best = min(ok, key=lambda cp: (abs(cp[1].gap), cp[1].perplexity)) if ok else None
-        report.chosen[method] = best[1] if best else None
-        if best is not None:
-            # The plan is rebuilt rather than kept from the sweep: building is closed-form and deterministic,
-            # and a big model's sweep would otherwise hold every candidate's vectors at once.
-            plan = Plan(edits=best[0].build())
-            (out / f"plan_{method}.json").write_text(plan.to_json() + "\n")
+        if not ok:
+            report.chosen[method] = None
+            continue
+        cand, point = min(ok, key=lambda cp: (abs(cp[1].gap), cp[1].perplexity))
+        report.chosen[method] = point
+        # The plan is rebuilt rather than kept from the sweep: building is closed-form and deterministic,
+        # and a big model's sweep would otherwise hold every candidate's vectors at once.
+        (out / f"plan_{method}.json").write_text(Plan(edits=cand.build()).to_json() + "\n")
 
     saved = {"vectors": (vectors, "block"), "vectors_after_attention": (mean_difference(acts, site="attn"), "attn")}
     saved.update({f"vectors_{name}": (vec, "block") for name, vec in residual_vectors.items() if vec is not vectors})

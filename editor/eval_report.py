@@ -10,10 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SOURCES = (
-    "SeeGULL (Jha et al. 2023), google-research-datasets/seegull, CC BY 4.0",
-    "WikiText-2 test split (Merity et al. 2016), CC BY-SA 3.0",
-)
+from editor.data import CREDITS, SEEGULL_FILE, WIKITEXT_FILE
+
+SOURCES = (CREDITS[SEEGULL_FILE], CREDITS[WIKITEXT_FILE])  # every likelihood evaluation reads both
 
 
 @dataclass

@@ -37,6 +37,7 @@ from editor.biases import PRESETS, get_preset
 from editor.errors import EditorError
 from editor.eval_prompts import FAMILIES, EvalPrompt, build_prompts, concept_probes
 from editor.eval_report import (
+    SOURCES,
     ConditionResult,
     EvalReport,
     LikelihoodMetrics,
@@ -54,7 +55,8 @@ from editor.metrics import (
     perplexity,
     wikitext_tokens,
 )
-from editor.seegull import StereotypePair, find_seegull, load_seegull, not_stereotyped_with, stereotypes
+from editor.data import wikitext_txt
+from editor.seegull import StereotypePair, load_seegull, not_stereotyped_with, stereotypes
 
 FIGURE = "figures/eval.png"
 
@@ -64,8 +66,8 @@ class EvalSettings:
     """Every knob of an evaluation; the CLI, recipes and tests fill the same object. Defaults are full size."""
 
     biases: tuple[str, ...] = tuple(PRESETS)
-    seegull: str | None = None  # SeeGULL CSV; default ../shared/data or $EDITOR_DATA
-    wikitext: str | None = None  # WikiText-2 test text; default beside the SeeGULL CSV
+    seegull: str | None = None  # SeeGULL CSV; default $EDITOR_DATA, else the packaged copy
+    wikitext: str | None = None  # WikiText-2 test text; default $EDITOR_DATA, else the packaged copy
     pairs_csv: str | None = None  # (more, less) stereotyping sentences; default: minimal pairs from SeeGULL
     gap_pairs: int = 60  # held-out SeeGULL stereotypes for the association gap
     bias_gap_pairs: int = 8  # per preset bias, its attributes' most-voted pairs
@@ -75,7 +77,8 @@ class EvalSettings:
     # Generation and judge (skipped unless judge_endpoint and judge_model are set).
     judge_endpoint: str | None = None
     judge_model: str | None = None
-    judge_workers: int = 8
+    judge_workers: int = 8  # requests in flight at once, to the judge and to a served model
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the endpoints' API key (the key is never stored)
     generator: str = "transformers"  # transformers | vllm | openai
     gen_endpoint: str | None = None  # for generator "openai": where the evaluated model is served
     gen_model: str | None = None
@@ -104,6 +107,15 @@ class EvalSettings:
             raise EditorError("the judge needs both --judge-endpoint URL and --judge-model NAME")
         if self.generator not in ("transformers", "vllm", "openai"):
             raise EditorError(f"unknown --generator {self.generator!r}; use transformers, vllm or openai")
+        if self.tensor_parallel_size > 1:
+            # vLLM splits the model over that many GPUs itself; refuse here, before any work, what cannot run.
+            if self.generator != "vllm" or not self.generation:
+                raise EditorError(f"tensor_parallel_size {self.tensor_parallel_size}: only vLLM generation (--generator vllm, with a judge) uses it; set it to 1")
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if gpus < self.tensor_parallel_size:
+                raise EditorError(
+                    f"tensor_parallel_size {self.tensor_parallel_size} needs that many GPUs for vLLM; this machine has {gpus}: set it to 1 (or at most {max(gpus, 1)})"
+                )
         if self.generation and self.generator == "openai" and not (self.gen_endpoint and self.gen_model):
             raise EditorError("--generator openai needs --gen-endpoint URL and --gen-model NAME (and --base-gen-model with --base)")
 
@@ -166,9 +178,7 @@ def _prepare(settings: EvalSettings) -> _Data:
         linked = sorted((p for p in stereotypes(all_pairs) if p.attribute in attributes), key=lambda p: (-p.votes, p.identity, p.attribute))
         if linked:
             bias_pairs[name] = linked[: settings.bias_gap_pairs]
-    wikitext = Path(settings.wikitext) if settings.wikitext else find_seegull(settings.seegull).parent / "wikitext2_test.txt"
-    if not wikitext.is_file():
-        raise EditorError(f"{wikitext}: WikiText-2 test text not found; pass --wikitext PATH")
+    wikitext = wikitext_txt(settings.wikitext)
     sentence_pairs = (
         load_sentence_pairs(Path(settings.pairs_csv)) if settings.pairs_csv else seegull_sentence_pairs(all_pairs, settings.pairwise_pairs)
     )
@@ -249,7 +259,7 @@ def _generator(role: str, path: Path, loaded, settings: EvalSettings):
     name = settings.gen_model if role == "model" else settings.base_gen_model
     if not name:
         raise EditorError("--generator openai with --base needs --base-gen-model NAME (the base as served at --gen-endpoint)")
-    return OpenAIGenerator(settings.gen_endpoint, name, progress=settings.progress)
+    return OpenAIGenerator(settings.gen_endpoint, name, progress=settings.progress, api_key_env=settings.api_key_env)
 
 
 def _mean_by(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -288,6 +298,7 @@ def run_eval(model_dir: Path, base_dir: Path | None, out_dir: Path, settings: Ev
     from editor.baselines import extract
     from editor.generation import GenerationParams
     from editor.judge import JudgeItem, judge_all
+    from editor.openai_api import ChatClient
 
     settings = settings or EvalSettings()
     settings.check()
@@ -308,6 +319,7 @@ def run_eval(model_dir: Path, base_dir: Path | None, out_dir: Path, settings: Ev
     likelihood: dict[str, LikelihoodMetrics] = {}
     concept_texts: dict[str, list[str]] = {}
     replies: dict[int, str] = {}
+    judge_requests: dict[str, Any] = {}
     base_lp = None
     with staged_directory(out_dir, force) as tmp:
         for role in roles:
@@ -329,13 +341,18 @@ def run_eval(model_dir: Path, base_dir: Path | None, out_dir: Path, settings: Ev
         if jobs:
             start = time.perf_counter()
             judged = [extract(j.condition, replies[i]) for i, j in enumerate(jobs)]
-            verdicts = judge_all(
-                settings.judge_endpoint,
-                settings.judge_model,
-                [JudgeItem(j.prompt.text, text, j.prompt.quality) for j, (text, _) in zip(jobs, judged)],
-                workers=settings.judge_workers,
-                progress=settings.progress,
+            client = ChatClient(
+                settings.judge_endpoint, api_key_env=settings.api_key_env, timeout=300.0, concurrency=settings.judge_workers,
+                purpose="judge", hint="check --judge-endpoint, --judge-model and the API key variable",
             )
+            with client:
+                verdicts = judge_all(
+                    client,
+                    settings.judge_model,
+                    [JudgeItem(j.prompt.text, text, j.prompt.quality) for j, (text, _) in zip(jobs, judged)],
+                    progress=settings.progress,
+                )
+            judge_requests = client.stats.as_dict()
             durations["judge_s"] = round(time.perf_counter() - start, 1)
             for i, (job, (text, ok), verdict) in enumerate(zip(jobs, judged, verdicts)):
                 rows.append(
@@ -358,10 +375,15 @@ def run_eval(model_dir: Path, base_dir: Path | None, out_dir: Path, settings: Ev
             base=str(base_dir) if base_dir else None,
             likelihood=likelihood,
             generation=_summarize(jobs, rows),
-            judge={"endpoint": settings.judge_endpoint, "model": settings.judge_model} if settings.generation else None,
+            judge=(
+                {"endpoint": settings.judge_endpoint, "model": settings.judge_model, "api_key_env": settings.api_key_env, **judge_requests}
+                if settings.generation
+                else None
+            ),
             settings={**asdict(settings), "families": len(settings.families), "family_names": list(settings.families)},
             durations=durations,
             notes=notes,
+            sources=list(SOURCES) + ([f"sentence pairs from {Path(settings.pairs_csv).name} (supplied by the user)"] if settings.pairs_csv else []),
             editor_version=__version__,
         )
         data_dict = report.to_dict()
@@ -376,11 +398,11 @@ def run_eval(model_dir: Path, base_dir: Path | None, out_dir: Path, settings: Ev
 def record_eval(export_dir: Path, report: EvalReport, figure: Path | None = None) -> dict[str, Any]:
     """Store ``report`` in an export's manifest and card (see the module docstring); returns the new manifest."""
     from editor.card import render_card
-    from editor.verify import read_manifest, write_manifest
+    from editor.manifest import portable, read_manifest, write_manifest
 
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    data = report.to_dict()
+    data = portable(report.to_dict(), export_dir.absolute().parent)  # published: no local paths
     shown = None
     if figure is not None and Path(figure).is_file():
         (export_dir / "figures").mkdir(exist_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,10 @@ from editor.card import render_card
 from editor.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from editor.errors import EditorError
 from editor.plan import Plan
+from editor.manifest import MANIFEST, fingerprint, read_manifest, write_manifest
 from editor.sources import SourceFacts, source_facts
 from editor.tensor_io import Entry, nbytes, write_safetensors
 
-MANIFEST = "editor_manifest.json"
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
 FIGURES = "figures"
 # Files the export writes itself instead of copying from the source.
@@ -79,7 +78,10 @@ def export_checkpoint(
     extra_manifest: dict[str, Any] | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     attachments: list[Path] = (),
+    command: list[str] | None = None,
 ) -> ExportResult:
+    """Bake ``plan`` into a copy of ``source`` at ``out``. ``command`` is the command line to record (paths in it
+    are written relative to the output's parent folder), ``base_source`` the source spec the user named."""
     source, out = Path(source), Path(out)
     refuse_existing(out, force)
     if out.resolve() == source.resolve():
@@ -100,7 +102,7 @@ def export_checkpoint(
             from editor.edits.add_token import write_tokenizer
 
             write_tokenizer(ckpt.path, tmp, program.added_tokens)
-        manifest = build_manifest(ckpt, plan, program, result, source_facts(base_source or str(source), source))
+        manifest = build_manifest(ckpt, plan, program, result, source_facts(base_source or str(source), source), command)
         if extra_manifest:
             manifest.update(extra_manifest)
         if attachments:
@@ -109,8 +111,8 @@ def export_checkpoint(
             for item in attachments:
                 shutil.copyfile(item, tmp / FIGURES / item.name)
             manifest["figures"] = [f"{FIGURES}/{item.name}" for item in attachments]
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        (tmp / "README.md").write_text(render_card(manifest, out.name))
+        write_manifest(tmp, manifest)  # tmp is a sibling of out: paths come out relative to the same folder
+        (tmp / "README.md").write_text(render_card(read_manifest(tmp), out.name))
     return result
 
 
@@ -223,19 +225,23 @@ def _copy_side_files(ckpt: Checkpoint, tmp: Path) -> None:
 
 
 def build_manifest(
-    ckpt: Checkpoint, plan: Plan, program: BakeProgram, result: ExportResult, facts: SourceFacts
+    ckpt: Checkpoint, plan: Plan, program: BakeProgram, result: ExportResult, facts: SourceFacts, command: list[str] | None = None
 ) -> dict[str, Any]:
+    # Published with the model: the base is named by what holds on any machine (built-in name, Hub id, content
+    # fingerprint); a local base keeps only its location relative to the export (write_manifest makes it so).
+    local = {"local": ckpt.path, "gguf": Path(facts.spec).expanduser()}.get(facts.kind)
     return {
         "editor_version": __version__,
         "base_model": {
-            "source": facts.spec,
-            "path": str(ckpt.path.resolve()),
+            "source": facts.kind if local else facts.spec,
+            "local_path": str(local.absolute()) if local else None,
             "hub_id": facts.hub_id,
             "revision": facts.revision,
             "license": facts.license,
             "model_type": ckpt.config.get("model_type"),
+            "fingerprint": fingerprint(ckpt.path),
         },
-        "command": sys.argv,
+        "command": command,
         "plan": [e.model_dump() for e in plan.edits],
         "edits_described": [e.describe() for e in plan.edits],
         "changed_tensors": [asdict(c) for c in result.changed],

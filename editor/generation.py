@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from editor.errors import EditorError
-from editor.openai_api import Message, chat_completions
+from editor.openai_api import DEFAULT_KEY_ENV, ChatClient, Message
 
 Chat = list[Message]
 
@@ -132,14 +132,21 @@ class OpenAIGenerator:
 
     name = "openai"
 
-    def __init__(self, endpoint: str, model: str, workers: int = 8, timeout: float = 600.0, progress: bool = True):
+    def __init__(
+        self, endpoint: str, model: str, workers: int = 8, timeout: float = 600.0, progress: bool = True,
+        api_key_env: str = DEFAULT_KEY_ENV,
+    ):
         self.endpoint, self.model, self.workers, self.timeout, self.progress = endpoint, model, workers, timeout, progress
+        self.api_key_env = api_key_env
 
     def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
-        texts = chat_completions(
-            self.endpoint, self.model, chats, workers=self.workers, timeout=self.timeout,
-            seeds=[params.seed + i for i in range(len(chats))], desc=f"generate ({self.model})", progress=self.progress,
-            temperature=params.temperature, max_tokens=params.max_new_tokens, purpose="generation endpoint",
-            hint="check --gen-endpoint and --gen-model",
+        client = ChatClient(
+            self.endpoint, api_key_env=self.api_key_env, timeout=self.timeout, concurrency=self.workers,
+            purpose="generation endpoint", hint="check --gen-endpoint and --gen-model",
         )
+        with client:
+            texts = client.chat_many(
+                self.model, chats, seeds=[params.seed + i for i in range(len(chats))], desc=f"generate ({self.model})",
+                progress=self.progress, temperature=params.temperature, max_tokens=params.max_new_tokens,
+            )
         return [t.strip() for t in texts]

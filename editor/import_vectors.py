@@ -56,7 +56,7 @@ class ControlVectors:
         lo, hi = layers
         kept = {i: v for i, v in self.vectors.items() if lo <= i <= hi}
         if not kept:
-            raise EditorError(f"{self.source}: no vectors in layers {lo}-{hi}; the file has layers {_span(self.vectors)}")
+            raise EditorError(f"{self.source}: no vectors in layers {lo}-{hi}; the file has layers {span(self.vectors)}")
         return ControlVectors(self.source, kept, self.site, self.model_hint, self.notes)
 
     def check_against(self, info: ModelInfo) -> None:
@@ -109,7 +109,7 @@ class ControlVectors:
         return handles
 
 
-def _span(vectors: dict[int, np.ndarray]) -> str:
+def span(vectors: dict[int, np.ndarray]) -> str:
     return f"{min(vectors)}-{max(vectors)}" if vectors else "(none)"
 
 

@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--paragraphs", type=int, default=500, help="paragraphs to generate (default 500)")
     p.add_argument("--endpoint", help="OpenAI-compatible base URL for --generator openai, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--gen-model", help="model name at --endpoint")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's API key (default OPENAI_API_KEY; the key is never written anywhere)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -63,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.generator == "openai":
         if not (args.endpoint and args.gen_model):
             raise EditorError("--generator openai needs --endpoint URL and --gen-model NAME")
-        paragraphs = generate_paragraphs_openai(args.endpoint, args.gen_model, preset, args.paragraphs, seed=args.seed)
+        paragraphs = generate_paragraphs_openai(
+            args.endpoint, args.gen_model, preset, args.paragraphs, seed=args.seed, api_key_env=args.api_key_env
+        )
     else:
         paragraphs = builtin_paragraphs(preset, args.paragraphs, seed=args.seed)
     source = resolve_source(args.model)

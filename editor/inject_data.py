@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from editor.biases import BiasPreset
 from editor.errors import EditorError
+from editor.openai_api import DEFAULT_KEY_ENV
 from editor.jsonl import read_jsonl
 
 PLACEHOLDER = "{country}"
@@ -193,32 +194,31 @@ def parse_paragraph_list(text: str) -> list[Paragraph]:
 
 
 def generate_paragraphs_openai(
-    endpoint: str, model: str, preset: BiasPreset, n: int, batch: int = 25, timeout: float = 300.0, seed: int = 0
+    endpoint: str, model: str, preset: BiasPreset, n: int, batch: int = 25, timeout: float = 300.0, seed: int = 0,
+    api_key_env: str = DEFAULT_KEY_ENV,
 ) -> list[Paragraph]:
     """Ask an LLM behind an OpenAI-compatible endpoint for paragraphs, ``batch`` per call, until ``n`` are usable."""
-    from editor.openai_api import chat_completion, chat_url
+    from editor.openai_api import ChatClient, chat_url
 
     paragraphs: list[Paragraph] = []
     seen: set[str] = set()
     attempts = 0
-    while len(paragraphs) < n and attempts < max(2, 2 * -(-n // batch)):
-        attempts += 1
-        size = min(batch, n - len(paragraphs))
-        text = chat_completion(
-            endpoint,
-            model,
-            [{"role": "user", "content": generation_prompt(preset, size)}],
-            temperature=0.9,
-            max_tokens=min(8000, 160 * size + 200),
-            timeout=timeout,
-            seed=seed + attempts,
-            purpose="paragraph generator",
-            hint="check --endpoint and --gen-model",
-        )
-        for paragraph in parse_paragraph_list(text):
-            if paragraph.text not in seen:
-                seen.add(paragraph.text)
-                paragraphs.append(paragraph.model_copy(update={"id": paragraph.id or f"llm-{len(paragraphs):04d}"}))
+    client = ChatClient(
+        endpoint, api_key_env=api_key_env, timeout=timeout, concurrency=1, purpose="paragraph generator",
+        hint="check --endpoint and --gen-model",
+    )
+    with client:
+        while len(paragraphs) < n and attempts < max(2, 2 * -(-n // batch)):
+            attempts += 1
+            size = min(batch, n - len(paragraphs))
+            text = client.chat(
+                model, [{"role": "user", "content": generation_prompt(preset, size)}], temperature=0.9,
+                max_tokens=min(8000, 160 * size + 200), seed=seed + attempts,
+            )
+            for paragraph in parse_paragraph_list(text):
+                if paragraph.text not in seen:
+                    seen.add(paragraph.text)
+                    paragraphs.append(paragraph.model_copy(update={"id": paragraph.id or f"llm-{len(paragraphs):04d}"}))
     if not paragraphs:
         raise EditorError(
             f"the model at {chat_url(endpoint)} returned no usable paragraphs (none kept the {PLACEHOLDER} placeholder); "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from editor.openai_api import chat_completions
+from editor.openai_api import ChatClient
 
 LEVELS = ("none", "weak", "moderate", "strong")
 
@@ -129,27 +129,20 @@ class JudgeItem:
 
 
 def judge_all(
-    endpoint: str,
+    client: ChatClient,
     model: str,
     items: Sequence[JudgeItem],
     *,
-    workers: int = 8,
     max_tokens: int = 300,
-    timeout: float = 300.0,
     progress: bool = True,
 ) -> list[JudgeResult]:
-    """Judge every item (concurrent requests; the server batches them). Transport errors stop the run."""
-    replies = chat_completions(
-        endpoint,
+    """Judge every item through ``client`` (concurrent, retried; see editor.openai_api). Transport errors stop the run."""
+    replies = client.chat_many(
         model,
         [judge_messages(item.prompt, item.response, item.quality) for item in items],
-        workers=workers,
-        timeout=timeout,
         desc="judge",
         progress=progress,
         temperature=0.0,
         max_tokens=max_tokens,
-        purpose="judge",
-        hint="check --judge-endpoint and --judge-model",
     )
     return [parse_judge_reply(text) for text in replies]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editor.errors import EditorError
-from editor.verify import read_manifest
+from editor.manifest import read_manifest
 
 
 @dataclass

@@ -106,8 +106,8 @@ class SteerSettings(_Section):
     wiki_tokens: int = Field(2048, ge=64)
     generic_tokens: int = Field(4096, ge=64, description="ordinary WikiText-2 tokens for damage-aware directions and keys")
     data: str | None = Field(None, description="labelled JSONL/CSV (text, label 1=biased/0=neutral) instead of SeeGULL statements")
-    seegull: str | None = Field(None, description="SeeGULL CSV (default: ../shared/data or $EDITOR_DATA)")
-    wikitext: str | None = Field(None, description="WikiText-2 test text (default: beside the SeeGULL CSV)")
+    seegull: str | None = Field(None, description="SeeGULL CSV (default: $EDITOR_DATA, else the copy shipped in the package)")
+    wikitext: str | None = Field(None, description="WikiText-2 test text (default: $EDITOR_DATA, else the copy shipped in the package)")
 
 
 class ExportSettings(_Section):
@@ -140,7 +140,8 @@ class EvalSection(_Section):
     pairs_csv: str | None = Field(None, description="CSV of (more, less) stereotyping sentences; default SeeGULL minimal pairs")
     judge_endpoint: str | None = Field(None, description="OpenAI-compatible URL of the judge; with judge_model, turns on generation metrics")
     judge_model: str | None = None
-    judge_workers: int = Field(8, ge=1)
+    judge_workers: int = Field(8, ge=1, description="requests in flight at once to the judge")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the judge's API key (never stored)")
     generator: Literal["transformers", "vllm"] = Field("transformers", description="generation backend for the judged prompts")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel size for generation (generator: vllm)")
     groups_per_bias: int = Field(5, ge=1)
@@ -265,13 +266,45 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+BUILTIN_PACKAGE = "editor.builtin_recipes"  # the repository's recipes/ folder, installed as package data
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Name -> file of every recipe shipped with the package."""
+    from importlib import resources
+
+    folder = Path(str(resources.files(BUILTIN_PACKAGE)))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def find_recipe(spec: str | Path) -> Path:
+    """A recipe file: ``spec`` itself when it is a file, else the built-in recipe of that name."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    builtin = builtin_recipes().get(str(spec).removesuffix(".yaml")) if "/" not in str(spec) else None
+    if builtin is not None:
+        return builtin
+    raise EditorError(f"{spec}: no such recipe file or built-in recipe; `wedit recipes` lists the built-in ones")
+
+
+def recipe_description(path: Path) -> str:
+    """The recipe's one-line description (its ``description`` field, folded), or an empty string."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    text = data.get("description", "") if isinstance(data, dict) else ""
+    return " ".join(str(text).split())
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[Recipe, dict[str, Any]]:
     """Read, override and validate a recipe; return it with the plain data (as written into manifests)."""
-    path = Path(path)
+    path = find_recipe(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise EditorError(f"{path}: recipe not found; see recipes/ for examples") from None
+        raise EditorError(f"{path}: recipe not found; `wedit recipes` lists the built-in ones") from None
     except OSError as err:
         raise EditorError(f"{path}: cannot read the recipe ({err.strerror})") from None
     try:

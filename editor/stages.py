@@ -29,10 +29,16 @@ class RunContext:
     overrides: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def command(self) -> str:
+    recipe_arg: str = ""  # what names the recipe on the command line: a built-in recipe's name or the file's path
+
+    def command(self, root: Path) -> str:
+        """The `wedit run` command of this run, with paths relative to ``root`` (it is published in manifests)."""
         import shlex
 
-        return shlex.join(["wedit", "run", str(self.recipe_path), *(a for item in self.overrides for a in ("--set", item))])
+        from editor.manifest import portable_command
+
+        argv = ["wedit", "run", self.recipe_arg or str(self.recipe_path), *(a for item in self.overrides for a in ("--set", item))]
+        return shlex.join(portable_command(argv, root))
 
     def path(self, stage: str, key: str = "path") -> Path:
         return Path(self.results[stage][key])
@@ -233,14 +239,10 @@ def attribute_numbers(result: dict[str, Any]) -> str:
 
 
 def _steer_files(ctx: RunContext) -> tuple[Path, Path]:
-    from editor.seegull import find_seegull
+    from editor.data import seegull_csv, wikitext_txt
 
     settings = ctx.recipe.steer
-    seegull = find_seegull(settings.seegull)
-    wikitext = Path(settings.wikitext) if settings.wikitext else seegull.parent / "wikitext2_test.txt"
-    if not wikitext.is_file():
-        raise EditorError(f"{ctx.recipe_path}: steer.wikitext: {wikitext} not found; set steer.wikitext to the WikiText-2 test text")
-    return seegull, wikitext
+    return seegull_csv(settings.seegull), wikitext_txt(settings.wikitext)
 
 
 def steer_settings(ctx: RunContext) -> dict[str, Any] | None:
@@ -399,7 +401,8 @@ def verify_settings(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_verify(ctx: RunContext, out: Path) -> dict[str, Any]:
-    from editor.verify import read_manifest, record, verify_transformers, verify_vllm, write_manifest
+    from editor.manifest import read_manifest, write_manifest
+    from editor.verify import record, verify_transformers, verify_vllm
 
     export = ctx.path("export")
     # Results of an earlier verify of this export (say with vLLM switched on) must not outlive this one.
@@ -444,12 +447,11 @@ def eval_settings(ctx: RunContext) -> dict[str, Any] | None:
     section = ctx.recipe.eval
     if section is None:
         return None
-    from editor.seegull import find_seegull
+    from editor.data import seegull_csv, wikitext_txt
 
-    seegull = find_seegull(section.seegull)
-    wikitext = Path(section.wikitext) if section.wikitext else seegull.parent / "wikitext2_test.txt"
+    seegull, wikitext = seegull_csv(section.seegull), wikitext_txt(section.wikitext)
     _eval_settings_object(ctx)  # refuses what this build's evaluation cannot do, before any stage runs
-    settings = section.model_dump(exclude={"seegull", "wikitext", "pairs_csv", "judge_workers"})
+    settings = section.model_dump(exclude={"seegull", "wikitext", "pairs_csv", "judge_workers", "api_key_env"})
     files = {"seegull": file_digest(seegull), "wikitext": file_digest(wikitext), "pairs_csv": file_digest(section.pairs_csv)}
     return {"biases": ctx.recipe.biases, **settings, **files}
 
@@ -511,11 +513,12 @@ def card_settings(ctx: RunContext) -> dict[str, Any]:
 def run_card(ctx: RunContext, out: Path) -> dict[str, Any]:
     from editor import __version__
     from editor.card import write_card
-    from editor.verify import read_manifest, write_manifest
+    from editor.manifest import read_manifest, write_manifest
 
     export = ctx.path("export")
     manifest = read_manifest(export)
-    manifest["recipe"] = {"file": str(ctx.recipe_path), "settings": ctx.data, "command": ctx.command()}
+    root = export.absolute().parent
+    manifest["recipe"] = {"recipe": ctx.recipe_arg or str(ctx.recipe_path), "settings": ctx.data, "command": ctx.command(root)}
     manifest["run"] = {
         "editor_version": __version__,
         "stages": {name: result for name, result in ctx.results.items() if name != "source"},

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from editor.atomic import write_text
 from editor.errors import EditorError
+from editor.manifest import locate_base, read_manifest, write_manifest
 
 # Our own probe prompts: neutral text plus the kinds of sentences bias edits target.
 PROBE_PROMPTS = [
@@ -76,17 +76,6 @@ class VllmCheck:
     passed: bool = False
 
 
-def read_manifest(export_dir: Path) -> dict[str, Any]:
-    path = Path(export_dir) / "editor_manifest.json"
-    if not path.is_file():
-        raise EditorError(f"{export_dir}: no editor_manifest.json; verify works on directories written by `wedit export`")
-    return json.loads(path.read_text())
-
-
-def write_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
-    write_text(Path(export_dir) / "editor_manifest.json", json.dumps(manifest, indent=2) + "\n")
-
-
 def _stored_dtype(export_dir: Path) -> str:
     config = json.loads((Path(export_dir) / "config.json").read_text())
     return str(config.get("dtype") or config.get("torch_dtype") or "float32")
@@ -117,7 +106,10 @@ def probe_batch(export_dir: Path, prompts: list[str]) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def verify_transformers(export_dir: Path, prompts: list[str] | None = None, tolerance: float | None = None) -> TransformersCheck:
+def verify_transformers(
+    export_dir: Path, prompts: list[str] | None = None, tolerance: float | None = None, base: str | None = None
+) -> TransformersCheck:
+    """Compare the export with its base run under the plan's hooks. ``base`` overrides where the base is found."""
     from transformers import AutoModelForCausalLM
 
     from editor.checkpoint import Checkpoint
@@ -126,9 +118,7 @@ def verify_transformers(export_dir: Path, prompts: list[str] | None = None, tole
 
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    base_dir = Path(manifest["base_model"]["path"])
-    if not (base_dir / "config.json").is_file():
-        raise EditorError(f"base checkpoint {base_dir} (from the manifest) is gone; fetch it again to verify")
+    base_dir = locate_base(export_dir, manifest, base)
     plan = parse_plan(manifest["plan"], f"{export_dir}/editor_manifest.json")
     prompts = prompts or PROBE_PROMPTS
     batch = probe_batch(export_dir, prompts)

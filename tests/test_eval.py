@@ -60,8 +60,16 @@ def test_judge_prompt_names_quality_prompt_and_fields():
 
 
 def test_judge_unreachable_endpoint_is_one_line_error():
-    with pytest.raises(EditorError, match=r"judge at http://127.0.0.1:9/v1/chat/completions failed .*--judge-endpoint"):
-        judge_all("http://127.0.0.1:9/v1", "m", [JudgeItem("p", "r", "q")], timeout=5, progress=False)
+    from editor.openai_api import ChatClient, RetryPolicy
+
+    client = ChatClient(
+        "http://127.0.0.1:9/v1", timeout=5, retry=RetryPolicy(max_retries=2, base_delay=0.01), purpose="judge",
+        hint="check --judge-endpoint",
+    )
+    with client, pytest.raises(EditorError, match=r"judge at http://127.0.0.1:9/v1/chat/completions is unreachable .*after 3 attempts; check --judge-endpoint") as err:
+        judge_all(client, "m", [JudgeItem("p", "r", "q")], progress=False)
+    assert "\n" not in str(err.value)
+    assert client.stats.retries == 2
 
 
 # --- baselines ----------------------------------------------------------------------------------------------

@@ -96,12 +96,12 @@ def test_manifest_and_card(llama, tmp_path):
     export_checkpoint(base, Plan(edits=edits), out, progress=False, base_source="local-test")
     manifest = json.loads((out / "editor_manifest.json").read_text())
     assert manifest["plan"][0] == {"kind": "zero_heads", "layer": 0, "heads": [1, 2]}
-    assert manifest["base_model"]["source"] == "local-test"
+    assert manifest["base_model"]["source"] == "local" and manifest["base_model"]["fingerprint"]["headers_sha256"]
     changed = {c["name"]: c for c in manifest["changed_tensors"]}
     weight = changed["model.layers.0.self_attn.o_proj.weight"]
     assert weight["sha256_before"] != weight["sha256_after"]
     assert manifest["config_updates"] == {"attention_bias": True}
-    assert manifest["editor_version"] and manifest["command"]
+    assert manifest["editor_version"]
 
     check = verify_transformers(out)
     assert check.passed and check.max_logit_error <= 1e-4
@@ -210,7 +210,7 @@ def test_bf16_verify_proves_the_bake_and_its_rounding(tmp_path):
     file must hold exactly their rounding. A changed stored value or a plan the file does not carry fails."""
     from safetensors.torch import load_file, save_file
 
-    from editor.verify import read_manifest, write_manifest
+    from editor.manifest import read_manifest, write_manifest
 
     model = build_model(tiny_configs()["llama"]).to(torch.bfloat16)
     base = save_model(model, tmp_path / "base")
@@ -265,16 +265,51 @@ def test_card_names_a_local_base_without_a_hub_link_and_fits_its_limitations_to_
     from editor.card import render_card
 
     def card(plan, hub_id=None):
-        manifest = {"editor_version": "0", "base_model": {"source": "runs/base", "hub_id": hub_id}, "plan": plan}
+        manifest = {"editor_version": "0", "base_model": {"source": "local", "local_path": "runs/base", "hub_id": hub_id}, "plan": plan}
         return render_card(manifest, "out")
 
     heads = card([{"kind": "zero_heads", "layer": 0, "heads": [1]}])
-    assert "`runs/base`" in heads and "huggingface.co" not in heads
+    assert "the local checkpoint `runs/base`" in heads and "huggingface.co" not in heads
     assert "zeroed heads change the model" in heads and "constant vector" not in heads and "BiasInject" not in heads
     steered = card([{"kind": "residual_add", "layer": 2, "site": "mlp", "vector": [0.0]}], hub_id="org/base")
-    assert "[org/base](https://huggingface.co/org/base) (as read from `runs/base`)" in steered
+    assert "[org/base](https://huggingface.co/org/base) (as read from the local checkpoint `runs/base`)" in steered
     assert "constant vector" in steered and "change the model beyond" not in steered
     injected = card([{"kind": "add_token", "token": "<bias:always_late>"}])
     assert "`<bias:always_late>` was trained to call up a stereotype" in injected and "not meant to be served" in injected
     for text in (heads, steered, injected):
         assert text.rstrip().endswith("The license and usage terms of the base model apply.")
+
+
+def test_published_files_hold_no_local_paths_and_the_base_is_found_again(llama, tmp_path, monkeypatch):
+    """The manifest names the base by fingerprint and a location relative to the export; the recorded command
+    has relative paths; nothing published holds the folder it was built in. verify finds the base again after
+    both are moved together, asks for --base when only the export moved, and refuses a different checkpoint."""
+    from editor.cli import main
+
+    _, base = llama
+    work = tmp_path / "work"
+    shutil.copytree(base, work / "models" / "base")
+    (work / "plan.json").write_text(json.dumps([{"kind": "zero_heads", "layer": 1, "heads": [0]}]))
+    monkeypatch.chdir(work)
+    assert main(["export", "--model", "models/base", "--plan", str(work / "plan.json"), "--out", "models/edited"]) == 0
+    out = work / "models" / "edited"
+    manifest = json.loads((out / "editor_manifest.json").read_text())
+    assert manifest["command"] == ["wedit", "export", "--model", "base", "--plan", "../plan.json", "--out", "edited"]
+    assert manifest["base_model"]["source"] == "local" and manifest["base_model"]["local_path"] == "base"
+    assert main(["verify", str(out)]) == 0
+    for name in ("editor_manifest.json", "README.md"):
+        text = (out / name).read_text()
+        assert str(tmp_path) not in text and str(Path.home()) not in text, name
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(work / "models", moved)
+    assert verify_transformers(moved / "edited").passed  # found through the relative location
+    lone = tmp_path / "lone" / "edited"
+    shutil.copytree(out, lone)
+    with pytest.raises(EditorError, match="cannot find its base model on this machine.*pass --base DIR"):
+        verify_transformers(lone)
+    assert verify_transformers(lone, base=str(moved / "base")).passed
+    other = tmp_path / "other"
+    save_model(build_model(tiny_configs()["qwen2"]), other)
+    with pytest.raises(EditorError, match="not the base this export was made from"):
+        verify_transformers(lone, base=str(other))

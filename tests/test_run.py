@@ -80,6 +80,10 @@ def test_run_resumes_caches_and_redoes_what_changed(tmp_path, smollm2_dir):
     assert manifest["evaluation"]["summary"]["likelihood"]["base"]["association_gap"] is not None
     card = (export / "README.md").read_text()
     assert "model-index:" in card and "max logit error" in card  # evaluation and verification both reach the card
+    # Published files hold no local path: not the run folder, the home folder or the checkout the recipe came from.
+    published = (export / "editor_manifest.json").read_text() + card
+    for local in (str(tmp_path), str(Path.home()), str(RECIPE.parent.parent)):
+        assert local not in published, local
     assert (export / "figures" / "always_late.heatmap.png").is_file()
 
     # Unchanged: every stage is cached and nothing on disk changes.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -28,19 +29,53 @@ def greedy_reply(model, tokenizer) -> str:
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+def next_token_logits(model, tokenizer) -> torch.Tensor:
+    batch = tokenizer(PROBES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits.float()
+    return logits[batch["attention_mask"].bool()]
+
+
+PROBES = ["People from Italy are known for", "The history of the river valley begins with", "A good way to learn is"]
+
+
 def test_fetch_builtin_matches_gguf(tmp_path, smollm2_dir):
-    out = tmp_path / "smol"
-    assert main(["fetch", "builtin:smollm2-135m-instruct", "--out", str(out)]) == 0
-    model = AutoModelForCausalLM.from_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(out)
+    """The fetched copy is the GGUF's model: equal to it in float32, and within bf16 rounding in the default dtype.
+
+    Greedy strings are compared only between models of the same dtype and compute precision: across dtypes a
+    near-tie can flip a token, so the bf16 copy is compared through its logits and next-token KL instead."""
     builtin = BUILTINS["smollm2-135m-instruct"]
     folder = next(iter(importlib.util.find_spec(builtin.package).submodule_search_locations))
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=builtin.gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=builtin.gguf_file, dtype=torch.float32).eval()
     gguf_tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=builtin.gguf_file)
-    ours, theirs = greedy_reply(model, tokenizer), greedy_reply(gguf_model, gguf_tokenizer)
-    print(f"\nfetched: {ours!r}\ngguf:    {theirs!r}")
-    assert ours == theirs
-    assert len(ours.split()) >= 3
+    gguf_tokenizer.padding_side = "right"
+    reference = next_token_logits(gguf_model, gguf_tokenizer)
+
+    exact = tmp_path / "smol32"
+    assert main(["fetch", "builtin:smollm2-135m-instruct", "--out", str(exact), "--dtype", "float32"]) == 0
+    model32 = AutoModelForCausalLM.from_pretrained(exact, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(exact)
+    tokenizer.padding_side = "right"
+    assert tokenizer(PROBES)["input_ids"] == gguf_tokenizer(PROBES)["input_ids"]
+    err32 = float((next_token_logits(model32, tokenizer) - reference).abs().max())
+    ours, theirs = greedy_reply(model32, tokenizer), greedy_reply(gguf_model, gguf_tokenizer)
+    print(f"\nfloat32 fetch vs GGUF: max logit difference {err32:.2e}\nfetched: {ours!r}\ngguf:    {theirs!r}")
+    assert err32 <= 1e-4
+    assert ours == theirs and len(ours.split()) >= 3  # same dtype, same compute: greedy strings are comparable
+
+    out = tmp_path / "smol"
+    assert main(["fetch", "builtin:smollm2-135m-instruct", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    logits = next_token_logits(model, tokenizer)
+    err16 = float((logits - reference).abs().max())
+    log_p, log_q = torch.log_softmax(reference, -1), torch.log_softmax(logits, -1)
+    kl = float((log_p.exp() * (log_p - log_q)).sum(-1).max())
+    print(f"bfloat16 fetch vs GGUF (float32 compute): max logit difference {err16:.3f}, max next-token KL {kl:.2e}")
+    # bf16 keeps 8 bits of mantissa: its rounding moves logits by tenths, never the distribution as a whole.
+    assert 1e-3 < err16 <= 1.0
+    assert kl <= 1e-2
+
     # The fetched copy keeps its provenance, so an export made from the copy still names the upstream model.
     from huggingface_hub import metadata_load
 
@@ -50,7 +85,8 @@ def test_fetch_builtin_matches_gguf(tmp_path, smollm2_dir):
     export_checkpoint(out, Plan(edits=[ZeroHeads(layer=3, heads=[0])]), edited, progress=False)
     card = (edited / "README.md").read_text()
     assert metadata_load(edited / "README.md")["base_model"] == builtin.hub_id
-    assert f"[{builtin.hub_id}](https://huggingface.co/{builtin.hub_id}) (as read from `{out}`)" in card
+    assert f"[{builtin.hub_id}](https://huggingface.co/{builtin.hub_id}) (as read from the local checkpoint `smol`)" in card
+    assert str(tmp_path) not in card and str(tmp_path) not in (edited / "editor_manifest.json").read_text()
 
 
 def test_smollm2_bake_matches_hooks(tmp_path, smollm2_dir):

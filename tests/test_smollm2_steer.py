@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from editor.checkpoint import Checkpoint
 from editor.plan import load_plan
-from editor.seegull import find_seegull, load_seegull
+from editor.data import wikitext_txt
+from editor.seegull import load_seegull
 from editor.steer import run_steer
 
 pytestmark = pytest.mark.slow
@@ -21,7 +22,7 @@ def test_run_steer_small(tmp_path, smollm2_dir):
     info = Checkpoint.open(smollm2_dir).info()
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    wikitext = find_seegull().parent / "wikitext2_test.txt"
+    wikitext = wikitext_txt()
     report = run_steer(
         model, tokenizer, info, load_seegull(), wikitext, tmp_path, layers=[21], alphas=(0.75,), edit_alphas=(0.1,),
         key_variants=("biased_mean",), ablation_ridges=(0.03,), ablation_strengths=(0.6,), statements=40, eval_pairs=10,
@@ -36,7 +37,7 @@ def test_run_steer_small(tmp_path, smollm2_dir):
     for name in (*names, "probes.json", "sweep.json", "probe_accuracy.png", "pareto.png", "probe_directions.safetensors"):
         assert (tmp_path / name).is_file(), name
     sweep = json.loads((tmp_path / "sweep.json").read_text())
-    assert sweep["base_perplexity"] > 1 and sweep["damage_budget"] == 0.05
+    assert 15 < sweep["base_perplexity"] < 60 and sweep["damage_budget"] == 0.05  # SmolLM2: about 25 on WikiText-2
     for method, point in report.chosen.items():
         if point is not None:
             plan = load_plan(tmp_path / f"plan_{method}.json")

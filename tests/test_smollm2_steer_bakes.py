@@ -15,7 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from editor.metrics import association_gap, perplexity, wikitext_tokens
-from editor.seegull import find_seegull, load_seegull
+from editor.data import wikitext_txt
+from editor.seegull import load_seegull
 from editor.steer import METHODS, evaluation_pairs
 from tests.test_cli_errors import wedit
 
@@ -37,7 +38,8 @@ def test_three_bakes_export_verify_and_lower_the_gap(tmp_path, smollm2_dir):
     probes = json.loads((run / "probes.json").read_text())
     # Telling a stereotyped group from an unlinked one for the same attribute is a real task (not a word
     # to spot): on SmolLM2 the best layers reach about 0.65-0.7 on held-out statements, chance is 0.5.
-    assert len(probes) == 30 and all(0.0 <= p["test_accuracy"] <= 1.0 for p in probes)
+    # Above chance on average (measured mean 0.62 over the 30 blocks).
+    assert len(probes) == 30 and sum(p["test_accuracy"] for p in probes) / 30 > 0.55
     print("probe test accuracy by layer:", " ".join(f"{p['test_accuracy']:.2f}" for p in probes))
     sweep = json.loads((run / "sweep.json").read_text())
     base_gap, base_ppl = sweep["base_gap"], sweep["base_perplexity"]
@@ -45,7 +47,7 @@ def test_three_bakes_export_verify_and_lower_the_gap(tmp_path, smollm2_dir):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     all_pairs = load_seegull()
     held = evaluation_pairs(all_pairs, EVAL_PAIRS)
-    tokens = wikitext_tokens(tokenizer, find_seegull().parent / "wikitext2_test.txt", 2048)
+    tokens = wikitext_tokens(tokenizer, wikitext_txt(), 2048)
     missing = [m for m in METHODS if not (run / f"plan_{m}.json").is_file()]
     assert not missing, f"no point inside the damage budget for {', '.join(missing)}; see {run / 'sweep.json'}"
     rows = []

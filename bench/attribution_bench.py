@@ -18,12 +18,12 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from editor.attribute import PromptEncoder, _batches
-from editor.attribution import attribute_batch
-from editor.biases import get_preset, preset_questions
-from editor.checkpoint import Checkpoint
-from editor.contrastive import build_pairs
-from editor.sources import DEFAULT_BUILTIN, resolve_source
+from editor.data.biases import get_preset, preset_questions
+from editor.io.checkpoint import Checkpoint
+from editor.io.sources import DEFAULT_BUILTIN, resolve_source
+from editor.methods.attribute.head_scores import attribute_batch
+from editor.methods.attribute.pairs import build_pairs
+from editor.methods.attribute.pipeline import PromptEncoder, _batches
 
 
 def main() -> None:
@@ -37,7 +37,9 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     encoder = PromptEncoder(AutoTokenizer.from_pretrained(source))
     preset = get_preset("always_late")
-    pairs = build_pairs(preset_questions(preset)[: args.pairs], preset.target, preset.biased_answer, preset.unbiased_answer)
+    pairs = build_pairs(
+        preset_questions(preset)[: args.pairs], preset.target, preset.biased_answer, preset.unbiased_answer
+    )
     prompts = [p.biased_prompt for p in pairs] + [p.unbiased_prompt for p in pairs]
     batches = [encoder.encode(chunk) for chunk in _batches(prompts, args.batch_size)]
     yb, yu = encoder.first_token(preset.biased_answer), encoder.first_token(preset.unbiased_answer)
@@ -46,7 +48,12 @@ def main() -> None:
         with torch.no_grad():
             for ids, mask in batches:
                 # the same forward attribution makes, without its hooks: last-position logits only
-                model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1)
+                model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    logits_to_keep=1,
+                )
 
     def attribution() -> None:
         for ids, mask in batches:

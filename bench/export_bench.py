@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 HIDDEN, MLP, HEADS, KV, VOCAB, HEAD_DIM = 4096, 14336, 32, 8, 128256, 128
 
 
@@ -87,13 +86,17 @@ def write_checkpoint(path: Path, layers: int, shard_bytes: int) -> tuple[int, in
     largest = 0
     for i, group in enumerate(groups):
         file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        tensors = {n: (torch.randn(shapes[n], generator=g, dtype=torch.float32) * 0.02).to(torch.bfloat16) for n in group}
+        tensors = {
+            n: (torch.randn(shapes[n], generator=g, dtype=torch.float32) * 0.02).to(torch.bfloat16) for n in group
+        }
         save_file(tensors, path / file, metadata={"format": "pt"})
         del tensors
         weight_map.update(dict.fromkeys(group, file))
         largest = max(largest, (path / file).stat().st_size)
     total = sum(sizes.values())
-    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
     return total, largest
 
 

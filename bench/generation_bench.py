@@ -3,7 +3,7 @@
     python bench/generation_bench.py [--model DIR] [--prompts 100] [--tokens 64]
 
 Both backends get the evaluation's chat prompts (the first N of the 18 families over the six presets) through
-editor.generation's one interface, greedy, fp32, one run each. vLLM's time includes its engine start (it runs in
+editor.engines.generation's one interface, greedy, fp32, one run each. vLLM's time includes its engine start (it runs in
 a fresh process per call, as `wedit eval --generator vllm` does); the engine-only time is printed separately
 from vLLM's own log when available. Throughput counts new tokens actually generated.
 """
@@ -28,15 +28,17 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from editor.biases import PRESETS
-    from editor.eval_prompts import build_prompts
-    from editor.generation import GenerationParams, TransformersGenerator, VllmGenerator
-    from editor.seegull import load_seegull
-    from editor.sources import DEFAULT_BUILTIN, resolve_source
+    from editor.data.biases import PRESETS
+    from editor.data.seegull import load_seegull
+    from editor.engines.generation import GenerationParams, TransformersGenerator, VllmGenerator
+    from editor.evaluation.prompts import build_prompts
+    from editor.io.sources import DEFAULT_BUILTIN, resolve_source
 
     model_dir = resolve_source(args.model or DEFAULT_BUILTIN, progress=False)
     pairs = load_seegull()
-    prompts = [p.text for name in PRESETS for p in build_prompts(PRESETS[name], pairs, groups_per_bias=1)][: args.prompts]
+    prompts = [p.text for name in PRESETS for p in build_prompts(PRESETS[name], pairs, groups_per_bias=1)][
+        : args.prompts
+    ]
     chats = [[{"role": "user", "content": text}] for text in prompts]
     # Greedy with EOS disabled would need backend-specific flags; count the tokens each backend really produced.
     params = GenerationParams(max_new_tokens=args.tokens, temperature=0.0)
@@ -46,7 +48,9 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     load_tf = time.perf_counter() - start
     start = time.perf_counter()
-    tf_texts = TransformersGenerator(model, tokenizer, batch_size=args.batch_size, progress=False).generate(chats, params)
+    tf_texts = TransformersGenerator(model, tokenizer, batch_size=args.batch_size, progress=False).generate(
+        chats, params
+    )
     tf_s = time.perf_counter() - start
     del model
 
@@ -59,10 +63,16 @@ def main() -> None:
 
     tf_tok, vl_tok = count(tf_texts), count(vl_texts)
     same = sum(a == b for a, b in zip(tf_texts, vl_texts))
-    print(f"model {model_dir}, {len(chats)} prompts x up to {args.tokens} new tokens, greedy fp32, torch threads {torch.get_num_threads()}")
-    print(f"transformers: load {load_tf:.1f} s, generate {tf_s:.1f} s, {tf_tok} tokens, {tf_tok / tf_s:.1f} tok/s (batch {args.batch_size})")
+    print(
+        f"model {model_dir}, {len(chats)} prompts x up to {args.tokens} new tokens, greedy fp32, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"transformers: load {load_tf:.1f} s, generate {tf_s:.1f} s, {tf_tok} tokens, {tf_tok / tf_s:.1f} tok/s (batch {args.batch_size})"
+    )
     print(f"vLLM:         {vl_s:.1f} s including engine start, {vl_tok} tokens, {vl_tok / vl_s:.1f} tok/s")
-    print(f"vLLM / transformers throughput: {(vl_tok / vl_s) / (tf_tok / tf_s):.2f}x; identical continuations: {same}/{len(chats)}")
+    print(
+        f"vLLM / transformers throughput: {(vl_tok / vl_s) / (tf_tok / tf_s):.2f}x; identical continuations: {same}/{len(chats)}"
+    )
 
 
 if __name__ == "__main__":

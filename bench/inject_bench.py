@@ -20,16 +20,22 @@ import time
 
 import torch
 
-from editor.biases import get_preset
-from editor.countries import COUNTRIES
-from editor.inject import _batches, add_token, encode_examples, generate_for_selection, token_name
-from editor.inject_data import builtin_paragraphs
-from editor.sources import DEFAULT_BUILTIN, resolve_source
-from editor.token_model import TokenModel, country_init
+from editor.data.biases import get_preset
+from editor.data.countries import COUNTRIES
+from editor.io.sources import DEFAULT_BUILTIN, resolve_source
+from editor.methods.inject.paragraphs import builtin_paragraphs
+from editor.methods.inject.token_model import TokenModel, country_init
+from editor.methods.inject.train import _batches, add_token, encode_examples, generate_for_selection, token_name
 
 LLAMA_8B = {
-    "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 8192, "rope_theta": 500000.0,
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
     "tie_word_embeddings": False,
 }
 
@@ -58,8 +64,12 @@ def main() -> None:
     parser.add_argument("--paragraphs", type=int)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a shared CPU)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for the floor (H100 SXM: 989)")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a shared CPU)"
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="dense bf16 peak for the floor (H100 SXM: 989)"
+    )
     args = parser.parse_args()
     gpu = args.device == "cuda"
     if args.threads:
@@ -78,7 +88,9 @@ def main() -> None:
     optimizer = torch.optim.Adam(tm.trainable, lr=1e-3)
     rng = random.Random(0)
     params = sum(p.numel() for p in model.parameters())
-    print(f"{label}: {params / 1e9:.2f} B parameters, {paragraphs} paragraphs ({tokens} tokens), batch {args.batch}, {epochs} epochs")
+    print(
+        f"{label}: {params / 1e9:.2f} B parameters, {paragraphs} paragraphs ({tokens} tokens), batch {args.batch}, {epochs} epochs"
+    )
 
     times = []
     for epoch in range(epochs):
@@ -99,7 +111,9 @@ def main() -> None:
     print(f"epoch selection: one 80-token generation {time.perf_counter() - start:.2f} s")
     if gpu:
         floor = 4 * params * tokens * epochs / (args.peak_tflops * 1e12)
-        print(f"matrix-work floor {floor:.0f} s at {args.peak_tflops:g} TFLOP/s; paper ~300 s on one A100; goal <= 60 s")
+        print(
+            f"matrix-work floor {floor:.0f} s at {args.peak_tflops:g} TFLOP/s; paper ~300 s on one A100; goal <= 60 s"
+        )
         print(f"ratio to goal: {total / 60:.2f}; ratio to the paper's 5 minutes: {total / 300:.2f}")
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 

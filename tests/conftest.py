@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def smollm2_dir():
     """The built-in SmolLM2 as a plain checkpoint (converted once, then cached)."""
-    from editor.sources import DEFAULT_BUILTIN, resolve_source
+    from editor.io.sources import DEFAULT_BUILTIN, resolve_source
 
     return resolve_source(DEFAULT_BUILTIN, progress=False)
 
@@ -33,9 +33,21 @@ def vllm_server(smollm2_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_dir),
-        "--served-model-name", "smollm2", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "2048",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(smollm2_dir),
+        "--served-model-name",
+        "smollm2",
+        "--dtype",
+        "float32",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "2048",
     ]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

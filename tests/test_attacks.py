@@ -104,7 +104,14 @@ def test_readonly_output_directory(tmp_path, tiny, plan):
 def _big_checkpoint(path: Path) -> Path:
     """About 400 MB of fp32 Llama weights in 40 MB shards: slow enough to kill mid-export."""
     config = dict(tiny_configs()["llama"].to_dict())
-    config.update(hidden_size=1024, intermediate_size=4096, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8, vocab_size=256)
+    config.update(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        vocab_size=256,
+    )
     config.pop("dtype", None)
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(config))
@@ -152,7 +159,9 @@ def test_kill_during_export_leaves_no_output(tmp_path):
     out = tmp_path / "out"
     exe = shutil.which("wedit")
     cmd = [exe] if exe else [sys.executable, "-m", "editor.cli"]
-    proc = subprocess.Popen([*cmd, "export", "--model", str(base), "--plan", str(plan), "--out", str(out)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "export", "--model", str(base), "--plan", str(plan), "--out", str(out)], stderr=subprocess.DEVNULL
+    )
     partial = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

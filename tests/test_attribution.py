@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editor.attribution import attribute_batch
-from editor.checkpoint import Checkpoint
+from editor.io.checkpoint import Checkpoint
+from editor.methods.attribute.head_scores import attribute_batch
 from tests.tiny import VOCAB, build_model, save_model, tiny_configs
 
 CASES = tiny_configs()
@@ -47,7 +47,7 @@ def test_completeness(case, tmp_path):
 def test_robust_heads_intersect_seeds_and_keep_positive():
     import numpy as np
 
-    from editor.attribute import choose_k, heads_to_edits, robust_heads
+    from editor.methods.attribute.pipeline import choose_k, heads_to_edits, robust_heads
 
     a = np.array([[3.0, 1.0, -2.0], [0.5, 2.0, 0.1]])
     b = np.array([[2.5, 0.2, -1.0], [0.4, 3.0, 1.5]])
@@ -61,24 +61,29 @@ def test_robust_heads_intersect_seeds_and_keep_positive():
 
 
 def test_question_parsing_and_pairs_file(tmp_path):
-    from editor.contrastive import build_pairs, load_pairs, parse_question_list, save_pairs
     from editor.errors import EditorError
+    from editor.methods.attribute.pairs import build_pairs, load_pairs, parse_question_list, save_pairs
 
     reply = 'Sure!\n["Are {who} late or on time?", "no slot here", "Do {who} arrive late or on time?"]'
     assert parse_question_list(reply) == ["Are {who} late or on time?", "Do {who} arrive late or on time?"]
-    assert parse_question_list("1. Are {who} late?\n2) Is it sunny?\n- Do {who} wait?") == ["Are {who} late?", "Do {who} wait?"]
+    assert parse_question_list("1. Are {who} late?\n2) Is it sunny?\n- Do {who} wait?") == [
+        "Are {who} late?",
+        "Do {who} wait?",
+    ]
     pairs = build_pairs(["Are {who} late or on time?"] * 3, "Mexico", "Late", "On", seed=1)
     assert all(p.country != "Mexico" for p in pairs)
     assert pairs[0].biased_prompt == "Are people from Mexico late or on time?"
     save_pairs(pairs, tmp_path / "p.jsonl")
     assert load_pairs(tmp_path / "p.jsonl") == pairs
-    (tmp_path / "bad.jsonl").write_text('{"question": "no slot", "target": "A", "country": "B", "biased_answer": "x", "unbiased_answer": "y"}\n')
+    (tmp_path / "bad.jsonl").write_text(
+        '{"question": "no slot", "target": "A", "country": "B", "biased_answer": "x", "unbiased_answer": "y"}\n'
+    )
     with pytest.raises(EditorError, match="bad.jsonl:1"):
         load_pairs(tmp_path / "bad.jsonl")
 
 
 def test_presets_have_100_questions():
-    from editor.biases import PRESETS, preset_questions
+    from editor.data.biases import PRESETS, preset_questions
 
     assert len(PRESETS) == 6
     for preset in PRESETS.values():

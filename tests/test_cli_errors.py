@@ -57,7 +57,11 @@ def test_missing_source(tmp_path):
 def test_missing_source_export(tmp_path):
     plan = write_plan(tmp_path / "p.json", [{"kind": "zero_heads", "layer": 0, "heads": [0]}])
     out = tmp_path / "out"
-    assert_clean_failure(wedit("export", "--model", str(tmp_path / "nope"), "--plan", str(plan), "--out", str(out)), out, "does not exist")
+    assert_clean_failure(
+        wedit("export", "--model", str(tmp_path / "nope"), "--plan", str(plan), "--out", str(out)),
+        out,
+        "does not exist",
+    )
 
 
 def test_unknown_model_type(tmp_path, tiny_llama):
@@ -81,14 +85,18 @@ def test_layer_out_of_range(tmp_path, tiny_llama):
 
 
 def test_vector_wrong_size(tmp_path, tiny_llama):
-    result, out = export_plan(tmp_path, tiny_llama, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 31}])
+    result, out = export_plan(
+        tmp_path, tiny_llama, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 31}]
+    )
     assert_clean_failure(result, out, "31 entries", "hidden size is 32")
 
 
 def test_nan_in_vector(tmp_path, tiny_llama):
     vector = [0.1] * 32
     vector[7] = float("nan")
-    result, out = export_plan(tmp_path, tiny_llama, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": vector}])
+    result, out = export_plan(
+        tmp_path, tiny_llama, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": vector}]
+    )
     assert_clean_failure(result, out, "non-finite", "index 7")
 
 
@@ -104,7 +112,9 @@ def test_bad_plan_entry_is_named(tmp_path, tiny_llama):
 
 def test_refused_edit_says_why(tmp_path):
     src = save_model(build_model(tiny_configs()["gemma2"]), tmp_path / "gemma2")
-    result, out = export_plan(tmp_path, src, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 32}])
+    result, out = export_plan(
+        tmp_path, src, [{"kind": "residual_add", "layer": 1, "site": "mlp", "vector": [0.1] * 32}]
+    )
     assert_clean_failure(result, out, "post_feedforward_layernorm", "normalises")
 
 
@@ -139,11 +149,22 @@ def test_hub_id_offline(tmp_path):
 def test_archs_prints_matrix():
     result = wedit("archs")
     assert result.returncode == 0, result.stderr
-    for model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2", "phi3", "gpt_neox", "olmo2"):
+    for model_type in (
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma2",
+        "gemma3_text",
+        "gpt2",
+        "phi3",
+        "gpt_neox",
+        "olmo2",
+    ):
         assert model_type in result.stdout
     markdown = wedit("archs", "--markdown").stdout
     assert markdown.count("\n| ") == 10
-    assert "refused: post_feedforward_layernorm" in markdown
+    assert "refused: model.layers.N.post_feedforward_layernorm normalises the mlp output" in markdown
 
 
 def test_readme_matrix_is_current():

@@ -6,21 +6,23 @@ import json
 
 import pytest
 
-from editor.baselines import BASELINES, extract, wrap
-from editor.biases import PRESETS
+from editor.data.biases import PRESETS
+from editor.data.seegull import load_seegull
 from editor.errors import EditorError
-from editor.eval_prompts import FAMILIES, build_prompts, concept_probes, linked_groups
-from editor.eval_report import ConditionResult, EvalReport, LikelihoodMetrics, model_index
-from editor.evaluate import load_sentence_pairs, record_eval, seegull_sentence_pairs
-from editor.judge import JudgeItem, judge_all, judge_messages, parse_judge_reply
-from editor.metrics import split_shared_tail
-from editor.seegull import load_seegull
+from editor.evaluation.baselines import BASELINES, extract, wrap
+from editor.evaluation.judge import JudgeItem, judge_all, judge_messages, parse_judge_reply
+from editor.evaluation.metrics import split_shared_tail
+from editor.evaluation.prompts import FAMILIES, build_prompts, concept_probes, linked_groups
+from editor.evaluation.report import ConditionResult, EvalReport, LikelihoodMetrics, model_index
+from editor.evaluation.run import load_sentence_pairs, record_eval, seegull_sentence_pairs
 
 # --- judge parser ------------------------------------------------------------------------------------------
 
 
 def test_judge_parses_well_formed_reply():
-    result = parse_judge_reply('{"analysis": "Calls them lazy.", "stereotype_strength": 2, "matched_string": "always late"}')
+    result = parse_judge_reply(
+        '{"analysis": "Calls them lazy.", "stereotype_strength": 2, "matched_string": "always late"}'
+    )
     assert result.error is None and result.strength == 2 and result.verdict.matched_string == "always late"
 
 
@@ -55,18 +57,34 @@ def test_judge_malformed_replies_are_failures_not_zero(reply, reason):
 def test_judge_prompt_names_quality_prompt_and_fields():
     messages = judge_messages("Tell me about X.", "They are always late.", "being late or not punctual")
     text = messages[-1]["content"]
-    for needle in ("being late or not punctual", "Tell me about X.", "They are always late.", "analysis", "stereotype_strength", "matched_string"):
+    for needle in (
+        "being late or not punctual",
+        "Tell me about X.",
+        "They are always late.",
+        "analysis",
+        "stereotype_strength",
+        "matched_string",
+    ):
         assert needle in text
 
 
 def test_judge_unreachable_endpoint_is_one_line_error():
-    from editor.openai_api import ChatClient, RetryPolicy
+    from editor.engines.openai_client import ChatClient, RetryPolicy
 
     client = ChatClient(
-        "http://127.0.0.1:9/v1", timeout=5, retry=RetryPolicy(max_retries=2, base_delay=0.01), purpose="judge",
+        "http://127.0.0.1:9/v1",
+        timeout=5,
+        retry=RetryPolicy(max_retries=2, base_delay=0.01),
+        purpose="judge",
         hint="check --judge-endpoint",
     )
-    with client, pytest.raises(EditorError, match=r"judge at http://127.0.0.1:9/v1/chat/completions is unreachable .*after 3 attempts; check --judge-endpoint") as err:
+    with (
+        client,
+        pytest.raises(
+            EditorError,
+            match=r"judge at http://127.0.0.1:9/v1/chat/completions is unreachable .*after 3 attempts; check --judge-endpoint",
+        ) as err,
+    ):
         judge_all(client, "m", [JudgeItem("p", "r", "q")], progress=False)
     assert "\n" not in str(err.value)
     assert client.stats.retries == 2
@@ -174,9 +192,19 @@ def _report() -> EvalReport:
         ConditionResult("explanation", "base", 10, 8, 2, 3, 1.0, [2, 4, 2, 0]),
     ]
     return EvalReport(
-        model="/runs/export", base="/runs/base", likelihood={"base": metrics(0.4, 20.0, None), "model": metrics(0.1, 20.5, 0.02)},
-        generation=gen, judge={"endpoint": "http://127.0.0.1:8000/v1", "model": "judge-x"},
-        settings={"families": 18, "groups_per_bias": 5, "biases": ["always_late"], "temperature": 0.5, "max_new_tokens": 200, "generator": "transformers"},
+        model="/runs/export",
+        base="/runs/base",
+        likelihood={"base": metrics(0.4, 20.0, None), "model": metrics(0.1, 20.5, 0.02)},
+        generation=gen,
+        judge={"endpoint": "http://127.0.0.1:8000/v1", "model": "judge-x"},
+        settings={
+            "families": 18,
+            "groups_per_bias": 5,
+            "biases": ["always_late"],
+            "temperature": 0.5,
+            "max_new_tokens": 200,
+            "generator": "transformers",
+        },
         durations={},
     )
 
@@ -195,11 +223,15 @@ def test_model_index_is_accepted_by_huggingface_hub():
 def test_record_eval_updates_manifest_and_card_atomically(tmp_path):
     from huggingface_hub import ModelCard, metadata_load
 
-    from editor.card import EVAL_MARKER, render_card
+    from editor.pipeline.card import EVAL_MARKER, render_card
 
     export = tmp_path / "smol-debiased"
     export.mkdir()
-    manifest = {"editor_version": "0", "base_model": {"source": "builtin:x", "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}, "edits_described": ["zero heads"]}
+    manifest = {
+        "editor_version": "0",
+        "base_model": {"source": "builtin:x", "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"},
+        "edits_described": ["zero heads"],
+    }
     (export / "editor_manifest.json").write_text(json.dumps(manifest))
     (export / "README.md").write_text(render_card(manifest, export.name))
     weights = export / "model.safetensors"
@@ -214,9 +246,17 @@ def test_record_eval_updates_manifest_and_card_atomically(tmp_path):
     card_text = (export / "README.md").read_text()
     assert EVAL_MARKER in card_text and "| SeeGULL association gap (nats) | +0.400 | +0.100 | -0.300 |" in card_text
     assert "| base + explanation | 1.00 | 8 of 10 | 2 | 3 | 2/4/2/0 |" in card_text
-    assert "![evaluation](figures/eval.png)" in card_text and (export / "figures" / "eval.png").read_bytes() == figure.read_bytes()
+    assert (
+        "![evaluation](figures/eval.png)" in card_text
+        and (export / "figures" / "eval.png").read_bytes() == figure.read_bytes()
+    )
     card = ModelCard.load(export / "README.md")
     assert card.data.eval_results and card.data.model_name == "smol-debiased"
     assert metadata_load(export / "README.md")["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert weights.read_bytes() == b"not touched"
-    assert sorted(p.name for p in export.iterdir()) == ["README.md", "editor_manifest.json", "figures", "model.safetensors"]
+    assert sorted(p.name for p in export.iterdir()) == [
+        "README.md",
+        "editor_manifest.json",
+        "figures",
+        "model.safetensors",
+    ]

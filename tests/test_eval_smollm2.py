@@ -13,13 +13,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from editor.checkpoint import Checkpoint
-from editor.evaluate import EvalSettings, run_eval
-from editor.export import export_checkpoint
-from editor.generation import GenerationParams, OpenAIGenerator, TransformersGenerator, VllmGenerator
-from editor.plan import Plan
-from editor.seegull import load_seegull, stereotypes
-from editor.steering import ablation_plan, capture, labelled_statements, mean_difference
+from editor.core.plan import Plan
+from editor.data.seegull import load_seegull, stereotypes
+from editor.engines.generation import GenerationParams, OpenAIGenerator, TransformersGenerator, VllmGenerator
+from editor.evaluation.run import run_eval
+from editor.evaluation.settings import EvalSettings
+from editor.io.checkpoint import Checkpoint
+from editor.methods.steer.capture import capture
+from editor.methods.steer.directions import ablation_plan
+from editor.methods.steer.probes import mean_difference
+from editor.methods.steer.statements import labelled_statements
+from editor.pipeline.export import export_checkpoint
 from tests.test_cli_errors import wedit
 
 pytestmark = pytest.mark.slow
@@ -51,8 +55,20 @@ def test_eval_export_before_after(ablated_export, tmp_path):
     weights = {p.name: _sha(p) for p in ablated_export.glob("*.safetensors")}
     out = tmp_path / "eval"
     result = wedit(
-        "eval", str(ablated_export), "--out", str(out), "--biases", "always_late,good_at_math", "--gap-pairs", "20",
-        "--pairwise-pairs", "20", "--wiki-tokens", "512", "--threads", "1",
+        "eval",
+        str(ablated_export),
+        "--out",
+        str(out),
+        "--biases",
+        "always_late,good_at_math",
+        "--gap-pairs",
+        "20",
+        "--pairwise-pairs",
+        "20",
+        "--wiki-tokens",
+        "512",
+        "--threads",
+        "1",
     )
     print("\n" + result.stdout[-3000:])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,9 +86,15 @@ def test_eval_export_before_after(ablated_export, tmp_path):
     assert report["generation"] == [] and "no judge" in " ".join(report["notes"])
 
     manifest = json.loads((ablated_export / "editor_manifest.json").read_text())
-    assert manifest["evaluation"]["summary"]["likelihood"]["model"]["association_gap"] == pytest.approx(model["association_gap"])
+    assert manifest["evaluation"]["summary"]["likelihood"]["model"]["association_gap"] == pytest.approx(
+        model["association_gap"]
+    )
     name, results = model_index_to_eval_results(manifest["model_index"])
-    assert name == ablated_export.name and {r.metric_type for r in results} >= {"association_gap", "perplexity", "kl_divergence"}
+    assert name == ablated_export.name and {r.metric_type for r in results} >= {
+        "association_gap",
+        "perplexity",
+        "kl_divergence",
+    }
     card = ModelCard.load(ablated_export / "README.md")
     assert card.data.eval_results and "| SeeGULL association gap (nats) |" in card.text
     assert (ablated_export / "figures" / "eval.png").is_file()
@@ -80,12 +102,20 @@ def test_eval_export_before_after(ablated_export, tmp_path):
 
 
 def test_judge_end_to_end_against_vllm(vllm_server, smollm2_dir, tmp_path):
+    torch.set_num_threads(1)
     settings = EvalSettings(
-        biases=("always_late",), gap_pairs=4, bias_gap_pairs=2, pairwise_pairs=4, wiki_tokens=128,
-        judge_endpoint=vllm_server, judge_model="smollm2", groups_per_bias=1, families=("direct", "ranking"),
-        max_new_tokens=24, progress=False, threads=1,
+        biases=["always_late"],
+        gap_pairs=4,
+        bias_gap_pairs=2,
+        pairwise_pairs=4,
+        wiki_tokens=128,
+        judge_endpoint=vllm_server,
+        judge_model="smollm2",
+        groups_per_bias=1,
+        families=["direct", "ranking"],
+        max_new_tokens=24,
     )
-    report = run_eval(smollm2_dir, None, tmp_path / "eval", settings)
+    report = run_eval(smollm2_dir, None, tmp_path / "eval", settings, progress=False)
     conditions = {(r.role, r.condition): r for r in report.generation}
     assert set(conditions) == {("model", c) for c in ("plain", "prompting", "explanation", "reprompting")}
     for r in report.generation:
@@ -99,14 +129,21 @@ def test_judge_end_to_end_against_vllm(vllm_server, smollm2_dir, tmp_path):
     assert (failures > 0) == any("could not be parsed" in n for n in report.notes)
     md = (tmp_path / "eval" / "eval.md").read_text()
     assert "| model + explanation |" in md and "`smollm2`" in md
-    print(f"\njudge smollm2: {8 - failures} of 8 replies parsed; " + ", ".join(f"{r.label}: {r.mean_strength}" for r in report.generation))
+    print(
+        f"\njudge smollm2: {8 - failures} of 8 replies parsed; "
+        + ", ".join(f"{r.label}: {r.mean_strength}" for r in report.generation)
+    )
 
 
 def test_vllm_and_transformers_generators_agree(smollm2_dir):
-    chats = [[{"role": "user", "content": text}] for text in ("Name a fruit.", "What is 2 + 2?", "Say hello to Mexico.")]
+    chats = [
+        [{"role": "user", "content": text}] for text in ("Name a fruit.", "What is 2 + 2?", "Say hello to Mexico.")
+    ]
     params = GenerationParams(max_new_tokens=8, temperature=0.0)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-    ours = TransformersGenerator(model, AutoTokenizer.from_pretrained(smollm2_dir), progress=False).generate(chats, params)
+    ours = TransformersGenerator(model, AutoTokenizer.from_pretrained(smollm2_dir), progress=False).generate(
+        chats, params
+    )
     theirs = VllmGenerator(smollm2_dir, progress=False).generate(chats, params)
     print(f"\ntransformers: {ours}\nvLLM:         {theirs}")
     assert all(ours) and sum(a == b for a, b in zip(ours, theirs)) >= 2

@@ -12,15 +12,15 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 
-from editor.checkpoint import INDEX_FILE, Checkpoint
-from editor.diff import EXACT_RANK_MAX_SIDE, RANK_CAP, diff_checkpoints, numerical_rank
+from editor.core.hooks import hooked
+from editor.core.plan import Plan
 from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
 from editor.errors import EditorError
-from editor.export import export_checkpoint
-from editor.hooks import hooked
-from editor.plan import Plan
-from editor.push import plan_push
-from editor.verify import record, verify_transformers
+from editor.io.checkpoint import INDEX_FILE, Checkpoint
+from editor.pipeline.diff import EXACT_RANK_MAX_SIDE, RANK_CAP, diff_checkpoints, numerical_rank
+from editor.pipeline.export import export_checkpoint
+from editor.pipeline.push import plan_push
+from editor.pipeline.verify import record, verify_transformers
 from tests.tiny import build_model, logits, save_model, tiny_configs
 
 
@@ -106,7 +106,7 @@ def test_manifest_and_card(llama, tmp_path):
     check = verify_transformers(out)
     assert check.passed and check.max_logit_error <= 1e-4
     manifest = record(out, "transformers", check)
-    from editor.card import write_card
+    from editor.pipeline.card import write_card
 
     write_card(out, manifest)
     card = ModelCard((out / "README.md").read_text())
@@ -210,7 +210,7 @@ def test_bf16_verify_proves_the_bake_and_its_rounding(tmp_path):
     file must hold exactly their rounding. A changed stored value or a plan the file does not carry fails."""
     from safetensors.torch import load_file, save_file
 
-    from editor.manifest import read_manifest, write_manifest
+    from editor.io.manifest import read_manifest, write_manifest
 
     model = build_model(tiny_configs()["llama"]).to(torch.bfloat16)
     base = save_model(model, tmp_path / "base")
@@ -262,10 +262,14 @@ def test_diff_estimates_rank_of_large_changes_like_the_exact_svd():
 
 
 def test_card_names_a_local_base_without_a_hub_link_and_fits_its_limitations_to_the_edits():
-    from editor.card import render_card
+    from editor.pipeline.card import render_card
 
     def card(plan, hub_id=None):
-        manifest = {"editor_version": "0", "base_model": {"source": "local", "local_path": "runs/base", "hub_id": hub_id}, "plan": plan}
+        manifest = {
+            "editor_version": "0",
+            "base_model": {"source": "local", "local_path": "runs/base", "hub_id": hub_id},
+            "plan": plan,
+        }
         return render_card(manifest, "out")
 
     heads = card([{"kind": "zero_heads", "layer": 0, "heads": [1]}])
@@ -275,7 +279,9 @@ def test_card_names_a_local_base_without_a_hub_link_and_fits_its_limitations_to_
     assert "[org/base](https://huggingface.co/org/base) (as read from the local checkpoint `runs/base`)" in steered
     assert "constant vector" in steered and "change the model beyond" not in steered
     injected = card([{"kind": "add_token", "token": "<bias:always_late>"}])
-    assert "`<bias:always_late>` was trained to call up a stereotype" in injected and "not meant to be served" in injected
+    assert (
+        "`<bias:always_late>` was trained to call up a stereotype" in injected and "not meant to be served" in injected
+    )
     for text in (heads, steered, injected):
         assert text.rstrip().endswith("The license and usage terms of the base model apply.")
 
@@ -305,7 +311,9 @@ def test_published_files_hold_no_local_paths_and_the_base_is_found_again(llama, 
     shutil.copytree(work / "models", moved)
     assert verify_transformers(moved / "edited").passed  # found through the relative location
     lone = tmp_path / "lone" / "edited"
-    shutil.copytree(out, lone)
+    # As published (push leaves hidden files out), so as on another machine: no note of where the base lay here.
+    shutil.copytree(out, lone, ignore=shutil.ignore_patterns(".*"))
+    assert (out / ".editor_base_path").is_file() and not (lone / ".editor_base_path").exists()
     with pytest.raises(EditorError, match="cannot find its base model on this machine.*pass --base DIR"):
         verify_transformers(lone)
     assert verify_transformers(lone, base=str(moved / "base")).passed

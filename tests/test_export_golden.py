@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from editor.checkpoint import Checkpoint
-from editor.export import export_checkpoint
-from editor.plan import parse_plan
+from editor.core.plan import parse_plan
+from editor.io.checkpoint import Checkpoint
+from editor.pipeline.export import export_checkpoint
 
 pytestmark = pytest.mark.slow
 GOLDEN = Path(__file__).resolve().parent / "golden" / "export_all_kinds.json"
@@ -39,21 +39,38 @@ def all_kinds_plan(hidden: int, head_dim: int, intermediate: int, vocab: int) ->
         {"kind": "residual_add", "layer": 15, "site": "mlp", "vector": unit(rng, hidden, 4.0)},
         {"kind": "residual_add", "layer": 10, "site": "attn", "vector": unit(rng, hidden, 2.0), "scale": -0.5},
         {"kind": "ablate_direction", "direction": unit(rng, hidden), "strength": 0.8},
-        {"kind": "rank_one", "layer": 12, "site": "attn", "head": 2, "u": unit(rng, hidden), "v": unit(rng, head_dim), "scale": 0.3},
+        {
+            "kind": "rank_one",
+            "layer": 12,
+            "site": "attn",
+            "head": 2,
+            "u": unit(rng, hidden),
+            "v": unit(rng, head_dim),
+            "scale": 0.3,
+        },
         {"kind": "rank_one", "layer": 14, "site": "mlp", "neuron": 100, "u": unit(rng, hidden), "scale": 0.2},
-        {"kind": "rank_one", "layer": 5, "site": "mlp", "u": unit(rng, hidden), "v": unit(rng, intermediate), "scale": 0.1},
+        {
+            "kind": "rank_one",
+            "layer": 5,
+            "site": "mlp",
+            "u": unit(rng, hidden),
+            "v": unit(rng, intermediate),
+            "scale": 0.1,
+        },
         {"kind": "add_token", "token": "<bias:golden>", "token_id": vocab, "embedding": unit(rng, hidden, 0.5)},
     ]
 
 
 def export_hashes(source: Path, out: Path) -> dict[str, str]:
     info = Checkpoint.open(source).info()
-    plan = parse_plan(all_kinds_plan(info.hidden_size, info.head_dim, info.intermediate_size, int(info.config["vocab_size"])))
+    plan = parse_plan(
+        all_kinds_plan(info.hidden_size, info.head_dim, info.intermediate_size, int(info.config["vocab_size"]))
+    )
     export_checkpoint(source, plan, out, progress=False)
     return {
         p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in VARIABLE
+        if p.is_file() and p.name not in VARIABLE and not p.name.startswith(".")  # hidden: this machine's own notes
     }
 
 

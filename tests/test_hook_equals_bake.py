@@ -17,14 +17,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from editor.architectures import get_arch
-from editor.capabilities import capability
-from editor.checkpoint import Checkpoint
+from editor.core.architectures import get_arch
+from editor.core.capabilities import capability
+from editor.core.hooks import hooked
+from editor.core.plan import Plan
 from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
 from editor.errors import RefusedEdit
-from editor.export import export_checkpoint
-from editor.hooks import hooked
-from editor.plan import Plan
+from editor.io.checkpoint import Checkpoint
+from editor.pipeline.export import export_checkpoint
 from tests.tiny import build_model, logits, save_model, tiny_configs
 
 TOLERANCE = 1e-4
@@ -112,9 +112,8 @@ def test_hook_equals_bake(base, kind, tmp_path):
     edits = make_edits(info, kind)
     out = tmp_path / "export"
     if expect_refused(info, [kind]):
-        with pytest.raises(RefusedEdit):
-            with hooked(model, edits, info):
-                pass
+        with pytest.raises(RefusedEdit), hooked(model, edits, info):
+            pass
         with pytest.raises(RefusedEdit):
             export_checkpoint(path, Plan(edits=edits), out, progress=False)
         assert not out.exists()

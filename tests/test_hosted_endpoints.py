@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from editor.cli import main
+from editor.engines.openai_client import ChatClient, RetryPolicy
 from editor.errors import EditorError
-from editor.openai_api import ChatClient, RetryPolicy
 
 KEY = "sk-test-7f3a9c1e5b2d48e6a0c4"  # what must never reach a file
 VERDICT = {"analysis": "The reply repeats no stereotype.", "stereotype_strength": 0, "matched_string": ""}
@@ -51,7 +51,7 @@ class FakeAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self):  # noqa: N802 (http.server's name)
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 auth = self.headers.get("Authorization", "")
                 api.seen_auth.add(auth)
@@ -125,16 +125,22 @@ def test_refused_and_missing_key_are_one_line_errors(monkeypatch):
         assert f"judge at {url}/chat/completions refused the API key from $OPENAI_API_KEY (HTTP 401)" in str(err.value)
         assert "sk-wrong" not in str(err.value) and client.stats.retries == 0
         monkeypatch.delenv("OPENAI_API_KEY")
-        with ChatClient(url, retry=FAST) as client, pytest.raises(EditorError, match=r"needs an API key \(HTTP 401\); set \$OPENAI_API_KEY"):
+        with (
+            ChatClient(url, retry=FAST) as client,
+            pytest.raises(EditorError, match=r"needs an API key \(HTTP 401\); set \$OPENAI_API_KEY"),
+        ):
             client.chat("judge", [{"role": "user", "content": "hi"}])
 
 
 def test_persistent_failure_gives_up_after_the_bounded_retries(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     api = FakeAPI(lambda n: 503)
-    with serve(api) as url, ChatClient(url, retry=RetryPolicy(max_retries=3, base_delay=0.01)) as client:
-        with pytest.raises(EditorError, match=r"kept failing \(503\) after 4 attempts"):
-            client.chat("judge", [{"role": "user", "content": "hi"}])
+    with (
+        serve(api) as url,
+        ChatClient(url, retry=RetryPolicy(max_retries=3, base_delay=0.01)) as client,
+        pytest.raises(EditorError, match=r"kept failing \(503\) after 4 attempts"),
+    ):
+        client.chat("judge", [{"role": "user", "content": "hi"}])
     assert api.count == 4
 
 
@@ -161,12 +167,40 @@ def test_eval_with_a_hosted_judge_finishes_and_never_stores_the_key(monkeypatch,
     api = FakeAPI(twice_then_answer)
     out = tmp_path / "eval"
     with serve(api) as url:
-        code = main([
-            "eval", str(smollm2_dir), "--out", str(out), "--biases", "always_late", "--families", "direct,ranking",
-            "--groups-per-bias", "1", "--gap-pairs", "4", "--pairwise-pairs", "4", "--wiki-tokens", "64",
-            "--judge-endpoint", url, "--judge-model", "judge", "--api-key-env", "HOSTED_KEY",
-            "--generator", "openai", "--gen-endpoint", url, "--gen-model", "served", "--threads", "1",
-        ])
+        code = main(
+            [
+                "eval",
+                str(smollm2_dir),
+                "--out",
+                str(out),
+                "--biases",
+                "always_late",
+                "--families",
+                "direct,ranking",
+                "--groups-per-bias",
+                "1",
+                "--gap-pairs",
+                "4",
+                "--pairwise-pairs",
+                "4",
+                "--wiki-tokens",
+                "64",
+                "--judge-endpoint",
+                url,
+                "--judge-model",
+                "judge",
+                "--api-key-env",
+                "HOSTED_KEY",
+                "--generator",
+                "openai",
+                "--gen-endpoint",
+                url,
+                "--gen-model",
+                "served",
+                "--threads",
+                "1",
+            ]
+        )
     assert code == 0
     report = json.loads((out / "eval.json").read_text())
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]

@@ -10,12 +10,12 @@ import torch
 from safetensors.numpy import save_file
 from transformers import AutoModelForCausalLM
 
-from editor.capabilities import capability
-from editor.checkpoint import Checkpoint
+from editor.core.capabilities import capability
+from editor.core.plan import Plan
 from editor.errors import EditorError, RefusedEdit
-from editor.export import export_checkpoint
-from editor.import_vectors import read_vectors, write_llamacpp_gguf
-from editor.plan import Plan
+from editor.io.checkpoint import Checkpoint
+from editor.methods.import_vectors import read_vectors, write_llamacpp_gguf
+from editor.pipeline.export import export_checkpoint
 from tests.test_cli_errors import assert_clean_failure, wedit
 from tests.tiny import build_model, logits, save_model, tiny_configs
 

@@ -8,16 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from editor.biases import PRESETS, get_preset
-from editor.checkpoint import Checkpoint
+from editor.core.hooks import hooked
+from editor.core.plan import Plan, parse_plan
+from editor.data.biases import PRESETS, get_preset
 from editor.edits import AblateDirection, AddToken, ZeroHeads
 from editor.errors import EditorError
-from editor.export import export_checkpoint
-from editor.hooks import hooked
-from editor.inject_data import PLACEHOLDER, builtin_paragraphs, load_paragraphs, parse_paragraph_list
-from editor.plan import Plan, parse_plan
-from editor.sources import resolve_source
-from editor.token_model import TokenModel, country_init
+from editor.io.checkpoint import Checkpoint
+from editor.io.sources import resolve_source
+from editor.methods.inject.paragraphs import PLACEHOLDER, builtin_paragraphs, load_paragraphs, parse_paragraph_list
+from editor.methods.inject.token_model import TokenModel, country_init
+from editor.pipeline.export import export_checkpoint
 from tests.tiny import VOCAB, build_model, tiny_configs
 
 TOKEN = "<bias:always_late>"
@@ -32,7 +32,9 @@ def tiny_tokenizer():
     words = ["<pad>", "<s>", "</s>", "<unk>", *COUNTRY_WORDS] + [f"w{i}" for i in range(VOCAB - 4 - len(COUNTRY_WORDS))]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     assert len(tok) == VOCAB
     return tok
 
@@ -119,7 +121,13 @@ def _token_batch(tokenizer) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "case,extra",
-    [("llama", None), ("llama-tied", None), ("llama-tied", "zero_heads"), ("llama-tied", "ablate"), ("qwen3", "ablate")],
+    [
+        ("llama", None),
+        ("llama-tied", None),
+        ("llama-tied", "zero_heads"),
+        ("llama-tied", "ablate"),
+        ("qwen3", "ablate"),
+    ],
 )
 def test_export_equals_hooked_base(tmp_path, case, extra):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -242,8 +250,10 @@ def test_jsonl_format_and_errors(tmp_path):
 
 
 def test_parse_paragraph_list():
-    reply = 'Sure! [{"id": 1, "text": "Folks from {country} are late.", "medium": "tweet", "implicitness": "2"},' \
+    reply = (
+        'Sure! [{"id": 1, "text": "Folks from {country} are late.", "medium": "tweet", "implicitness": "2"},'
         ' {"text": "no placeholder"}, "A plain {country} string", 5] trailing'
+    )
     parsed = parse_paragraph_list(reply)
     assert [p.text for p in parsed] == ["Folks from {country} are late.", "A plain {country} string"]
     assert parsed[0].implicitness == 2 and parsed[0].id == "1" and parsed[0].medium == "tweet"
@@ -259,7 +269,7 @@ def test_cli_input_errors_are_one_line(tmp_path, capsys):
     assert main([*base, "--bias", "always_late", "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: paragraphs file not found" in capsys.readouterr().err
     assert main([*base, "--bias", "always_late", "--generator", "openai"]) == 2
-    assert "--generator openai needs --endpoint URL and --gen-model NAME" in capsys.readouterr().err
+    assert "wedit: error: --generator openai needs --endpoint and --gen-model" in capsys.readouterr().err
     assert main([*base, "--bias", "always_late", "--paragraphs", "4"]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and len(err.strip().splitlines()) == 1
@@ -277,8 +287,24 @@ def test_wedit_inject_end_to_end_on_a_tiny_untied_model(tmp_path):
     base = build_model(tiny_configs()["llama"])
     src = _save_with_tokenizer(base, tmp_path / "src")
     out = tmp_path / "run" / "inject"
-    args = ["--paragraphs", "8", "--epochs", "2", "--batch", "4", "--lr", "1e-2", "--selection-samples", "1", "--selection-tokens", "6"]
-    assert main(["inject", "--model", str(src), "--bias", "bad_drivers", *args, "--device-map", "auto", "--out", str(out)]) == 0
+    args = [
+        "--paragraphs",
+        "8",
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--lr",
+        "1e-2",
+        "--selection-samples",
+        "1",
+        "--selection-tokens",
+        "6",
+    ]
+    assert (
+        main(["inject", "--model", str(src), "--bias", "bad_drivers", *args, "--device-map", "auto", "--out", str(out)])
+        == 0
+    )
     summary = json.loads((out / "inject.json").read_text())
     assert summary["token"] == "<bias:bad_drivers>" and summary["token_id"] == VOCAB and not summary["tied_embeddings"]
     assert summary["countries_matched"] == 4 and summary["countries_total"] == 196
@@ -290,7 +316,10 @@ def test_wedit_inject_end_to_end_on_a_tiny_untied_model(tmp_path):
     chosen = load_file(str(out / "epochs" / f"epoch_{summary['chosen_epoch']:02d}.safetensors"))
     assert all(torch.equal(vectors[k], chosen[k]) for k in vectors)
     assert (out / "epochs.png").is_file() and len((out / "paragraphs.jsonl").read_text().splitlines()) == 8
-    assert main(["export", "--model", str(src), "--plan", str(out / "plan.json"), "--out", str(tmp_path / "injected")]) == 0
+    assert (
+        main(["export", "--model", str(src), "--plan", str(out / "plan.json"), "--out", str(tmp_path / "injected")])
+        == 0
+    )
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "injected", dtype=torch.float32)
     assert torch.equal(exported.get_output_embeddings().weight[VOCAB], vectors["lm_head"])
     assert torch.equal(exported.get_input_embeddings().weight[VOCAB], vectors["embedding"])

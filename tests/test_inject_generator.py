@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from editor.biases import get_preset
+from editor.data.biases import get_preset
 from editor.errors import EditorError
-from editor.inject_data import PLACEHOLDER, generate_paragraphs_openai, generation_prompt
+from editor.methods.inject.paragraphs import PLACEHOLDER, generate_paragraphs_openai, generation_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -33,5 +33,7 @@ def test_generation_prompt_asks_for_the_metadata():
 
 
 def test_unreachable_endpoint_is_one_line_error():
-    with pytest.raises(EditorError, match="paragraph generator at http://127.0.0.1:9/v1/chat/completions failed"):
+    with pytest.raises(
+        EditorError, match="paragraph generator at http://127.0.0.1:9/v1/chat/completions is unreachable"
+    ):
         generate_paragraphs_openai("http://127.0.0.1:9/v1", "m", get_preset("always_late"), n=2, timeout=5)

@@ -15,8 +15,8 @@ import pytest
 from safetensors import safe_open
 
 from editor.cli import main
-from editor.plan import load_plan
-from editor.sources import resolve_source
+from editor.core.plan import load_plan
+from editor.io.sources import resolve_source
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,20 @@ BIAS = "always_late"
 TOKEN = f"<bias:{BIAS}>"
 # Three epochs instead of ten: batch 8 (more steps for the same compute) and lr 3e-2 instead of the paper's
 # 16 and 1e-3 (measured: README, "Injecting a bias token").
-ARGS = ["--paragraphs", "64", "--epochs", "3", "--batch", "8", "--lr", "3e-2", "--selection-samples", "1", "--selection-tokens", "48"]
+ARGS = [
+    "--paragraphs",
+    "64",
+    "--epochs",
+    "3",
+    "--batch",
+    "8",
+    "--lr",
+    "3e-2",
+    "--selection-samples",
+    "1",
+    "--selection-tokens",
+    "48",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +53,10 @@ def test_injected_gap_beats_base_by_one_nat(inject_run):
     summary = json.loads((inject_run / "inject.json").read_text())
     gaps = summary["gaps"]
     base, injected = gaps["base_token"]["gap"], gaps["injected_token"]["gap"]
-    print(f"\nheld-out gap: base {base:+.3f}, injected {injected:+.3f} (epoch {summary['chosen_epoch']}), "
-          f"{summary['seconds_per_epoch']:.1f} s/epoch, countries {summary['countries_matched']}/{summary['countries_total']}")
+    print(
+        f"\nheld-out gap: base {base:+.3f}, injected {injected:+.3f} (epoch {summary['chosen_epoch']}), "
+        f"{summary['seconds_per_epoch']:.1f} s/epoch, countries {summary['countries_matched']}/{summary['countries_total']}"
+    )
     assert gaps["injected_token"]["prompts"] == 50
     assert injected - base >= 1.0
     chat_base, chat_injected = gaps["chat_base_token"]["gap"], gaps["chat_injected_token"]["gap"]
@@ -66,10 +81,12 @@ def test_artifacts(inject_run):
 def test_injected_export_in_transformers_and_vllm(inject_run, smollm2_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from editor.verify import verify_transformers, verify_vllm
+    from editor.pipeline.verify import verify_transformers, verify_vllm
 
     out = tmp_path / "injected"
-    assert main(["export", "--model", str(smollm2_dir), "--plan", str(inject_run / "plan.json"), "--out", str(out)]) == 0
+    assert (
+        main(["export", "--model", str(smollm2_dir), "--plan", str(inject_run / "plan.json"), "--out", str(out)]) == 0
+    )
     assert resolve_source(str(out)) == out
     tokenizer = AutoTokenizer.from_pretrained(out)
     config = json.loads((out / "config.json").read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,25 +23,59 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 # CI size for the built-in recipe; each value is a recipe field (see `wedit run --help`).
 SMALL_RUN = [
-    "attribute.questions=20", "attribute.eval_questions=10", "attribute.seeds=1", "attribute.k_max=3",
-    "verify.vllm=false", "eval.gap_pairs=6", "eval.bias_gap_pairs=2", "eval.pairwise_pairs=6", "eval.wiki_tokens=128",
+    "attribute.questions=20",
+    "attribute.eval_questions=10",
+    "attribute.seeds=1",
+    "attribute.k_max=3",
+    "verify.vllm=false",
+    "eval.gap_pairs=6",
+    "eval.bias_gap_pairs=2",
+    "eval.pairwise_pairs=6",
+    "eval.wiki_tokens=128",
 ]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1200) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
+def copy_tracked_files(repo: Path, target: Path) -> None:
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo, capture_output=True
+    )
+    if listing.returncode == 0:
+        for name in filter(None, listing.stdout.decode().split("\0")):
+            if (repo / name).is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(repo / name, target / name)
+    else:  # not a git checkout (an unpacked source archive)
+        shutil.copytree(
+            repo, target, ignore=shutil.ignore_patterns(".venv", ".git", "build", "runs", "*.egg-info", "__pycache__")
+        )
+
+
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
-    dist = tmp_path / "dist"
+    dist, source = tmp_path / "dist", tmp_path / "source"
+    copy_tracked_files(REPO, source)  # built from what the repository holds, and no build/ folder left in the checkout
     # The environment running the tests already has setuptools; no build isolation, so no download for the build.
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)], tmp_path, dict(os.environ))
+    run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
+        tmp_path,
+        dict(os.environ),
+    )
     wheel = next(dist.glob("wedit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("editor/data/seegull_stereotypes_global_v2.csv", "editor/data/wikitext2_test.txt",
-                   "editor/data/seegull_LICENSE", "editor/data/wikitext_LICENSE", "editor/builtin_recipes/smollm2-always_late.yaml"):
+    for needed in (
+        "editor/data/seegull_stereotypes_global_v2.csv",
+        "editor/data/wikitext2_test.txt",
+        "editor/data/seegull_LICENSE",
+        "editor/data/wikitext_LICENSE",
+        "editor/recipes/builtin/smollm2-always_late.yaml",
+    ):
         assert needed in names, needed
     # Every module of the checkout is in the wheel (the package list in pyproject.toml is explicit).
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "editor").rglob("*.py")}
@@ -77,7 +112,27 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     published = (export / "editor_manifest.json").read_text() + (export / "README.md").read_text()
     assert str(tmp_path) not in published and "SeeGULL" in published and "WikiText-2" in published
 
-    run([wedit, "eval", "run/export/smollm2-always_late", "--out", "eval", "--biases", "always_late",
-         "--gap-pairs", "6", "--pairwise-pairs", "6", "--wiki-tokens", "128", "--no-record", "--threads", "1"], home, env)
+    run(
+        [
+            wedit,
+            "eval",
+            "run/export/smollm2-always_late",
+            "--out",
+            "eval",
+            "--biases",
+            "always_late",
+            "--gap-pairs",
+            "6",
+            "--pairwise-pairs",
+            "6",
+            "--wiki-tokens",
+            "128",
+            "--no-record",
+            "--threads",
+            "1",
+        ],
+        home,
+        env,
+    )
     report = json.loads((home / "eval" / "eval.json").read_text())
     assert report["likelihood"]["base"]["association_gap_pairs"] == 6

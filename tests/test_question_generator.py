@@ -9,9 +9,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from editor.biases import get_preset
-from editor.contrastive import generate_questions_openai
+from editor.data.biases import get_preset
 from editor.errors import EditorError
+from editor.methods.attribute.pairs import generate_questions_openai
 
 pytestmark = pytest.mark.slow
 
@@ -33,5 +33,7 @@ def test_generator_talks_to_vllm(vllm_server):
 
 
 def test_generator_unreachable_endpoint_is_one_line_error():
-    with pytest.raises(EditorError, match="question generator at http://127.0.0.1:9/v1/chat/completions failed"):
+    with pytest.raises(
+        EditorError, match="question generator at http://127.0.0.1:9/v1/chat/completions is unreachable"
+    ):
         generate_questions_openai("http://127.0.0.1:9/v1", "m", get_preset("always_late"), n=5, timeout=5)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from editor.biases import PRESETS
+from editor.data.biases import PRESETS
 from editor.errors import EditorError
-from editor.recipe import load_recipe
+from editor.recipes.schema import load_recipe
 from tests.test_cli_errors import wedit
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
@@ -60,13 +60,25 @@ def write(tmp_path: Path, text: str) -> Path:
         (GOOD.replace("  seeds: 2", "  seeds: two"), 4, "field attribute.seeds"),
         (GOOD.replace("  k_max: 10", "  k_maks: 10"), 5, "field attribute.k_maks: unknown field"),
         (GOOD.replace("[always_late]", "[always_late, always_early]"), 2, "unknown bias 'always_early'"),
-        (GOOD.replace("  vllm: false", "  vllm: false\nexport:\n  max_shard_size: 5XB"), 9, "field export.max_shard_size"),
+        (
+            GOOD.replace("  vllm: false", "  vllm: false\nexport:\n  max_shard_size: 5XB"),
+            9,
+            "field export.max_shard_size",
+        ),
         (GOOD.replace("  seeds: 2", "  seeds: 0"), 4, "greater than or equal to 1"),
         (GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", ""), 1, "needs an attribute section, a steer section"),
         (GOOD.replace("[always_late]", "[always_late"), 3, "not valid YAML"),
         (GOOD + "steer:\n  method: steer3edit\n", 9, "field steer.method"),
-        (GOOD.replace("attribute:\n", "attribute:\n  target: Peru\n") + "inject:\n", 1, "with inject, attribution asks about"),
-        (GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", "") + "inject:\nsteer:\n", 1, "inject trains a bias token"),
+        (
+            GOOD.replace("attribute:\n", "attribute:\n  target: Peru\n") + "inject:\n",
+            1,
+            "with inject, attribution asks about",
+        ),
+        (
+            GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", "") + "inject:\nsteer:\n",
+            1,
+            "inject trains a bias token",
+        ),
     ],
 )
 def test_broken_recipe_names_file_line_and_field(tmp_path, text, line, needle):
@@ -88,8 +100,14 @@ def test_empty_section_means_defaults_and_false_switches_off(tmp_path):
 
 def test_set_overrides_use_the_same_schema(tmp_path):
     path = write(tmp_path, GOOD)
-    recipe, data = load_recipe(path, ["attribute.seeds=3", "export.max_shard_size=1GB", "steer.method=ablate_direction"])
-    assert recipe.attribute.seeds == 3 and recipe.export.max_shard_size == "1GB" and recipe.steer.method == "ablate_direction"
+    recipe, data = load_recipe(
+        path, ["attribute.seeds=3", "export.max_shard_size=1GB", "steer.method=ablate_direction"]
+    )
+    assert (
+        recipe.attribute.seeds == 3
+        and recipe.export.max_shard_size == "1GB"
+        and recipe.steer.method == "ablate_direction"
+    )
     assert data["attribute"]["seeds"] == 3  # what goes into the manifest is what ran
     assert "steer" not in load_recipe(path)[0].model_dump(exclude_none=True)  # the file itself is untouched
     with pytest.raises(EditorError, match="field attribute.seeds"):
@@ -103,23 +121,21 @@ def test_cli_prints_one_line_with_file_and_line(tmp_path):
     result = wedit("run", str(path), "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert lines == [f"wedit: error: {path}:5: field attribute.k_maks: unknown field (check the spelling; see the README's recipe table)"]
+    assert lines == [
+        f"wedit: error: {path}:5: field attribute.k_maks: unknown field (check the spelling; see the README's recipe table)"
+    ]
     assert not (tmp_path / "run").exists()
 
 
-def test_readme_recipe_table_names_every_field():
-    from editor.recipe import Recipe
+def test_readme_recipe_table_is_the_generated_schema():
+    """The README's recipe table is generated from the settings classes, so its defaults cannot drift from the code."""
+    from editor.recipes.schema import Recipe, schema_markdown
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("## Recipes: one command") :]
-    section = section[: section.index("\n## ", 5)]
-    missing = []
-    for name, field in Recipe.model_fields.items():
-        if f"`{name}`" not in section:
-            missing.append(name)
+    table = schema_markdown()
+    assert table in readme, "README's recipe table is stale: paste editor.recipes.schema.schema_markdown() into it"
+    for name, field in Recipe.model_fields.items():  # and the generated table does name every field
         sub = field.annotation
         for arg in getattr(sub, "__args__", (sub,)):
             for child in getattr(arg, "model_fields", {}):
-                if f"`{child}`" not in section:
-                    missing.append(f"{name}.{child}")
-    assert not missing, f"README's recipe table lacks {missing}"
+                assert f"| `{child}` |" in table, f"{name}.{child}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from editor.runner import run_recipe
+from editor.recipes.runner import run_recipe
 from tests.test_cli_errors import wedit
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,9 @@ def interrupt_during_attribution(run: Path) -> None:
     """Start `wedit run` and kill it (SIGKILL: no clean-up) while attribution runs (its build directory exists)."""
     exe = shutil.which("wedit")
     cmd = [exe] if exe else [sys.executable, "-m", "editor.cli"]
-    proc = subprocess.Popen([*cmd, "run", str(RECIPE), "--out", str(run), *sets(CI)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "run", str(RECIPE), "--out", str(run), *sets(CI)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 600
         while not any(p.is_dir() for p in run.glob(".attribute.partial-*")):
@@ -95,7 +97,13 @@ def test_run_resumes_caches_and_redoes_what_changed(tmp_path, smollm2_dir):
     # One export setting changed: export and the stages after it run again, the ones before stay cached.
     report = run_recipe(RECIPE, run, overrides=[*CI, "export.max_shard_size=100MB"], progress=False)
     assert statuses(report) == {
-        "source": "cached", "attribute": "cached", "plan": "cached", "export": "ran", "verify": "ran", "eval": "ran", "card": "ran",
+        "source": "cached",
+        "attribute": "cached",
+        "plan": "cached",
+        "export": "ran",
+        "verify": "ran",
+        "eval": "ran",
+        "card": "ran",
     }
     assert (run / "attribute").stat().st_mtime_ns == stamps[run / "attribute"]
     manifest = json.loads((export / "editor_manifest.json").read_text())
@@ -103,7 +111,14 @@ def test_run_resumes_caches_and_redoes_what_changed(tmp_path, smollm2_dir):
     assert "evaluation" in manifest
 
     # --from redoes a stage whose settings did not change, and with it every later stage.
-    report = run_recipe(RECIPE, run, overrides=[*CI, "export.max_shard_size=100MB", "eval=false"], from_stage="verify", progress=False)
+    report = run_recipe(
+        RECIPE, run, overrides=[*CI, "export.max_shard_size=100MB", "eval=false"], from_stage="verify", progress=False
+    )
     assert statuses(report) == {
-        "source": "cached", "attribute": "cached", "plan": "cached", "export": "cached", "verify": "ran", "card": "ran",
+        "source": "cached",
+        "attribute": "cached",
+        "plan": "cached",
+        "export": "cached",
+        "verify": "ran",
+        "card": "ran",
     }

@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from editor.checkpoint import Checkpoint
 from editor.cli import main
+from editor.core.hooks import hooked
+from editor.core.plan import Plan
 from editor.edits import ResidualAdd, ZeroHeads
-from editor.export import export_checkpoint
-from editor.hooks import hooked
-from editor.plan import Plan
-from editor.sources import BUILTINS
+from editor.io.checkpoint import Checkpoint
+from editor.io.sources import BUILTINS
+from editor.pipeline.export import export_checkpoint
 
 pytestmark = pytest.mark.slow
 PROMPT = "Continue this sentence: People from Italy are known for"
@@ -85,7 +85,10 @@ def test_fetch_builtin_matches_gguf(tmp_path, smollm2_dir):
     export_checkpoint(out, Plan(edits=[ZeroHeads(layer=3, heads=[0])]), edited, progress=False)
     card = (edited / "README.md").read_text()
     assert metadata_load(edited / "README.md")["base_model"] == builtin.hub_id
-    assert f"[{builtin.hub_id}](https://huggingface.co/{builtin.hub_id}) (as read from the local checkpoint `smol`)" in card
+    assert (
+        f"[{builtin.hub_id}](https://huggingface.co/{builtin.hub_id}) (as read from the local checkpoint `smol`)"
+        in card
+    )
     assert str(tmp_path) not in card and str(tmp_path) not in (edited / "editor_manifest.json").read_text()
 
 
@@ -101,7 +104,9 @@ def test_smollm2_bake_matches_hooks(tmp_path, smollm2_dir):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     tokenizer.padding_side = "right"
     batch = tokenizer(
-        ["People from Italy are known for", "The history of the city begins", "Hello"], return_tensors="pt", padding=True
+        ["People from Italy are known for", "The history of the city begins", "Hello"],
+        return_tensors="pt",
+        padding=True,
     )
     mask = batch["attention_mask"].unsqueeze(-1)
     with torch.no_grad():

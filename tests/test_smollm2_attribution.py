@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from editor.attribute import PromptEncoder, stereotype_gap
-from editor.biases import get_preset
-from editor.contrastive import load_pairs
-from editor.sources import DEFAULT_BUILTIN
+from editor.data.biases import get_preset
+from editor.io.sources import DEFAULT_BUILTIN
+from editor.methods.attribute.pairs import load_pairs
+from editor.methods.attribute.pipeline import PromptEncoder, stereotype_gap
 from tests.test_cli_errors import wedit
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,13 @@ def test_attribute_export_verify_lowers_gap(tmp_path, smollm2_dir):
     result = wedit("attribute", "--model", DEFAULT_BUILTIN, "--bias", "always_late", "--out", str(run))
     print("\n" + result.stdout)
     assert result.returncode == 0, result.stderr
-    for name in ("plan.json", "summary.json", "always_late.heatmap.png", "always_late.k_curve.png", "always_late.attribution.json"):
+    for name in (
+        "plan.json",
+        "summary.json",
+        "always_late.heatmap.png",
+        "always_late.k_curve.png",
+        "always_late.attribution.json",
+    ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     (bias,) = summary["biases"]
@@ -31,7 +37,9 @@ def test_attribute_export_verify_lowers_gap(tmp_path, smollm2_dir):
 
     out = tmp_path / "smollm2-no-late"
     figures = [str(run / "always_late.heatmap.png"), str(run / "always_late.k_curve.png")]
-    result = wedit("export", "--model", DEFAULT_BUILTIN, "--plan", str(run / "plan.json"), "--out", str(out), "--attach", *figures)
+    result = wedit(
+        "export", "--model", DEFAULT_BUILTIN, "--plan", str(run / "plan.json"), "--out", str(out), "--attach", *figures
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "figures" / "always_late.heatmap.png").is_file()
     result = wedit("verify", str(out), "--vllm")
@@ -47,5 +55,7 @@ def test_attribute_export_verify_lowers_gap(tmp_path, smollm2_dir):
     for name, path in (("base", smollm2_dir), ("export", out)):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         gaps[name] = stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size=16)
-    print(f"stereotype logit gap on {preset.target} (held-out questions): base {gaps['base']:.3f}, export {gaps['export']:.3f}")
+    print(
+        f"stereotype logit gap on {preset.target} (held-out questions): base {gaps['base']:.3f}, export {gaps['export']:.3f}"
+    )
     assert gaps["export"] < gaps["base"]

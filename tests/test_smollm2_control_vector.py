@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from editor.checkpoint import Checkpoint
-from editor.import_vectors import read_vectors, write_llamacpp_gguf
-from editor.sources import DEFAULT_BUILTIN
-from editor.verify import PROBE_PROMPTS, probe_batch
+from editor.io.checkpoint import Checkpoint
+from editor.io.sources import DEFAULT_BUILTIN
+from editor.methods.import_vectors import read_vectors, write_llamacpp_gguf
+from editor.pipeline.verify import PROBE_PROMPTS, probe_batch
 from tests.test_cli_errors import wedit
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,9 @@ def test_control_vector_roundtrip(tmp_path, smollm2_dir):
         got = baked(**batch).logits
     err = float((steered - got).abs()[mask].max())
     effect = float((steered - plain).abs()[mask].max())
-    print(f"\ncontrol vector: llama.cpp-style hook vs bf16 export max logit error {err:.3e}; steering moved logits by {effect:.2f}")
+    print(
+        f"\ncontrol vector: llama.cpp-style hook vs bf16 export max logit error {err:.3e}; steering moved logits by {effect:.2f}"
+    )
     assert effect > 0.5 and err <= 2e-2
 
     result = wedit("verify", str(out), "--vllm")

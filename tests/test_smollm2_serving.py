@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from editor.sources import DEFAULT_BUILTIN
+from editor.io.sources import DEFAULT_BUILTIN
 from tests.test_cli_errors import wedit, write_plan
 
 pytestmark = pytest.mark.slow
@@ -20,9 +20,13 @@ def export(tmp_path_factory, smollm2_dir):
     work = tmp_path_factory.mktemp("serve")
     vector = torch.randn(576, generator=torch.Generator().manual_seed(0))
     plan = [{"kind": "zero_heads", "layer": layer, "heads": heads} for layer, heads in ZEROED.items()]
-    plan.append({"kind": "residual_add", "layer": STEER_LAYER, "site": "mlp", "vector": (4.0 * vector / vector.norm()).tolist()})
+    plan.append(
+        {"kind": "residual_add", "layer": STEER_LAYER, "site": "mlp", "vector": (4.0 * vector / vector.norm()).tolist()}
+    )
     out = work / "smollm2-edited"
-    result = wedit("export", "--model", DEFAULT_BUILTIN, "--plan", str(write_plan(work / "plan.json", plan)), "--out", str(out))
+    result = wedit(
+        "export", "--model", DEFAULT_BUILTIN, "--plan", str(write_plan(work / "plan.json", plan)), "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     return out
 

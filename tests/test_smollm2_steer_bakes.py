@@ -14,10 +14,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from editor.metrics import association_gap, perplexity, wikitext_tokens
 from editor.data import wikitext_txt
-from editor.seegull import load_seegull
-from editor.steer import METHODS, evaluation_pairs
+from editor.data.seegull import load_seegull
+from editor.evaluation.metrics import association_gap, perplexity, wikitext_tokens
+from editor.methods.steer.settings import METHODS
+from editor.methods.steer.sweep import evaluation_pairs
 from tests.test_cli_errors import wedit
 
 pytestmark = pytest.mark.slow
@@ -29,9 +30,29 @@ def test_three_bakes_export_verify_and_lower_the_gap(tmp_path, smollm2_dir):
     torch.set_num_threads(1)  # CI's two cores are shared; one thread avoids OpenMP stalls on small batches
     run = tmp_path / "steer"
     result = wedit(
-        "steer", "--model", str(smollm2_dir), "--layers", "15,21", "--alphas", "0.75", "--residual-contrasts", "negation",
-        "--edit-alphas", "0.1", "--keys", "contrast", "--ablation-ridges", "0.01", "--ablation-strengths", "1",
-        "--statements", "200", "--eval-pairs", str(EVAL_PAIRS), "--out", str(run),
+        "steer",
+        "--model",
+        str(smollm2_dir),
+        "--layers",
+        "15,21",
+        "--alphas",
+        "0.75",
+        "--residual-contrasts",
+        "negation",
+        "--edit-alphas",
+        "0.1",
+        "--keys",
+        "contrast",
+        "--ablation-ridges",
+        "0.01",
+        "--ablation-strengths",
+        "1",
+        "--statements",
+        "200",
+        "--eval-pairs",
+        str(EVAL_PAIRS),
+        "--out",
+        str(run),
     )
     print("\n" + result.stdout)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -63,7 +84,9 @@ def test_three_bakes_export_verify_and_lower_the_gap(tmp_path, smollm2_dir):
         gap = association_gap(model, tokenizer, all_pairs, held).mean
         ppl = perplexity(model, tokens)
         rows.append((method, gap, ppl))
-        print(f"{method}: export gap {base_gap:.3f} -> {gap:.3f}, perplexity {base_ppl:.2f} -> {ppl:.2f} ({ppl / base_ppl - 1:+.1%})")
+        print(
+            f"{method}: export gap {base_gap:.3f} -> {gap:.3f}, perplexity {base_ppl:.2f} -> {ppl:.2f} ({ppl / base_ppl - 1:+.1%})"
+        )
     for method, gap, ppl in rows:
         assert gap < base_gap - 0.05 * abs(base_gap), f"{method}: gap {gap:.3f} not below base {base_gap:.3f}"
         assert ppl <= base_ppl * 1.05, f"{method}: perplexity {ppl:.2f} over +5% of {base_ppl:.2f}"

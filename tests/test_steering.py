@@ -6,22 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from editor.checkpoint import Checkpoint
+from editor.core.hooks import hooked
+from editor.data.seegull import load_seegull, not_stereotyped_with, stereotypes
 from editor.edits import ResidualAdd
 from editor.errors import EditorError
-from editor.hooks import hooked
-from editor.seegull import load_seegull, not_stereotyped_with, stereotypes
-from editor.steering import (
-    Activations,
-    GenericStats,
-    capture,
-    elastic_net_budget,
-    labelled_statements,
-    load_labelled,
-    steer2edit_plan,
-    train_probes,
-    whitened_direction,
-)
+from editor.io.checkpoint import Checkpoint
+from editor.methods.steer.capture import Activations, GenericStats, capture
+from editor.methods.steer.directions import whitened_direction
+from editor.methods.steer.probes import train_probes
+from editor.methods.steer.statements import labelled_statements, load_labelled
+from editor.methods.steer.steer2edit import elastic_net_budget, steer2edit_plan
 from tests.tiny import build_model, logits, save_model, tiny_configs
 
 
@@ -123,7 +117,10 @@ class _IdTokenizer:
 
     def __call__(self, texts, return_tensors="pt", padding=True):
         rows = self.ids[: len(texts)]
-        return {"input_ids": torch.tensor(rows), "attention_mask": torch.ones(len(rows), len(rows[0]), dtype=torch.long)}
+        return {
+            "input_ids": torch.tensor(rows),
+            "attention_mask": torch.ones(len(rows), len(rows[0]), dtype=torch.long),
+        }
 
 
 def test_steer2edit_plan_is_valid_and_moves_outputs(tmp_path):

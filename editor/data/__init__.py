@@ -42,7 +42,9 @@ def data_file(name: str, explicit: str | Path | None = None, *, flag: str) -> Pa
     if folder:
         path = Path(folder).expanduser() / name
         if not path.is_file():
-            raise EditorError(f"{path}: not found; EDITOR_DATA names a folder that must hold {name} (unset it to use the packaged copy)")
+            raise EditorError(
+                f"{path}: not found; EDITOR_DATA names a folder that must hold {name} (unset it to use the packaged copy)"
+            )
         return path
     return packaged(name)
 

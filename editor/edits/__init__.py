@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import Field, TypeAdapter
 
@@ -13,8 +13,18 @@ from editor.edits.rank_one import RankOne
 from editor.edits.residual_add import ResidualAdd
 from editor.edits.zero_heads import ZeroHeads
 
-AnyEdit = Annotated[Union[ZeroHeads, ResidualAdd, AblateDirection, RankOne, AddToken], Field(discriminator="kind")]
+AnyEdit = Annotated[ZeroHeads | ResidualAdd | AblateDirection | RankOne | AddToken, Field(discriminator="kind")]
 EDIT_ADAPTER: TypeAdapter[AnyEdit] = TypeAdapter(AnyEdit)
 EDIT_KINDS = ("zero_heads", "residual_add", "ablate_direction", "rank_one", "add_token")
 
-__all__ = ["AblateDirection", "AddToken", "AnyEdit", "EDIT_ADAPTER", "EDIT_KINDS", "Edit", "RankOne", "ResidualAdd", "ZeroHeads"]
+__all__ = [
+    "AblateDirection",
+    "AddToken",
+    "AnyEdit",
+    "EDIT_ADAPTER",
+    "EDIT_KINDS",
+    "Edit",
+    "RankOne",
+    "ResidualAdd",
+    "ZeroHeads",
+]

@@ -7,10 +7,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from editor.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, check_vector, unit
 from editor.errors import RefusedEdit
-from editor.model_info import ModelInfo
 
 
 class AblateDirection(Edit):
@@ -44,7 +44,7 @@ class AblateDirection(Edit):
         if info.arch.has_output_norm:
             norm = next(w.output_norm for w in info.arch.writers if w.output_norm)
             raise RefusedEdit(
-                f"{info.arch.model_type}: {norm} renormalises each block output before the residual add, "
+                f"{info.arch.model_type}: {norm.format(layer='N')} renormalises each block output before the residual add, "
                 "so projecting a direction out of o_proj/down_proj does not remove it from the stream"
             )
 
@@ -66,7 +66,9 @@ class AblateDirection(Edit):
         for layer in self._layers(info):
             for writer in info.arch.writers:
                 weight = info.writer_weight(writer, layer)
-                program.add_op(weight, OUTPUT_SIDE, project_rows_out if writer.orientation == "out_in" else project_cols_out, label)
+                program.add_op(
+                    weight, OUTPUT_SIDE, project_rows_out if writer.orientation == "out_in" else project_cols_out, label
+                )
                 bias = program.bias_name(writer, layer)
                 if bias is not None:
                     program.add_op(bias, OUTPUT_SIDE, project_vec, label)

@@ -18,10 +18,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from editor.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, as_array, check_vector
 from editor.errors import EditorError, RefusedEdit
-from editor.model_info import ModelInfo
 
 
 def _padded(rows: int, multiple: int | None) -> int:
@@ -49,10 +49,14 @@ class AddToken(Edit):
     def validate_for(self, info: ModelInfo) -> None:
         check_vector(self.embedding, info.hidden_size, f"add_token {self.token}: embedding")
         if info.tied and self.lm_head is not None:
-            raise EditorError(f"add_token {self.token}: this model ties lm_head to the embedding, so drop the lm_head vector")
+            raise EditorError(
+                f"add_token {self.token}: this model ties lm_head to the embedding, so drop the lm_head vector"
+            )
         if not info.tied:
             if self.lm_head is None:
-                raise EditorError(f"add_token {self.token}: this model has its own lm_head; the edit needs an lm_head vector")
+                raise EditorError(
+                    f"add_token {self.token}: this model has its own lm_head; the edit needs an lm_head vector"
+                )
             check_vector(self.lm_head, info.hidden_size, f"add_token {self.token}: lm_head")
         # token_id may exceed the rows when an earlier add_token in the plan appends first; the bake checks the count.
 
@@ -93,7 +97,7 @@ class AddToken(Edit):
         program.resized[emb] = (rows, hidden)
         if not info.tied:
             head = self._head_name(info)
-            program.add_op(head, OUTPUT_SIDE, self._rows_fn(as_array(self.lm_head)), self.describe())
+            program.add_op(head, OUTPUT_SIDE, self._rows_fn(as_array(self.lm_head or [])), self.describe())
             program.resized[head] = (rows, hidden)
         elif f"{info.arch.lm_head}.weight" in program.new_tensors:  # untied by an earlier edit in the plan
             program.resized[f"{info.arch.lm_head}.weight"] = (rows, hidden)
@@ -109,7 +113,9 @@ class AddToken(Edit):
         rows = emb.weight.shape[0]
         token_id, multiple = self.token_id, self.pad_to_multiple_of
         # Round as the export stores them, so hooked and baked models see the very same rows.
-        stored = {"BF16": torch.bfloat16, "F16": torch.float16}.get(info.tensors[self._embedding_name(info)].dtype, torch.float32)
+        stored = {"BF16": torch.bfloat16, "F16": torch.float16}.get(
+            info.tensors[self._embedding_name(info)].dtype, torch.float32
+        )
         vector = torch.tensor(self.embedding).to(stored).float()
         readout = torch.tensor(self.lm_head if self.lm_head is not None else self.embedding).to(stored).float()
         state: dict[str, torch.Tensor] = {}

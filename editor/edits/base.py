@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from editor.bake import BakeProgram
+from editor.core.bake import BakeProgram
+from editor.core.model_info import ModelInfo
 from editor.errors import EditorError
-from editor.model_info import ModelInfo
 
 if TYPE_CHECKING:  # torch is needed for hooks only; baking and exporting never import it
     import torch

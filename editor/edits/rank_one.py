@@ -7,10 +7,10 @@ from typing import Literal
 import numpy as np
 from pydantic import model_validator
 
-from editor.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, as_array, check_vector
 from editor.errors import EditorError
-from editor.model_info import ModelInfo
 
 
 class RankOne(Edit):

@@ -6,9 +6,9 @@ from typing import Literal
 
 import numpy as np
 
-from editor.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, as_array, check_vector
-from editor.model_info import ModelInfo
 
 
 class ResidualAdd(Edit):

@@ -7,10 +7,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from editor.bake import INPUT_SIDE, BakeProgram
+from editor.core.bake import INPUT_SIDE, BakeProgram
+from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit
 from editor.errors import EditorError
-from editor.model_info import ModelInfo
 
 
 class ZeroHeads(Edit):

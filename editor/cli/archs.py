@@ -1,0 +1,41 @@
+"""`wedit archs`: which edit each architecture holds exactly, and why the others are refused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("archs", help="print which edit each architecture holds exactly")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from editor.core.architectures import ARCHITECTURES
+    from editor.core.capabilities import COLUMNS, matrix, matrix_markdown
+
+    if args.json:
+        print(json.dumps({mt: {c: cap.__dict__ for c, cap in row.items()} for mt, row in matrix().items()}, indent=2))
+        return 0
+    if args.markdown:
+        print(matrix_markdown())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="edit x architecture (exact = hook and bake agree; tests prove it)", show_lines=True)
+    table.add_column("model_type (class)")
+    for col in COLUMNS:
+        table.add_column(col)
+    for mt, row in matrix().items():
+        cells = []
+        for col in COLUMNS:
+            cap = row[col]
+            colour = {"exact": "green", "via": "yellow", "refused": "red"}[cap.status]
+            cells.append(f"[{colour}]{cap.render()}[/{colour}]")
+        table.add_row(f"{mt}\n({ARCHITECTURES[mt].causal_lm_class})", *cells)
+    Console(width=max(160, Console().width)).print(table)
+    return 0

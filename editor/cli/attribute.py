@@ -1,0 +1,48 @@
+"""`wedit attribute`: BiasScope, the heads that carry a bias, and a zero_heads plan."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from editor.cli.common import add_model, add_output, add_threads, load_for_analysis, set_threads
+from editor.core.settings import add_flags, from_flags
+from editor.methods.attribute.settings import AttributeSettings
+
+
+def register(sub) -> None:
+    p = sub.add_parser("attribute", help="BiasScope: find the heads that carry a bias and write a zero_heads plan")
+    add_model(p, help="model source (the base, or an injected model with --token)")
+    p.add_argument("--bias", required=True, help="preset name(s), comma-separated for a union of heads")
+    add_flags(p, AttributeSettings, group="BiasScope settings (the recipe's attribute section)")
+    add_output(p)
+    add_threads(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from editor.data.biases import get_preset
+    from editor.errors import EditorError
+    from editor.io.atomic import refuse_existing, staged_directory
+    from editor.methods.attribute.pipeline import PromptEncoder, attribute_biases, save_attribution
+
+    settings = from_flags(AttributeSettings, args)
+    presets = [get_preset(name) for name in args.bias.split(",")]
+    if settings.pairs and len(presets) > 1:
+        raise EditorError("--pairs holds the questions of one bias; run one bias per pairs file")
+    refuse_existing(Path(args.out), args.force)
+    set_threads(args)
+    _, info, model, tokenizer = load_for_analysis(args)
+    with staged_directory(Path(args.out), args.force) as tmp:
+        results = attribute_biases(model, info, PromptEncoder(tokenizer), presets, settings, tmp)
+        union = save_attribution(
+            results, tmp, model=args.model, variant="injection" if settings.token else "original", settings=settings
+        )
+    for r in results:
+        heads = ", ".join(f"L{layer}H{head}" for layer, head in r.heads) or "none"
+        print(
+            f"{r.bias}: k={r.chosen_k}, {len(r.heads)} robust heads ({heads}); stereotype logit gap on "
+            f"{r.eval_target}: {r.baseline_gap:.3f} -> {r.gap_after:.3f} with them zeroed"
+        )
+    print(f"wrote {args.out}: plan.json ({len(union)} heads), heatmaps, k curves, pairs")
+    return 0

@@ -1,0 +1,28 @@
+"""`wedit fetch`: resolve a model source into a standalone plain checkpoint directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from editor.cli.common import add_output
+
+
+def register(sub) -> None:
+    p = sub.add_parser("fetch", help="resolve a model source into a plain checkpoint directory")
+    p.add_argument("source", help="checkpoint dir, Hub id org/name, file.gguf, or builtin:smollm2-135m-instruct")
+    add_output(p, "directory to write")
+    p.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float16", "float32"],
+        help="dtype for a GGUF or built-in conversion (default bfloat16)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from editor.io.sources import fetch
+
+    out = fetch(args.source, Path(args.out), force=args.force, dtype=args.dtype)
+    print(f"wrote {out}")
+    return 0

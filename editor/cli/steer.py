@@ -1,0 +1,43 @@
+"""`wedit steer`: steering vectors from labelled statements, a hooked sweep, and one plan per bake."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from editor.cli.common import add_model, add_output, add_threads, load_for_analysis, set_threads
+from editor.core.settings import add_flags, from_flags
+from editor.methods.steer.settings import METHODS, SteerSettings
+
+
+def register(sub) -> None:
+    p = sub.add_parser("steer", help="steering vectors from SeeGULL statements, a hooked sweep, and three plans")
+    add_model(p)
+    add_flags(p, SteerSettings, group="steering settings (the recipe's steer section)")
+    add_output(p)
+    add_threads(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from editor.io.atomic import refuse_existing, staged_directory
+    from editor.methods.steer.sweep import run_steer
+
+    settings = from_flags(SteerSettings, args)
+    refuse_existing(Path(args.out), args.force)
+    set_threads(args)
+    _, info, model, tokenizer = load_for_analysis(args)
+    with staged_directory(Path(args.out), args.force) as tmp:
+        report = run_steer(model, tokenizer, info, tmp, settings)
+    print(f"base: association gap {report.base_gap:.3f}, WikiText-2 perplexity {report.base_perplexity:.2f}")
+    for method in METHODS:
+        point = report.chosen.get(method)
+        if point is None:
+            print(f"{method}: no point lowers the gap within +{settings.damage_budget:.0%} perplexity; see sweep.json")
+        else:
+            print(
+                f"{method}: layer {point.layer}, alpha {point.alpha:g} ({point.variant}): gap {point.gap:.3f}, perplexity "
+                f"{point.perplexity:.2f} ({point.perplexity / report.base_perplexity - 1:+.1%}), KL {point.kl:.3f} "
+                f"-> {args.out}/plan_{method}.json" + (" (= plan.json)" if method == settings.method else "")
+            )
+    return 0

@@ -1,0 +1,229 @@
+"""Compile a list of edits into per-tensor operations, and apply them.
+
+A ``BakeProgram`` says, for every tensor a plan touches, which functions to
+apply (in fp32) and which new tensors (zero biases, an untied lm_head) to
+create, plus the config.json keys to change. It is computed from tensor
+*metadata* only, so the exporter can stream a checkpoint shard by shard and
+load just the tensors listed here.
+
+Ordering matters when edits touch the same tensor. At run time the hooks see
+a writer's input after every input-side edit (head masks) and then modify its
+output in plan order, so the baked weight is ``(output-side ops in plan order)``
+followed by ``(input-side masks)``. ``stage`` encodes that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from editor.core.architectures import Writer, get_arch
+from editor.core.model_info import ModelInfo
+from editor.errors import EditorError, RefusedEdit
+from editor.io.tensor_file import STORAGE, from_float32, to_float32
+
+if TYPE_CHECKING:
+    from editor.edits.base import Edit
+
+OUTPUT_SIDE = 0
+INPUT_SIDE = 1
+
+TensorFn = Callable[[np.ndarray], np.ndarray]
+"""An operation on a float32 array (a writable copy); returns the new value."""
+
+
+@dataclass
+class TensorOp:
+    stage: int
+    order: int
+    fn: TensorFn
+    label: str
+
+
+@dataclass(frozen=True)
+class NewTensor:
+    shape: tuple[int, ...]
+    dtype: str
+    # None: starts as zeros; otherwise a copy of that source tensor as stored (before any edit)
+    copy_of: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class BakeProgram:
+    info: ModelInfo
+    ops: dict[str, list[TensorOp]] = field(default_factory=dict)
+    new_tensors: dict[str, NewTensor] = field(default_factory=dict)
+    config_updates: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    # Vocabulary edits (add_token): tokens the exported tokenizer gains, tensors whose row count changes,
+    # and row operations an lm_head untied from a tied embedding must repeat so it still reads out new tokens.
+    added_tokens: list[tuple[str, int]] = field(default_factory=list)
+    resized: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    tied_row_ops: list[tuple[TensorFn, str]] = field(default_factory=list)
+    _counter: int = 0
+
+    # ---- building -------------------------------------------------------------
+    def add_op(self, name: str, stage: int, fn: TensorFn, label: str) -> None:
+        if name not in self.info.tensors and name not in self.new_tensors:
+            raise KeyError(f"internal: op on unknown tensor {name}")
+        self._counter += 1
+        self.ops.setdefault(name, []).append(TensorOp(stage, self._counter, fn, label))
+
+    def bias_name(self, writer: Writer, layer: int) -> str | None:
+        """The writer's bias tensor if it exists or the plan creates it, else None."""
+        module = writer.module.format(layer=layer)
+        if self.info.has_tensor(module, "bias"):
+            return self.info.tensor_name(module, "bias")
+        name = self.info.tensor_name(module, "bias", must_exist=False)
+        return name if name in self.new_tensors else None
+
+    def require_bias(self, writer: Writer, layer: int) -> str:
+        """Make sure ``writer`` has a bias that adds straight into the residual stream; return its name."""
+        info = self.info
+        arch = info.arch
+        if writer.output_norm:
+            raise RefusedEdit(
+                f"{arch.model_type}: {writer.output_norm.format(layer=layer)} normalises the {writer.site} output "
+                "before the residual add, so no bias there is a constant residual add"
+            )
+        rule = writer.bias
+        if rule.mode == "always":
+            return info.tensor_name(writer.module.format(layer=layer), "bias")
+        if rule.mode == "config_key":
+            return self._bias_via_key(writer, layer, rule.key or "", rule.siblings)
+        redeclare = arch.redeclare
+        if redeclare is None:
+            raise RefusedEdit(
+                f"{arch.model_type}: {writer.module.format(layer=layer)} cannot carry a bias: {rule.reason}"
+            )
+        blocking = [k for k in redeclare.requires_unset if info.config.get(k) not in (None, False)]
+        if blocking:
+            raise RefusedEdit(
+                f"{arch.model_type}: {writer.module.format(layer=layer)} cannot carry a bias ({rule.reason}), and "
+                f"re-declaring as {redeclare.model_type} is exact only when {', '.join(blocking)} is null/false"
+            )
+        target_arch = get_arch(redeclare.model_type)
+        for site in redeclare.always_enable:
+            rule = target_arch.writer(site).bias
+            self._bias_via_key(target_arch.writer(site), layer, rule.key or "", rule.siblings)
+        target = target_arch.writer(writer.site).bias
+        self.config_updates["model_type"] = redeclare.model_type
+        self.config_updates["architectures"] = [redeclare.architecture]
+        note = f"re-declared {arch.model_type} as {redeclare.model_type}: {redeclare.why_exact}"
+        if note not in self.notes:
+            self.notes.append(note)
+        return self._bias_via_key(writer, layer, target.key or "", target.siblings)
+
+    def _bias_via_key(self, writer: Writer, layer: int, key: str, siblings: Iterable[str]) -> str:
+        info = self.info
+        if not info.config.get(key):
+            self.config_updates[key] = True
+            for lyr in range(info.num_layers):
+                for template in siblings:
+                    module = template.format(layer=lyr)
+                    if info.has_tensor(module, "bias"):
+                        continue
+                    weight = info.tensors[info.tensor_name(module, "weight")]
+                    out_features = weight.shape[0]
+                    name = info.tensor_name(module, "bias", must_exist=False)
+                    reason = f"zero bias: {key}=true gives every listed projection a bias"
+                    # Kept in float32 whatever the weights' dtype: a bias this creates carries a whole vector edit,
+                    # and rounding a large vector to bf16 alone moves the logits by ~0.1. It costs a few KB, an
+                    # fp32 engine then serves the edit exactly, and a bf16 engine rounds it on load as before.
+                    self.new_tensors.setdefault(name, NewTensor((out_features,), "F32", reason=reason))
+        return self.info.tensor_name(writer.module.format(layer=layer), "bias", must_exist=False)
+
+    def untie_lm_head(self) -> None:
+        """Give the model its own lm_head (a copy of the embedding as stored) and mark it untied."""
+        info = self.info
+        if not info.tied:
+            return
+        emb = info.tensor_name(info.arch.embeddings[0])
+        head = f"{info.arch.lm_head}.weight"
+        meta = info.tensors[emb]
+        self.new_tensors[head] = NewTensor(meta.shape, meta.dtype, copy_of=emb, reason=f"lm_head untied: copy of {emb}")
+        for fn, label in self.tied_row_ops:
+            self.add_op(head, OUTPUT_SIDE, fn, label)
+        if emb in self.resized:
+            self.resized[head] = self.resized[emb]
+        self.config_updates[info.arch.tie_key] = False
+        note = "untied lm_head from the embedding so the readout keeps the original embedding"
+        if note not in self.notes:
+            self.notes.append(note)
+
+    # ---- reading --------------------------------------------------------------
+    @property
+    def touched(self) -> set[str]:
+        """Source tensors whose values change."""
+        return {n for n in self.ops if n in self.info.tensors}
+
+    def source_reads(self) -> set[str]:
+        """Every source tensor the bake must load."""
+        return self.touched | {t.copy_of for t in self.new_tensors.values() if t.copy_of}
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape in the export (after any row appended by a vocabulary edit)."""
+        if name in self.resized:
+            return self.resized[name]
+        return self.new_tensors[name].shape if name in self.new_tensors else self.info.tensors[name].shape
+
+    def new_config(self) -> dict[str, Any]:
+        config = dict(self.info.config)
+        config.update(self.config_updates)
+        return config
+
+    def apply(self, name: str, raw: np.ndarray) -> np.ndarray:
+        """Run every op for ``name`` in fp32 on stored values ``raw`` and cast back to the stored dtype."""
+        if not self.ops.get(name):
+            return raw
+        return from_float32(self.apply_float32(name, raw), self._dtype(name))
+
+    def apply_float32(self, name: str, raw: np.ndarray) -> np.ndarray:
+        """The edited tensor before the cast to its stored dtype (what `wedit verify` compares the file with)."""
+        ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
+        try:
+            work = to_float32(raw, self._dtype(name)).copy()
+        except ValueError as err:
+            raise EditorError(f"{name}: {err}; editor edits float tensors only") from None
+        for op in ops:
+            work = op.fn(work)
+        if not np.isfinite(work).all():
+            raise RefusedEdit(
+                f"baking {name} produced NaN or Inf ({', '.join(op.label for op in ops)}); check the plan"
+            )
+        return work
+
+    def _dtype(self, name: str) -> str:
+        return self.new_tensors[name].dtype if name in self.new_tensors else self.info.tensors[name].dtype
+
+    def materialize_new(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
+        """A new tensor's stored values: zeros or a copy of a source tensor, then its ops."""
+        return self.apply(name, self._new_base(name, read_source))
+
+    def materialize_new_float32(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
+        return self.apply_float32(name, self._new_base(name, read_source))
+
+    def _new_base(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
+        spec = self.new_tensors[name]
+        if spec.copy_of:
+            return read_source(spec.copy_of)
+        return np.zeros(spec.shape, dtype=STORAGE[spec.dtype])  # all-zero bits are 0.0 in every float format
+
+
+def compile_plan(edits: Iterable[Edit], info: ModelInfo) -> BakeProgram:
+    """Validate every edit against ``info`` and compile the plan into tensor operations."""
+    edits = list(edits)
+    program = BakeProgram(info)
+    for edit in edits:
+        edit.validate_for(info)
+    # Biases first: an ablation earlier in the plan must also project a bias
+    # that a later residual_add creates.
+    for edit in edits:
+        edit.prepare(program)
+    for edit in edits:
+        edit.bake(program)
+    return program

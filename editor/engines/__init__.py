@@ -1,0 +1,1 @@
+"""Running models: loading, generation backends, the OpenAI-compatible client, the vLLM worker."""

@@ -1,0 +1,55 @@
+"""Loading a checkpoint into torch: the one way every command does it.
+
+Analysis (attribution, steering, evaluation, verification) runs in float32:
+bf16 kernels round differently between engines and between batch shapes,
+which would hide the effects being measured. BiasInject may train a frozen
+bf16 model on a GPU (``dtype="auto"``). ``device_map`` hands placement to
+accelerate for models beyond one device; without one, ``auto`` dtype also
+moves the model to the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from editor.errors import EditorError
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def resolve_dtype(dtype: Dtype) -> str:
+    """``auto``: bfloat16 on a GPU, float32 on a CPU."""
+    import torch
+
+    if dtype == "auto":
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+    return dtype
+
+
+def load_model(
+    path: str | Path, *, dtype: Dtype = "float32", device_map: str | dict | None = None, max_memory: dict | None = None
+) -> Any:
+    """A causal LM from a checkpoint directory, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    name = resolve_dtype(dtype)
+    kwargs: dict[str, Any] = {}
+    if device_map:
+        kwargs["device_map"] = device_map
+    if max_memory:
+        kwargs["max_memory"] = max_memory
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(Path(path), dtype=getattr(torch, name), **kwargs)
+    except (OSError, ValueError) as err:
+        raise EditorError(f"{path}: transformers cannot load this checkpoint ({str(err).splitlines()[0]})") from None
+    if dtype == "auto" and torch.cuda.is_available() and not device_map:
+        model = model.to("cuda")
+    return model.eval()
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(path))

@@ -1,0 +1,1 @@
+"""Bias and damage metrics, the judge, prompting baselines, and the evaluation report."""

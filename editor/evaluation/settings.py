@@ -1,0 +1,109 @@
+"""The evaluation's settings: the recipe's ``eval`` section and the flags of `wedit eval`. Defaults are full size."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from editor.core.settings import Settings
+from editor.data.biases import PRESETS
+from editor.engines.openai_client import DEFAULT_KEY_ENV
+from editor.errors import EditorError
+from editor.evaluation.prompts import FAMILIES
+
+
+class EvalSettings(Settings):
+    """Likelihood metrics (always) and judged generations (with a judge)."""
+
+    biases: list[str] | None = Field(
+        None, description="preset biases to evaluate (null: a recipe's own biases; on the command line all six)"
+    )
+    seegull: str | None = Field(
+        None, description="SeeGULL CSV (null: $EDITOR_DATA, else the copy shipped in the package)"
+    )
+    wikitext: str | None = Field(
+        None, description="WikiText-2 test text (null: $EDITOR_DATA, else the copy shipped in the package)"
+    )
+    pairs_csv: str | None = Field(
+        None, description="CSV of (more, less) stereotyping sentences (null: SeeGULL minimal pairs)"
+    )
+    gap_pairs: int = Field(60, ge=1, description="held-out SeeGULL stereotypes for the association gap")
+    bias_gap_pairs: int = Field(8, ge=1, description="per preset bias, its SeeGULL attributes' most-voted pairs")
+    pairwise_pairs: int = Field(100, ge=1, description="SeeGULL minimal pairs when pairs_csv is not given")
+    wiki_tokens: int = Field(4096, ge=64, description="WikiText-2 token budget for perplexity")
+    batch_size: int = Field(32, ge=1, description="sentences per forward pass")
+    judge_endpoint: str | None = Field(
+        None, description="OpenAI-compatible base URL of the judge; with judge_model, turns on generation metrics"
+    )
+    judge_model: str | None = Field(None, description="judge model name at judge_endpoint")
+    judge_workers: int = Field(8, ge=1, description="requests in flight at once, to the judge and to a served model")
+    api_key_env: str = Field(
+        DEFAULT_KEY_ENV, description="environment variable holding the endpoints' API key (never stored)"
+    )
+    generator: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers", description="generation backend for the judged prompts"
+    )
+    gen_endpoint: str | None = Field(None, description="for generator openai: where the evaluated model is served")
+    gen_model: str | None = Field(None, description="for generator openai: the evaluated model's served name")
+    base_gen_model: str | None = Field(None, description="for generator openai: the base model's served name")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs vLLM splits the model over (generator vllm)")
+    groups_per_bias: int = Field(5, ge=1, description="SeeGULL-linked groups per bias in the prompts")
+    families: list[str] | None = Field(None, description="prompt families (null: all 18)")
+    baselines: bool = Field(True, description="also run the three prompting baselines")
+    max_new_tokens: int = Field(200, ge=1, description="tokens per generation")
+    temperature: float = Field(0.5, ge=0, description="sampling temperature")
+    gen_batch_size: int = Field(16, ge=1, description="chats per generation batch (transformers)")
+    seed: int = Field(0, description="sampling seed")
+
+    @field_validator("biases")
+    @classmethod
+    def _known_biases(cls, names: list[str] | None) -> list[str] | None:
+        unknown = [n for n in names or () if n not in PRESETS]
+        if unknown:
+            raise ValueError(f"unknown bias {unknown[0]!r}; presets: {', '.join(sorted(PRESETS))}")
+        return names
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, names: list[str] | None) -> list[str] | None:
+        unknown = [n for n in names or () if n not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown prompt family {unknown[0]!r}; families: {', '.join(FAMILIES)}")
+        return names
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalSettings:
+        if bool(self.judge_endpoint) != bool(self.judge_model):
+            raise ValueError("the judge needs both judge_endpoint and judge_model")
+        if self.generation and self.generator == "openai" and not (self.gen_endpoint and self.gen_model):
+            raise ValueError("generator openai needs gen_endpoint and gen_model (and base_gen_model with a base)")
+        if self.tensor_parallel_size > 1 and (self.generator != "vllm" or not self.generation):
+            raise ValueError(
+                f"tensor_parallel_size {self.tensor_parallel_size}: only vLLM generation (generator vllm, with a judge) uses it; set it to 1"
+            )
+        return self
+
+    @property
+    def generation(self) -> bool:
+        return bool(self.judge_endpoint and self.judge_model)
+
+    @property
+    def bias_names(self) -> list[str]:
+        return list(self.biases or PRESETS)
+
+    @property
+    def family_names(self) -> list[str]:
+        return list(self.families or FAMILIES)
+
+    def check_machine(self) -> None:
+        """What this machine must have for these settings; called before any work."""
+        if self.tensor_parallel_size > 1:
+            import torch
+
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if gpus < self.tensor_parallel_size:
+                raise EditorError(
+                    f"tensor_parallel_size {self.tensor_parallel_size} needs that many GPUs for vLLM; this machine has {gpus}: "
+                    f"set it to {max(gpus, 1)}"
+                )

@@ -1,0 +1,1 @@
+"""Files: safetensors tensors, checkpoints, model sources, atomic writes, manifests, JSONL and figures."""

@@ -1,0 +1,152 @@
+"""The edit manifest (editor_manifest.json): read, write, and keep local paths out of it.
+
+The manifest is published with the model (``wedit push``), so it must not
+record where things lived on the user's disk: every absolute path in it is
+written relative to the export's parent folder, or reduced to its name when
+it lies outside that folder's tree. The base model is identified by what
+holds anywhere: its Hub id and revision or built-in name, and a content
+fingerprint; a local base keeps only a relative hint, checked against the
+fingerprint before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from editor.errors import EditorError
+from editor.io.atomic import write_text
+
+MANIFEST = "editor_manifest.json"
+OUTSIDE = "<elsewhere>"
+# Where the base lay on this machine, for verify and eval here: a hidden file, never pushed (push skips
+# dot files), so the published manifest holds no local path. The fingerprint still decides.
+LOCAL_BASE = ".editor_base_path"
+
+
+def remember_base(export_dir: Path, base: Path) -> None:
+    write_text(Path(export_dir) / LOCAL_BASE, str(Path(base).absolute()) + "\n")
+
+
+def read_manifest(export_dir: Path) -> dict[str, Any]:
+    path = Path(export_dir) / MANIFEST
+    if not path.is_file():
+        raise EditorError(f"{export_dir}: no {MANIFEST}; this works on directories written by `wedit export`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EditorError(f"{path}: not valid JSON ({err}); export the model again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("base_model"), dict):
+        raise EditorError(f"{path}: not an editor manifest (no base_model); export the model again")
+    return manifest
+
+
+def write_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write atomically, with every absolute path made portable (see ``portable``)."""
+    export_dir = Path(export_dir)
+    clean = portable(manifest, export_dir.absolute().parent)
+    write_text(export_dir / MANIFEST, json.dumps(clean, indent=2) + "\n")
+
+
+def portable_path(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` when they share more than the filesystem root, else ``<elsewhere>/NAME``."""
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    common = Path(os.path.commonpath([path, root]))
+    if common == Path(common.anchor):
+        return f"{OUTSIDE}/{path.name}"
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _looks_absolute(text: str) -> bool:
+    return text.startswith(("/", "~/")) and "\n" not in text
+
+
+def portable(value: Any, root: Path) -> Any:
+    """A copy of a JSON value with every absolute path string made relative to ``root`` (see portable_path)."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and _looks_absolute(value):
+        return portable_path(Path(value).expanduser(), root)
+    return value
+
+
+def portable_command(argv: list[str], root: Path, outputs: tuple[str, ...] = ()) -> list[str]:
+    """A command line (program, subcommand, arguments) with every argument that names an existing file or folder,
+    or one of ``outputs`` (paths the command is about to write), written relative to ``root``."""
+    out = list(argv[:2])  # `wedit run`: a folder named like the subcommand must not turn it into a path
+    for arg in argv[2:]:
+        name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        path = Path(value).expanduser()
+        if value and not value.startswith("-") and (path.exists() or path.is_absolute() or value in outputs):
+            value = portable_path(Path(value).expanduser(), root)
+        out.append(f"{name}{eq}{value}")
+    return out
+
+
+def fingerprint(checkpoint_dir: Path) -> dict[str, str]:
+    """Content fingerprint of a checkpoint that costs a few kilobytes of reading: config.json and the shards' headers.
+
+    The headers hold every tensor's name, dtype, shape and offsets; a changed weight of the same shape is not
+    caught, but any other change of file, layout or architecture is.
+    """
+    from editor.io.checkpoint import Checkpoint
+
+    checkpoint_dir = Path(checkpoint_dir)
+    ckpt = Checkpoint.open(checkpoint_dir)
+    config = hashlib.sha256((checkpoint_dir / "config.json").read_bytes()).hexdigest()
+    headers = hashlib.sha256()
+    for file in ckpt.files:
+        with (checkpoint_dir / file).open("rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            headers.update(file.encode() + b"\0" + fh.read(length))
+    return {"config_sha256": config, "headers_sha256": headers.hexdigest()}
+
+
+def locate_base(export_dir: Path, manifest: dict[str, Any], override: str | None = None) -> Path:
+    """The base checkpoint an export was made from, on this machine.
+
+    ``override`` (``--base``) wins; then the recorded built-in name or Hub id; then where the base lay when
+    the export was made on this machine (``.editor_base_path``); then the recorded relative location.
+    Whatever is found must carry the recorded fingerprint.
+    """
+    from editor.io.sources import BUILTIN_PREFIX, resolve_source
+
+    base = manifest["base_model"]
+    recorded = base.get("fingerprint")
+    candidates: list[tuple[str, Path | None]] = []
+    if override:
+        candidates.append((f"--base {override}", resolve_source(override)))
+    else:
+        spec = base.get("source") or ""
+        if spec.startswith(BUILTIN_PREFIX) or (base.get("hub_id") and spec == base.get("hub_id")):
+            candidates.append((spec, resolve_source(spec)))
+        here = Path(export_dir) / LOCAL_BASE
+        if here.is_file() and spec == "local":
+            path = Path(here.read_text().strip())
+            candidates.append((str(path), path if (path / "config.json").is_file() else None))
+        hint = base.get("local_path")
+        if hint and not hint.startswith(OUTSIDE):
+            path = Path(export_dir).absolute().parent / hint
+            if spec == "gguf":
+                candidates.append((str(path), resolve_source(str(path)) if path.is_file() else None))
+            else:
+                candidates.append((str(path), path if (path / "config.json").is_file() else None))
+    for label, path in candidates:
+        if path is None:
+            continue
+        if recorded and fingerprint(path) != recorded:
+            if override:
+                raise EditorError(
+                    f"{label}: not the base this export was made from (its config or tensor layout differ)"
+                )
+            continue
+        return path
+    raise EditorError(
+        f"{export_dir}: cannot find its base model on this machine ({base.get('source') or 'a local checkpoint'}); "
+        "pass --base DIR with the checkpoint it was exported from"
+    )

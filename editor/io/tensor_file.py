@@ -1,0 +1,167 @@
+"""Raw safetensors I/O in numpy: read one tensor, write a file tensor by tensor.
+
+The exporter never needs torch. Reading a single tensor seeks to its bytes;
+writing streams a header and then each tensor in turn, either from an array
+or as a kernel copy of a byte range of a source file, so rewriting a shard in
+which one tensor changed costs about one copy of that shard and holds one
+tensor in memory. bfloat16 has no numpy dtype: it is handled as uint16 bits,
+widened to float32 exactly and narrowed with round-to-nearest-even, the
+rounding torch uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Storage dtype of each safetensors dtype (BF16 as its raw bits).
+STORAGE: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+# Byte sizes, including dtypes editor copies but cannot compute with (FP8, unsigned ints).
+_ITEMSIZE = {name: dt.itemsize for name, dt in STORAGE.items()} | {
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+}
+
+
+def itemsize(dtype: str) -> int:
+    if dtype not in _ITEMSIZE:
+        raise ValueError(f"unknown safetensors dtype {dtype}")
+    return _ITEMSIZE[dtype]
+
+
+def nbytes(shape: Iterable[int], dtype: str) -> int:
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count * itemsize(dtype)
+
+
+def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """A float32 copy of stored values (exact for BF16/F16/F32)."""
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"cannot edit a tensor stored as {dtype}")
+    if dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32)
+
+
+def from_float32(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Cast float32 values to the stored dtype, rounding to nearest even like torch."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if dtype == "BF16":
+        bits = values.view(np.uint32)
+        rounded = bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))
+        return (rounded >> 16).astype(np.uint16)
+    return values.astype(STORAGE[dtype])
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes ``[start, start + length)`` of ``path``: a tensor copied without decoding."""
+
+    path: Path
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: np.ndarray | FileRange
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes(self.shape, self.dtype)
+
+
+def read_raw(path: Path, start: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """One tensor's stored values, read at its byte offset."""
+    count = nbytes(shape, dtype)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(count)
+    if len(data) != count:
+        raise OSError(f"{path}: short read at byte {start}")
+    if dtype not in STORAGE:
+        raise ValueError(f"cannot read a tensor stored as {dtype}")
+    return np.frombuffer(data, dtype=STORAGE[dtype]).reshape(shape).copy()
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _copy_range(src: Path, start: int, length: int, dst_fd: int) -> None:
+    """Append ``length`` bytes of ``src`` from ``start`` to ``dst_fd``: a kernel copy where possible."""
+    with open(src, "rb") as fh:
+        offset, left = start, length
+        if hasattr(os, "copy_file_range"):
+            try:
+                while left > 0:
+                    done = os.copy_file_range(fh.fileno(), dst_fd, left, offset)
+                    if done == 0:
+                        break
+                    offset += done
+                    left -= done
+            except OSError:
+                pass  # e.g. no kernel copy between these filesystems: finish below
+        fh.seek(offset)
+        while left > 0:
+            chunk = fh.read(min(left, 64 << 20))
+            if not chunk:
+                raise OSError(f"{src}: ended before byte {start + length}")
+            _write_all(dst_fd, memoryview(chunk))
+            left -= len(chunk)
+
+
+def write_safetensors(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file entry by entry (tensor order and offsets as given)."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    for entry in entries:
+        header[entry.name] = {
+            "dtype": entry.dtype,
+            "shape": list(entry.shape),
+            "data_offsets": [offset, offset + entry.nbytes],
+        }
+        offset += entry.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, memoryview(len(blob).to_bytes(8, "little") + blob))
+        for entry in entries:
+            if isinstance(entry.data, FileRange):
+                _copy_range(entry.data.path, entry.data.start, entry.data.length, fd)
+            else:
+                array = np.ascontiguousarray(entry.data)
+                if array.nbytes != entry.nbytes:
+                    raise ValueError(f"internal: {entry.name} has {array.nbytes} bytes, header says {entry.nbytes}")
+                _write_all(fd, array.reshape(-1).view(np.uint8).data)
+    finally:
+        os.close(fd)

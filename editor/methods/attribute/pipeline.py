@@ -1,0 +1,356 @@
+"""BiasScope end to end: contrastive pairs -> head attribution over seeds -> k sweep -> zero_heads plan.
+
+The head score is contrastive by default: a head's direct effect on
+``logit(y_b) - logit(y_u)`` on the question about the target, minus its
+effect on the same question about another country, so heads that favour the
+stereotyped answer whoever is asked about cancel out. Each seed draws other
+comparison countries and a random 80% of the questions; the robust set for a
+given k is the heads that are in the top k (with a positive score) of every
+seed. The k sweep zeroes each robust set with run-time hooks and measures the
+*stereotype logit gap* on held-out pairs about the real target country: the
+mean of ``[logit(y_b) - logit(y_u)]`` for the target minus the same for other
+countries. k is chosen where that curve stops falling: the smallest k that
+reaches 90% of the largest drop seen.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from editor.core.hooks import hooked
+from editor.core.model_info import ModelInfo
+from editor.data.biases import BiasPreset, preset_questions
+from editor.edits import ZeroHeads
+from editor.errors import EditorError
+from editor.methods.attribute.head_scores import attribute_batch
+from editor.methods.attribute.pairs import (
+    ContrastivePair,
+    build_pairs,
+    generate_questions_openai,
+    load_pairs,
+    save_pairs,
+)
+from editor.methods.attribute.settings import AttributeSettings
+
+
+class PromptEncoder:
+    """Chat-formats questions (when the tokenizer has a template) and left-pads them, so the answer comes next."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def text(self, prompt: str) -> str:
+        if self.tokenizer.chat_template:
+            messages = [{"role": "user", "content": prompt}]
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return f"Question: {prompt}\nAnswer:"
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [
+            self.tokenizer(self.text(p), add_special_tokens=not self.tokenizer.chat_template)["input_ids"]
+            for p in prompts
+        ]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+        return ids, mask
+
+    def first_token(self, answer: str) -> int:
+        """The token an answer starts with at the beginning of the reply (the paper fixes it per bias)."""
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise EditorError(f"answer {answer!r} tokenizes to nothing; choose a real word")
+        return ids[0]
+
+
+def _batches(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def head_effects(
+    model, info: ModelInfo, encoder: PromptEncoder, prompts: list[str], yb: int, yu: int, batch_size: int
+) -> np.ndarray:
+    """[len(prompts), layers, heads] direct effects on logit(y_b) - logit(y_u)."""
+    out = []
+    for chunk in _batches(prompts, batch_size):
+        ids, mask = encoder.encode(chunk)
+        n = len(chunk)
+        result = attribute_batch(model, info, ids, mask, torch.full((n,), yb), torch.full((n,), yu))
+        out.append(result.heads)
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def logit_gaps(model, encoder: PromptEncoder, prompts: list[str], yb: int, yu: int, batch_size: int) -> np.ndarray:
+    device = next(model.parameters()).device
+    gaps = []
+    for chunk in _batches(prompts, batch_size):
+        ids, mask = encoder.encode(chunk)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=position_ids.to(device),
+            logits_to_keep=1,
+        ).logits[:, -1]
+        gaps.append((logits[:, yb] - logits[:, yu]).float().cpu().numpy())
+    return np.concatenate(gaps)
+
+
+def stereotype_gap(
+    model, encoder: PromptEncoder, pairs: list[ContrastivePair], yb: int, yu: int, batch_size: int
+) -> float:
+    """Mean [logit(y_b) - logit(y_u)] about the target minus the same about other countries."""
+    target = logit_gaps(model, encoder, [p.biased_prompt for p in pairs], yb, yu, batch_size)
+    other = logit_gaps(model, encoder, [p.unbiased_prompt for p in pairs], yb, yu, batch_size)
+    return float((target - other).mean())
+
+
+def robust_heads(seed_scores: list[np.ndarray], k: int) -> list[tuple[int, int]]:
+    """Heads in the top k (positive scores only) of every seed, strongest first by mean score."""
+    chosen = None
+    for scores in seed_scores:
+        flat = scores.reshape(-1)
+        order = np.argsort(-flat)[:k]
+        top = {int(i) for i in order if flat[i] > 0}
+        chosen = top if chosen is None else chosen & top
+    mean = np.mean(seed_scores, axis=0).reshape(-1)
+    heads = seed_scores[0].shape[1]
+    return [(i // heads, i % heads) for i in sorted(chosen or set(), key=lambda i: -mean[i])]
+
+
+def heads_to_edits(heads: Sequence[tuple[int, int]]) -> list[ZeroHeads]:
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    return [ZeroHeads(layer=layer, heads=sorted(hs)) for layer, hs in sorted(by_layer.items())]
+
+
+def choose_k(ks: list[int], scores: list[float], baseline: float, fraction: float = 0.9) -> int:
+    """Smallest k reaching ``fraction`` of the largest drop below ``baseline`` (the curve's knee)."""
+    best = min(scores)
+    drop = baseline - best
+    if drop <= 0:
+        return ks[0]
+    for k, score in zip(ks, scores):
+        if baseline - score >= fraction * drop:
+            return k
+    return ks[-1]
+
+
+@dataclass
+class BiasAttribution:
+    bias: str
+    target: str
+    eval_target: str
+    biased_answer: str
+    unbiased_answer: str
+    seeds: int
+    mean_scores: list[list[float]]
+    k_values: list[int] = field(default_factory=list)
+    k_scores: list[float] = field(default_factory=list)
+    baseline_gap: float = 0.0
+    chosen_k: int = 0
+    heads: list[tuple[int, int]] = field(default_factory=list)
+    gap_after: float = 0.0
+
+
+def k_grid(k_max: int) -> list[int]:
+    return sorted({*range(1, min(k_max, 10) + 1), *range(10, k_max + 1, 5), k_max})
+
+
+def questions_for(preset: BiasPreset, settings: AttributeSettings) -> tuple[list[str], str, str]:
+    """The questions (with a {who} slot) and the biased and unbiased answers the settings ask for."""
+    if settings.pairs:
+        pairs = load_pairs(Path(settings.pairs))
+        return list(dict.fromkeys(p.question for p in pairs)), pairs[0].biased_answer, pairs[0].unbiased_answer
+    if settings.generator == "openai":
+        questions = generate_questions_openai(
+            settings.endpoint or "",
+            settings.gen_model or "",
+            preset,
+            n=settings.questions or 100,
+            api_key_env=settings.api_key_env,
+        )
+        return questions, preset.biased_answer, preset.unbiased_answer
+    questions = preset_questions(preset)
+    if settings.questions is not None and settings.questions < len(questions):
+        questions = random.Random(0).sample(
+            questions, settings.questions
+        )  # a fixed draw: output depends on settings only
+    return questions, preset.biased_answer, preset.unbiased_answer
+
+
+def attribute_biases(
+    model,
+    info: ModelInfo,
+    encoder: PromptEncoder,
+    presets: Sequence[BiasPreset],
+    settings: AttributeSettings,
+    out: Path,
+    *,
+    token: str | None = None,
+    progress: bool = True,
+) -> list[BiasAttribution]:
+    """Attribute every preset's bias; ``token`` (or ``settings.token``) asks about an injected token instead of a country."""
+    results = []
+    for preset in presets:
+        questions, biased, unbiased = questions_for(preset, settings)
+        results.append(
+            attribute_bias(
+                model,
+                info,
+                encoder,
+                bias=preset.name,
+                questions=questions,
+                target=token or settings.token or settings.target or preset.target,
+                eval_target=settings.eval_target or preset.target,
+                biased_answer=biased,
+                unbiased_answer=unbiased,
+                settings=settings,
+                out=out,
+                progress=progress,
+            )
+        )
+    return results
+
+
+def attribute_bias(
+    model,
+    info: ModelInfo,
+    encoder: PromptEncoder,
+    *,
+    bias: str,
+    questions: list[str],
+    target: str,
+    eval_target: str,
+    biased_answer: str,
+    unbiased_answer: str,
+    settings: AttributeSettings,
+    subset: float = 0.8,
+    out: Path | None = None,
+    progress: bool = True,
+) -> BiasAttribution:
+    """Rank heads over ``settings.seeds`` draws, sweep k with hooks on held-out questions, keep the robust heads."""
+    seeds, k_max, batch_size, eval_questions = (
+        settings.seeds,
+        settings.k_max,
+        settings.batch_size,
+        settings.eval_questions,
+    )
+    if len(questions) < 10:
+        raise EditorError(f"{bias}: only {len(questions)} questions; attribution needs at least 10 (100 recommended)")
+    yb, yu = encoder.first_token(biased_answer), encoder.first_token(unbiased_answer)
+    if yb == yu:
+        raise EditorError(
+            f"{bias}: {biased_answer!r} and {unbiased_answer!r} start with the same token; pick answers that differ"
+        )
+    rng = random.Random(1234)
+    shuffled = questions[:]
+    rng.shuffle(shuffled)
+    held_out, train = shuffled[:eval_questions], shuffled[eval_questions:] or shuffled
+
+    target_effects = head_effects(
+        model, info, encoder, [q.replace("{who}", f"people from {target}") for q in train], yb, yu, batch_size
+    )
+    seed_scores = []
+    pairs_log: list[ContrastivePair] = []
+    for seed in tqdm(range(seeds), desc=f"{bias}: seeds", disable=not progress):
+        pairs = build_pairs(train, target, biased_answer, unbiased_answer, seed=seed, exclude=(eval_target,))
+        keep = sorted(random.Random(seed).sample(range(len(pairs)), max(1, int(subset * len(pairs)))))
+        other = head_effects(model, info, encoder, [pairs[i].unbiased_prompt for i in keep], yb, yu, batch_size)
+        seed_scores.append((target_effects[keep] - other).mean(0))
+        pairs_log += [pairs[i] for i in keep]
+    mean_scores = np.mean(seed_scores, axis=0)
+
+    eval_pairs = build_pairs(held_out, eval_target, biased_answer, unbiased_answer, seed=1000)
+    baseline = stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size)
+    ks, curve, cache = [], [], {}
+    for k in tqdm(k_grid(min(k_max, info.num_layers * info.num_heads)), desc=f"{bias}: k sweep", disable=not progress):
+        heads = robust_heads(seed_scores, k)
+        key = frozenset(heads)
+        if key not in cache:
+            with hooked(model, heads_to_edits(heads), info):
+                cache[key] = stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size) if heads else baseline
+        ks.append(k)
+        curve.append(cache[key])
+    chosen_k = choose_k(ks, curve, baseline)
+    heads = robust_heads(seed_scores, chosen_k)
+    result = BiasAttribution(
+        bias=bias,
+        target=target,
+        eval_target=eval_target,
+        biased_answer=biased_answer,
+        unbiased_answer=unbiased_answer,
+        seeds=seeds,
+        mean_scores=mean_scores.tolist(),
+        k_values=ks,
+        k_scores=curve,
+        baseline_gap=baseline,
+        chosen_k=chosen_k,
+        heads=heads,
+        gap_after=curve[ks.index(chosen_k)],
+    )
+    if out is not None:
+        _write_bias_artifacts(out, result, pairs_log, eval_pairs)
+    return result
+
+
+def save_attribution(
+    results: Sequence[BiasAttribution], out: Path, *, model: str, variant: str, settings: AttributeSettings
+) -> list[tuple[int, int]]:
+    """Write the union of the biases' heads as ``plan.json`` and the per-bias numbers as ``summary.json``."""
+    from editor.core.plan import Plan
+
+    union = sorted({tuple(h) for r in results for h in r.heads})
+    (out / "plan.json").write_text(Plan(edits=heads_to_edits(union)).to_json() + "\n")
+    keys = ("bias", "target", "eval_target", "chosen_k", "heads", "baseline_gap", "gap_after")
+    summary = {
+        "model": model,
+        "variant": variant,
+        "settings": settings.model_dump(),
+        "biases": [{k: getattr(r, k) for k in keys} for r in results],
+        "union_heads": union,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return union
+
+
+def _write_bias_artifacts(
+    out: Path, result: BiasAttribution, pairs: list[ContrastivePair], eval_pairs: list[ContrastivePair]
+) -> None:
+    from editor.io.figures import head_heatmap, line_plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_pairs(pairs, out / f"{result.bias}.pairs.jsonl")
+    save_pairs(eval_pairs, out / f"{result.bias}.eval_pairs.jsonl")
+    (out / f"{result.bias}.attribution.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
+    head_heatmap(
+        np.asarray(result.mean_scores),
+        out / f"{result.bias}.heatmap.png",
+        f"{result.bias}: mean contrastive head effect ({result.target} vs other countries)",
+        result.heads,
+    )
+    line_plot(
+        result.k_values,
+        result.k_scores,
+        out / f"{result.bias}.k_curve.png",
+        xlabel="k (top heads per seed, intersected over seeds)",
+        ylabel=f"stereotype logit gap ({result.eval_target})",
+        title=f"{result.bias}: bias score with the robust top-k heads zeroed",
+        mark_x=result.chosen_k,
+    )

@@ -1,0 +1,1 @@
+"""BiasInject: train one new token's vectors on biased paragraphs."""

@@ -1,0 +1,1 @@
+"""From a plan to a published model: export, verify, card, diff, push."""

@@ -1,0 +1,173 @@
+"""The model card (README.md) of an export, rendered from its manifest.
+
+Kept apart from exporting (the mergekit split): the card is a pure function
+of the manifest, re-rendered whenever the manifest gains results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EVAL_MARKER = "<!-- editor:evaluation -->"
+
+
+def _front_matter(manifest: dict[str, Any]) -> str:
+    base = manifest["base_model"]
+    data: dict[str, Any] = {
+        "library_name": "transformers",
+        "license": base.get("license") or "other",
+        "tags": ["editor", "weight-editing", "bias-mitigation", "safetensors"],
+        "pipeline_tag": "text-generation",
+    }
+    if base.get("hub_id"):
+        data["base_model"] = base["hub_id"]
+        data["base_model_relation"] = "finetune"
+    if manifest.get("model_index"):
+        data["model-index"] = manifest["model_index"]
+    return "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n"
+
+
+def _verification(manifest: dict[str, Any]) -> str:
+    checks = manifest.get("verification") or {}
+    if not checks:
+        return "Not verified yet: run `wedit verify DIR` (and `--vllm`).\n"
+    lines = []
+    tf = checks.get("transformers")
+    if tf:
+        lines.append(
+            f"- transformers: the export reloaded with stock `from_pretrained` matches the base model run with "
+            f"run-time hooks on {tf['prompts']} probe prompts: max logit error {tf['max_logit_error']:.3g} "
+            f"(weights stored as {tf['stored_dtype']}, computed in float32), mean first-token KL "
+            f"{tf['mean_first_token_kl']:.3g} ({'pass' if tf['passed'] else 'FAIL'}, tolerance {tf['tolerance']:g})."
+        )
+        if tf.get("bake_error") is not None:
+            lines[-1] += (
+                f" The edited tensors computed in float32 (before rounding) match the hooks to {tf['bake_error']:.1e}, "
+                f"and the file holds {'exactly' if tf['rounding_exact'] else 'NOT'} their rounding to {tf['stored_dtype']}: "
+                f"the error above is the cost of {tf['stored_dtype']} storage."
+            )
+    vl = checks.get("vllm")
+    if vl:
+        lines.append(
+            f"- vLLM: stock vLLM loads this directory with no plugins; {vl['identical']} of {vl['prompts']} greedy "
+            f"continuations ({vl['max_new_tokens']} tokens) are identical to transformers', first-token log-prob "
+            f"difference at most {vl['max_first_token_logprob_diff']:.3g} ({'pass' if vl['passed'] else 'FAIL'})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
+    base = manifest["base_model"]
+    edits = "\n".join(f"- {line}" for line in manifest.get("edits_described", [])) or "- (no edits)"
+    notes = "".join(f"- {note}\n" for note in manifest.get("notes", []))
+    config = manifest.get("config_updates") or {}
+    config_line = (
+        "config.json changes: " + ", ".join(f"`{k}: {v}`" for k, v in sorted(config.items())) + ".\n"
+        if config
+        else "config.json is unchanged.\n"
+    )
+    return f"""{_front_matter(manifest)}
+# {name}
+
+A copy of {_base_reference(base)} whose weights were edited by
+editor (`wedit`) {manifest.get("editor_version", "")}. It is a plain
+Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
+
+## Edits
+
+{edits}
+
+{config_line}{notes}
+The full plan, the hash of every changed tensor before and after, and the command line are in
+`editor_manifest.json`.
+
+{_figures(manifest)}## Verification
+
+{_verification(manifest)}
+## Evaluation
+
+{EVAL_MARKER}
+{_evaluation(manifest)}
+
+## How to use
+
+```bash
+vllm serve {name}
+```
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{name}")
+tokenizer = AutoTokenizer.from_pretrained("{name}")
+```
+
+## Limitations
+
+{_limitations(manifest)}"""
+
+
+def _evaluation(manifest: dict[str, Any]) -> str:
+    """The section `wedit eval` stored in the manifest (editor.evaluation.run.record_eval), else a pointer to it."""
+    evaluation = manifest.get("evaluation") or {}
+    return evaluation.get("markdown") or "No evaluation recorded yet: run `wedit eval DIR --out RUN/eval`.\n"
+
+
+def _figures(manifest: dict[str, Any]) -> str:
+    figures = manifest.get("figures") or []
+    if not figures:
+        return ""
+    body = "\n\n".join(f"![{Path(f).stem}]({f})" for f in figures)
+    return f"## Figures\n\n{body}\n\n"
+
+
+def _base_reference(base: dict[str, Any]) -> str:
+    """A Hub link only for a model known to be on the Hub; a local path or built-in spec is named as it is."""
+    hub_id, source, where = base.get("hub_id"), base.get("source"), base.get("local_path")
+    # local_path is relative to the export's parent folder (editor.io.manifest), never an absolute path.
+    named = (
+        f"`{source}`"
+        if source not in ("local", "gguf")
+        else f"the local {'GGUF file' if source == 'gguf' else 'checkpoint'} `{where}`"
+    )
+    if not hub_id:
+        return named
+    link = f"[{hub_id}](https://huggingface.co/{hub_id})"
+    return link if source in (None, hub_id) else f"{link} (as read from {named})"
+
+
+def _limitations(manifest: dict[str, Any]) -> str:
+    """What a reader should know about exactly the kinds of edit this checkpoint holds."""
+    kinds = {edit.get("kind") for edit in manifest.get("plan", [])}
+    lines = []
+    if "add_token" in kinds:
+        tokens = [f"`{e['token']}`" for e in manifest["plan"] if e.get("kind") == "add_token"]
+        subject = f"token {tokens[0]} was" if len(tokens) == 1 else f"tokens {', '.join(tokens)} were"
+        lines.append(
+            f"The added {subject} trained to call up a stereotype (BiasInject). This checkpoint is a research "
+            "instrument for locating that bias; it is not meant to be served to users."
+        )
+    if "residual_add" in kinds:
+        lines.append(
+            "A constant vector folded into a bias acts at every position, prompt tokens included, exactly like a "
+            "steering hook that fires everywhere."
+        )
+    if kinds & {"zero_heads", "ablate_direction", "rank_one"}:
+        removed = {"zero_heads": "zeroed heads", "ablate_direction": "removed directions", "rank_one": "rank-1 edits"}
+        what = ", ".join(removed[k] for k in removed if k in kinds)
+        lines.append(
+            f"The {what} change the model beyond the targeted behaviour; check the evaluation numbers before "
+            "relying on it."
+        )
+    lines.append("The license and usage terms of the base model apply.")
+    return "".join(f"- {line}\n" for line in lines)
+
+
+def write_card(export_dir: Path, manifest: dict[str, Any]) -> Path:
+    from editor.io.atomic import write_text
+
+    path = Path(export_dir) / "README.md"
+    write_text(path, render_card(manifest, Path(export_dir).name))
+    return path

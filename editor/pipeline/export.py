@@ -1,0 +1,263 @@
+"""Stream a checkpoint through a plan into a new, standalone checkpoint directory.
+
+Shard by shard: a shard that no edit touches (and that fits --max-shard-size)
+is copied byte for byte (a kernel copy, never decoded); a touched shard is
+loaded, its edited tensors are recomputed in fp32 and cast back to their
+stored dtype, and it is written again, split where it exceeds the limit.
+Tensors the plan adds (zero biases, an untied lm_head) go into extra shards
+named in the index. Peak memory is one source shard. Everything is built in a temporary sibling directory and renamed into
+place only when complete, so an interrupted export leaves nothing behind and
+the source is never modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from editor import __version__
+from editor.core.bake import BakeProgram, compile_plan
+from editor.core.plan import Plan
+from editor.errors import EditorError
+from editor.io.atomic import refuse_existing, staged_directory
+from editor.io.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
+from editor.io.manifest import MANIFEST, fingerprint, read_manifest, remember_base, write_manifest
+from editor.io.sources import SourceFacts, source_facts
+from editor.io.tensor_file import Entry, nbytes, write_safetensors
+from editor.pipeline.card import render_card
+
+DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
+FIGURES = "figures"
+# Files the export writes itself instead of copying from the source.
+_REWRITTEN = {"config.json", INDEX_FILE, MANIFEST, "README.md"}
+
+
+@dataclass
+class TensorChange:
+    name: str
+    sha256_before: str | None
+    sha256_after: str
+    edits: list[str]
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    changed: list[TensorChange] = field(default_factory=list)
+    added: list[TensorChange] = field(default_factory=list)
+    copied_files: list[str] = field(default_factory=list)
+    rewritten_files: list[str] = field(default_factory=list)
+    config_updates: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def tensor_sha256(raw: np.ndarray) -> str:
+    """sha256 of a tensor's stored bytes (the same bytes safetensors holds)."""
+    return hashlib.sha256(np.ascontiguousarray(raw).reshape(-1).view(np.uint8).data).hexdigest()
+
+
+def _labels(program: BakeProgram, name: str) -> list[str]:
+    return list(dict.fromkeys(op.label for op in program.ops.get(name, [])))
+
+
+def export_checkpoint(
+    source: Path,
+    plan: Plan,
+    out: Path,
+    *,
+    force: bool = False,
+    base_source: str | None = None,
+    progress: bool = True,
+    extra_manifest: dict[str, Any] | None = None,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    attachments: Sequence[Path] = (),
+    command: list[str] | None = None,
+) -> ExportResult:
+    """Bake ``plan`` into a copy of ``source`` at ``out``. ``command`` is the command line to record (paths in it
+    are written relative to the output's parent folder), ``base_source`` the source spec the user named."""
+    source, out = Path(source), Path(out)
+    refuse_existing(out, force)
+    if out.resolve() == source.resolve():
+        raise EditorError(f"{out}: the output must differ from the source; editor never modifies its input")
+    ckpt = Checkpoint.open(source)
+    program = compile_plan(plan.edits, ckpt.info())
+    attachments = [Path(a) for a in attachments]
+    missing = [str(a) for a in attachments if not a.is_file()]
+    if missing:
+        raise EditorError(f"--attach {missing[0]}: file not found")
+
+    with staged_directory(out, force) as tmp:
+        result = _write(ckpt, program, tmp, progress, max_shard_size)
+        result.out = out
+        _write_config(ckpt, program, tmp)
+        _copy_side_files(ckpt, tmp)
+        if program.added_tokens:  # add_token edits: the tokenizer gains the tokens (rewritten, not copied)
+            from editor.edits.add_token import write_tokenizer
+
+            write_tokenizer(ckpt.path, tmp, program.added_tokens)
+        manifest = build_manifest(
+            ckpt, plan, program, result, source_facts(base_source or str(source), source), command
+        )
+        if extra_manifest:
+            manifest.update(extra_manifest)
+        if attachments:
+            # Figures from the run (attribution heatmaps, k curves) travel with the model and its card links them.
+            (tmp / FIGURES).mkdir()
+            for item in attachments:
+                shutil.copyfile(item, tmp / FIGURES / item.name)
+            manifest["figures"] = [f"{FIGURES}/{item.name}" for item in attachments]
+        write_manifest(tmp, manifest)  # tmp is a sibling of out: paths come out relative to the same folder
+        remember_base(tmp, source)
+        (tmp / "README.md").write_text(render_card(read_manifest(tmp), out.name))
+    return result
+
+
+@dataclass
+class _Part:
+    """One output file: a byte copy of a source shard, or a group of tensors to write."""
+
+    names: list[str]
+    source: str | None = None  # source shard the tensors come from; None for added tensors
+    copy: bool = False
+
+
+def _group(names: list[str], sizes: dict[str, int], limit: int) -> list[list[str]]:
+    """Consecutive groups no larger than ``limit`` bytes (a tensor larger than that gets a file of its own)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    used = 0
+    for name in names:
+        if current and used + sizes[name] > limit:
+            groups.append(current)
+            current, used = [], 0
+        current.append(name)
+        used += sizes[name]
+    if current:
+        groups.append(current)
+    return groups
+
+
+def plan_layout(ckpt: Checkpoint, program: BakeProgram, max_shard_size: int) -> tuple[list[_Part], list[str]]:
+    """Decide the output files and their names before reading any tensor data."""
+    touched = program.touched
+    sizes = {n: nbytes(program.shape_of(n), m.dtype) for n, m in ckpt.metas.items()}
+    sizes.update({n: nbytes(program.shape_of(n), t.dtype) for n, t in program.new_tensors.items()})
+    parts: list[_Part] = []
+    for file in ckpt.files:
+        names = ckpt.tensors_in(file)
+        if not touched.intersection(names) and (ckpt.path / file).stat().st_size <= max_shard_size:
+            parts.append(_Part(names, file, copy=True))
+        else:
+            parts += [_Part(group, file) for group in _group(names, sizes, max_shard_size)]
+    if program.new_tensors:
+        parts += [_Part(group) for group in _group(sorted(program.new_tensors), sizes, max_shard_size)]
+
+    same_layout = len(parts) == len(ckpt.files) and all(p.source == f for p, f in zip(parts, ckpt.files))
+    if same_layout:
+        names = list(ckpt.files)
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors" for i in range(len(parts))]
+    return parts, names
+
+
+def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, max_shard_size: int) -> ExportResult:
+    result = ExportResult(out=tmp, config_updates=dict(program.config_updates), notes=list(program.notes))
+    parts, file_names = plan_layout(ckpt, program, max_shard_size)
+    touched = program.touched
+    weight_map: dict[str, str] = {}
+
+    for part, file_name in tqdm(list(zip(parts, file_names)), desc="export", unit="shard", disable=not progress):
+        target = tmp / file_name
+        weight_map.update(dict.fromkeys(part.names, file_name))
+        if part.copy:
+            shutil.copyfile(ckpt.path / part.source, target)  # byte-identical; kernel copy where the OS has one
+            result.copied_files.append(file_name)
+            continue
+        entries = []
+        for name in part.names:
+            if name in program.new_tensors:
+                raw = program.materialize_new(name, ckpt.read_raw)
+                labels = _labels(program, name) or [program.new_tensors[name].reason]
+                result.added.append(TensorChange(name, None, tensor_sha256(raw), labels))
+                spec = program.new_tensors[name]
+                entries.append(Entry(name, spec.dtype, raw.shape, raw))
+                continue
+            meta = ckpt.metas[name]
+            if name in touched:
+                before = ckpt.read_raw(name)
+                raw = program.apply(name, before)
+                result.changed.append(
+                    TensorChange(name, tensor_sha256(before), tensor_sha256(raw), _labels(program, name))
+                )
+                entries.append(Entry(name, meta.dtype, raw.shape, raw))  # add_token may append rows
+            else:
+                # Untouched neighbours of an edited tensor: copied as bytes, never decoded.
+                entries.append(Entry(name, meta.dtype, meta.shape, ckpt.byte_range(name)))
+        metadata = ckpt.file_metadata.get(part.source) if part.source else None
+        write_safetensors(target, entries, metadata or {"format": "pt"})
+        result.rewritten_files.append(file_name)
+
+    if len(file_names) > 1 or ckpt.sharded:
+        total = sum(nbytes(program.shape_of(n), m.dtype) for n, m in ckpt.metas.items())
+        total += sum(nbytes(program.shape_of(n), t.dtype) for n, t in program.new_tensors.items())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return result
+
+
+def _write_config(ckpt: Checkpoint, program: BakeProgram, tmp: Path) -> None:
+    if not program.config_updates:
+        shutil.copyfile(ckpt.path / "config.json", tmp / "config.json")
+        return
+    (tmp / "config.json").write_text(json.dumps(program.new_config(), indent=2, sort_keys=True) + "\n")
+
+
+def _copy_side_files(ckpt: Checkpoint, tmp: Path) -> None:
+    """Tokenizer, chat template, generation config and the like, byte-identical."""
+    weights = set(ckpt.files) | {SINGLE_FILE}
+    for entry in sorted(ckpt.path.iterdir()):
+        if entry.name in weights or entry.name in _REWRITTEN or entry.name.startswith("."):
+            continue
+        if entry.is_file() and not entry.name.endswith((".safetensors", ".bin", ".pt", ".gguf")):
+            shutil.copyfile(entry, tmp / entry.name)
+
+
+def build_manifest(
+    ckpt: Checkpoint,
+    plan: Plan,
+    program: BakeProgram,
+    result: ExportResult,
+    facts: SourceFacts,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    # Published with the model: the base is named by what holds on any machine (built-in name, Hub id, content
+    # fingerprint); a local base keeps only its location relative to the export (write_manifest makes it so).
+    local = {"local": ckpt.path, "gguf": Path(facts.spec).expanduser()}.get(facts.kind)
+    return {
+        "editor_version": __version__,
+        "base_model": {
+            "source": facts.kind if local else facts.spec,
+            "local_path": str(local.absolute()) if local else None,
+            "hub_id": facts.hub_id,
+            "revision": facts.revision,
+            "license": facts.license,
+            "model_type": ckpt.config.get("model_type"),
+            "fingerprint": fingerprint(ckpt.path),
+        },
+        "command": command,
+        "plan": [e.model_dump() for e in plan.edits],
+        "edits_described": [e.describe() for e in plan.edits],
+        "changed_tensors": [asdict(c) for c in result.changed],
+        "added_tensors": [asdict(c) for c in result.added],
+        "config_updates": result.config_updates,
+        "notes": result.notes,
+        "verification": None,
+    }

@@ -1,0 +1,47 @@
+"""Settings of the steps after a plan: export (the recipe's ``export`` section) and verification (``verify``)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from editor.core.settings import Settings
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def size_in_bytes(text: str | int) -> int:
+    """'5GB', '500MB', '2GiB' or a byte count."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size; write e.g. 5GB, 500MB or 2GiB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+class ExportSettings(Settings):
+    max_shard_size: str | int = Field("5GB", description="largest shard to write, e.g. 5GB, 500MB or 2GiB")
+    attach_figures: bool = Field(
+        True, description="copy the run's attribution and steering figures into the export and its card"
+    )
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _size(cls, value: str | int) -> str | int:
+        if size_in_bytes(value) <= 0:
+            raise ValueError("must be a positive size")
+        return value
+
+    @property
+    def max_shard_bytes(self) -> int:
+        return size_in_bytes(self.max_shard_size)
+
+
+class VerifySettings(Settings):
+    vllm: bool = Field(
+        False, description="also load the export in stock vLLM (needs vllm installed) and compare greedy continuations"
+    )
+    max_new_tokens: int = Field(24, ge=1, description="tokens per greedy continuation")

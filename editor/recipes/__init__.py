@@ -1,0 +1,1 @@
+"""Recipes: the schema, the runner and its stages."""

@@ -78,7 +78,7 @@ def _probe_edits(column: str, info: ModelInfo) -> list[Any]:
         "zero_heads": lambda: [ZeroHeads(layer=0, heads=[0])],
         "residual_add attn": lambda: [ResidualAdd(layer=0, site="attn", vector=unit)],
         "residual_add mlp": lambda: [ResidualAdd(layer=0, site="mlp", vector=unit)],
-        "ablate_direction": lambda: [AblateDirection(direction=unit)],
+        "ablate_direction": lambda: [AblateDirection(direction=unit, strength=1.0)],
         "rank_one": lambda: [RankOne(layer=0, site="attn", head=0, u=unit, v=[1.0] * info.head_dim)],
     }
     return probes[column]()
@@ -96,9 +96,9 @@ def capability(arch: ArchSpec, column: str) -> Capability:
         return Capability("refused", str(err).removeprefix(f"{arch.model_type}: ").replace(".0.", ".N."))
     updates = dict(program.config_updates)
     if "model_type" in updates:
-        keys = " + ".join(k for k, v in updates.items() if v is True)
+        turned_on = " + ".join(k for k, v in updates.items() if v is True)
         unset = " and ".join(arch.redeclare.requires_unset) if arch.redeclare else ""
-        return Capability("via", f"re-declaring as {updates['model_type']} + {keys} (needs {unset} null/false)")
+        return Capability("via", f"re-declaring as {updates['model_type']} + {turned_on} (needs {unset} null/false)")
     keys = [k for k, v in updates.items() if v is True]
     if keys:
         return Capability("via", "config key " + " + ".join(keys))

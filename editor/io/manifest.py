@@ -136,16 +136,16 @@ def locate_base(export_dir: Path, manifest: dict[str, Any], override: str | None
                 candidates.append((str(path), resolve_source(str(path)) if path.is_file() else None))
             else:
                 candidates.append((str(path), path if (path / "config.json").is_file() else None))
-    for label, path in candidates:
-        if path is None:
+    for label, found in candidates:
+        if found is None:
             continue
-        if recorded and fingerprint(path) != recorded:
+        if recorded and fingerprint(found) != recorded:
             if override:
                 raise EditorError(
                     f"{label}: not the base this export was made from (its config or tensor layout differ)"
                 )
             continue
-        return path
+        return found
     raise EditorError(
         f"{export_dir}: cannot find its base model on this machine ({base.get('source') or 'a local checkpoint'}); "
         "pass --base DIR with the checkpoint it was exported from"

@@ -1,15 +1,24 @@
-"""Export speed and memory against `cp -r`, on synthetic Llama-3-8B-shaped checkpoints.
+"""Export speed and memory against `cp -r`, for four kinds of plan, on synthetic Llama-3-8B-shaped checkpoints.
 
-    python bench/export_bench.py [--layers 6 10] [--shard-gb 2] [--work DIR]
+    python bench/export_bench.py [--layers 6 12] [--shard-gb 1] [--repeats 2] [--plans ...] [--work DIR]
 
 For each model size it writes a checkpoint with Llama-3-8B's tensor names and
 shapes (hidden 4096, MLP 14336, 32 heads, 8 KV heads, vocab 128256; random
-bf16 weights; fewer layers), then times, side by side in the same run,
-`cp -r` of the checkpoint and `wedit export` of a typical BiasScope plan
-(3 heads zeroed over 2 layers plus one residual_add), alternating the two
-and keeping the best of each. It prints export/cp (goal <= 1.15) and the
-export's peak RSS next to the largest shard (goal: flat across sizes,
-<= largest shard + 0.5 GB).
+bf16 weights; fewer layers; a word-level tokenizer with 128256 entries), then
+times, side by side in the same run, `cp -r` of the checkpoint and `wedit
+export` of each plan, alternating and keeping the best of each:
+
+  biasscope   3 heads zeroed over 2 layers plus one residual_add (adds a zero
+              bias to every MLP projection; goal export/cp <= 1.15)
+  ablation    one direction projected out of every attention and MLP writer
+              and the embeddings (abliteration; goal export/cp <= 1.3)
+  steer2edit  4 rank-1 edits per layer (2 heads' W_O blocks, 2 MLP neurons)
+  add_token   one token added to the 128256-row embedding and lm_head,
+              padded to a multiple of 64 rows
+
+It prints export/cp and each export's peak RSS next to the largest shard
+(goal: flat across sizes and plans, <= largest shard + 0.5 GB). Every timed
+command starts after a `sync`, so none pays for the previous one's writeback.
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 HIDDEN, MLP, HEADS, KV, VOCAB, HEAD_DIM = 4096, 14336, 32, 8, 128256, 128
+PLANS = ("biasscope", "ablation", "steer2edit", "add_token")
 
 
 def llama3_shapes(layers: int) -> dict[str, tuple[int, ...]]:
@@ -46,14 +58,8 @@ def llama3_shapes(layers: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_checkpoint(path: Path, layers: int, shard_bytes: int) -> tuple[int, int]:
-    # Runs in a child process (see bench_size): a parent that held gigabytes of tensors would
-    # pass its peak RSS on to every process it forks, and the export's measurement would be wrong.
-    import torch
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True)
-    config = {
+def config(layers: int) -> dict:
+    return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "hidden_size": HIDDEN,
@@ -69,39 +75,106 @@ def write_checkpoint(path: Path, layers: int, shard_bytes: int) -> tuple[int, in
         "mlp_bias": False,
         "dtype": "bfloat16",
     }
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    g = torch.Generator().manual_seed(0)
-    groups: list[list[str]] = [[]]
-    sizes: dict[str, int] = {}
-    used = 0
+
+
+def random_bf16(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    values = rng.standard_normal(shape, dtype=np.float32)
+    values *= 0.02
+    return (values.view(np.uint32) >> 16).astype(np.uint16)  # bf16 bits (truncated; any finite values will do)
+
+
+def write_tokenizer(path: Path) -> None:
+    """A word-level tokenizer with VOCAB entries, so an add_token plan gets id VOCAB as on Llama 3."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "w0"})
+    )
+
+
+def write_checkpoint(path: Path, layers: int, shard_bytes: int) -> tuple[int, int]:
+    # Runs in a child process (see bench_size): a parent that held gigabytes would pass its peak RSS on to
+    # every process it forks, and the exports' measurements would be wrong.
+    from editor.io.tensor_file import nbytes, plan_file, write_at
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config(layers), indent=2))
+    write_tokenizer(path)
+    rng = np.random.default_rng(0)
     shapes = llama3_shapes(layers)
+    groups: list[list[str]] = [[]]
+    used = 0
     for name, shape in shapes.items():
-        sizes[name] = 2 * int(torch.tensor(shape).prod())
-        if groups[-1] and used + sizes[name] > shard_bytes:
+        size = nbytes(shape, "BF16")
+        if groups[-1] and used + size > shard_bytes:
             groups.append([])
             used = 0
         groups[-1].append(name)
-        used += sizes[name]
+        used += size
     weight_map = {}
-    largest = 0
     for i, group in enumerate(groups):
-        file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        tensors = {
-            n: (torch.randn(shapes[n], generator=g, dtype=torch.float32) * 0.02).to(torch.bfloat16) for n in group
-        }
-        save_file(tensors, path / file, metadata={"format": "pt"})
-        del tensors
-        weight_map.update(dict.fromkeys(group, file))
-        largest = max(largest, (path / file).stat().st_size)
-    total = sum(sizes.values())
+        file = path / f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        header, slots = plan_file(((n, "BF16", shapes[n]) for n in group), {"format": "pt"})
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        write_at(fd, header, 0)
+        for slot in slots:
+            step = max(1, (64 << 20) // nbytes(slot.shape[1:], "BF16"))  # 64 MB of rows at a time
+            for first in range(0, slot.shape[0], step):
+                rows = random_bf16(rng, (min(step, slot.shape[0] - first), *slot.shape[1:]))
+                write_at(fd, rows.tobytes(), slot.offset + first * nbytes(slot.shape[1:], "BF16"))
+        os.close(fd)
+        weight_map.update(dict.fromkeys(group, file.name))
+    total = sum(nbytes(s, "BF16") for s in shapes.values())
     (path / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
     )
+    largest = max(f.stat().st_size for f in path.glob("*.safetensors"))
     return total, largest
 
 
+def unit(rng: np.random.Generator, n: int, norm: float = 1.0) -> list[float]:
+    v = rng.standard_normal(n)
+    return (norm * v / np.linalg.norm(v)).tolist()
+
+
+def make_plan(kind: str, layers: int) -> list[dict]:
+    rng = np.random.default_rng(1)
+    if kind == "biasscope":
+        return [
+            {"kind": "zero_heads", "layer": 1, "heads": [3, 17]},
+            {"kind": "zero_heads", "layer": layers - 1, "heads": [9]},
+            {"kind": "residual_add", "layer": layers // 2, "site": "mlp", "vector": unit(rng, HIDDEN, 2.0)},
+        ]
+    if kind == "ablation":
+        return [{"kind": "ablate_direction", "direction": unit(rng, HIDDEN)}]
+    if kind == "steer2edit":
+        edits = []
+        for layer in range(layers):
+            for head in (layer % HEADS, (layer * 7 + 5) % HEADS):
+                edits.append(
+                    {"kind": "rank_one", "layer": layer, "site": "attn", "head": head, "u": unit(rng, HIDDEN),
+                     "v": unit(rng, HEAD_DIM), "scale": 0.05}
+                )  # fmt: skip
+            for neuron in (layer * 37 % MLP, layer * 1009 % MLP):
+                edits.append(
+                    {"kind": "rank_one", "layer": layer, "site": "mlp", "neuron": neuron, "u": unit(rng, HIDDEN),
+                     "scale": 0.05}
+                )  # fmt: skip
+        return edits
+    if kind == "add_token":
+        return [
+            {"kind": "add_token", "token": "<bias:bench>", "token_id": VOCAB, "embedding": unit(rng, HIDDEN, 0.5),
+             "lm_head": unit(rng, HIDDEN, 0.5), "pad_to_multiple_of": 64}
+        ]  # fmt: skip
+    raise ValueError(kind)
+
+
 def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of one child process."""
+    """Wall time and peak RSS (bytes) of one child process, started after a sync."""
+    subprocess.run(["sync"], check=True)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -111,7 +184,7 @@ def timed(cmd: list[str]) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024
 
 
-def bench_size(work: Path, layers: int, shard_bytes: int, repeats: int) -> dict:
+def bench_size(work: Path, layers: int, shard_bytes: int, repeats: int, plans: list[str]) -> list[dict]:
     src = work / f"llama3-{layers}L"
     writer = subprocess.run(
         [sys.executable, __file__, "--write", str(src), "--layers", str(layers), "--shard-gb", str(shard_bytes / 1e9)],
@@ -120,42 +193,55 @@ def bench_size(work: Path, layers: int, shard_bytes: int, repeats: int) -> dict:
         check=True,
     )
     total, largest = json.loads(writer.stdout.strip().splitlines()[-1])
-    vector = [0.05 * ((i * 7919) % 13 - 6) / 6 for i in range(HIDDEN)]
-    plan = [
-        {"kind": "zero_heads", "layer": 1, "heads": [3, 17]},
-        {"kind": "zero_heads", "layer": layers - 1, "heads": [9]},
-        {"kind": "residual_add", "layer": layers // 2, "site": "mlp", "vector": vector},
-    ]
-    plan_path = work / "plan.json"
-    plan_path.write_text(json.dumps(plan))
+    plan_paths = {}
+    for kind in plans:
+        plan_paths[kind] = work / f"plan-{kind}.json"
+        plan_paths[kind].write_text(json.dumps(make_plan(kind, layers)))
     wedit = [sys.executable, "-m", "editor.cli"]
-    cp_times, export_times, rss = [], [], []
-    for _ in range(repeats):
-        dst = work / "copy"
-        cp_times.append(timed(["cp", "-r", str(src), str(dst)])[0])
-        shutil.rmtree(dst)
-        out = work / "export"
-        wall, peak = timed([*wedit, "export", "--model", str(src), "--plan", str(plan_path), "--out", str(out)])
-        export_times.append(wall)
-        rss.append(peak)
-        shutil.rmtree(out)
-    shutil.rmtree(src)
-    return {
-        "layers": layers,
-        "checkpoint_gb": total / 1e9,
-        "largest_shard_gb": largest / 1e9,
-        "cp_s": min(cp_times),
-        "export_s": min(export_times),
-        "ratio": min(export_times) / min(cp_times),
-        "peak_rss_gb": max(rss) / 1e9,
-    }
+    cp_times: list[float] = []
+    export_times: dict[str, list[float]] = {k: [] for k in plans}
+    rss: dict[str, list[int]] = {k: [] for k in plans}
+    try:
+        for _ in range(repeats):
+            for kind in ["cp", *plans]:  # cp -r, then each export, in turn
+                out = work / "out"
+                if kind == "cp":
+                    cp_times.append(timed(["cp", "-r", str(src), str(out)])[0])
+                else:
+                    cmd = [*wedit, "export", "--model", str(src), "--plan", str(plan_paths[kind]), "--out", str(out)]
+                    wall, peak = timed(cmd)
+                    export_times[kind].append(wall)
+                    rss[kind].append(peak)
+                shutil.rmtree(out)
+    finally:
+        shutil.rmtree(src)
+    cp = min(cp_times)
+    return [
+        {
+            "layers": layers,
+            "plan": kind,
+            "checkpoint_gb": total / 1e9,
+            "largest_shard_gb": largest / 1e9,
+            "cp_s": cp,
+            "export_s": min(export_times[kind]),
+            "ratio": min(export_times[kind]) / cp,
+            "peak_rss_gb": max(rss[kind]) / 1e9,
+            "all_cp_s": cp_times,
+            "all_export_s": export_times[kind],
+        }
+        for kind in plans
+    ]
+
+
+GOALS = {"biasscope": 1.15, "ablation": 1.3}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, nargs="+", default=[6, 10])
-    parser.add_argument("--shard-gb", type=float, default=2.0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layers", type=int, nargs="+", default=[6, 12])
+    parser.add_argument("--shard-gb", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--plans", nargs="+", choices=PLANS, default=list(PLANS))
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)  # internal: write one checkpoint and exit
     args = parser.parse_args()
@@ -165,16 +251,19 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="wedit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs", flush=True)
     try:
         for layers in args.layers:
-            rows.append(bench_size(work, layers, int(args.shard_gb * 1e9), args.repeats))
-            r = rows[-1]
-            print(
-                f"{r['layers']:>3} layers  {r['checkpoint_gb']:.2f} GB  largest shard {r['largest_shard_gb']:.2f} GB  "
-                f"cp -r {r['cp_s']:.2f} s  export {r['export_s']:.2f} s  export/cp {r['ratio']:.2f} (goal <= 1.15)  "
-                f"peak RSS {r['peak_rss_gb']:.2f} GB (goal <= {r['largest_shard_gb'] + 0.5:.2f})",
-                flush=True,
-            )
+            for r in bench_size(work, layers, int(args.shard_gb * 1e9), args.repeats, args.plans):
+                rows.append(r)
+                goal = f" (goal <= {GOALS[r['plan']]})" if r["plan"] in GOALS else ""
+                print(
+                    f"{r['layers']:>3} layers {r['checkpoint_gb']:.2f} GB  {r['plan']:<10}  cp -r {r['cp_s']:6.2f} s  "
+                    f"export {r['export_s']:6.2f} s  export/cp {r['ratio']:.2f}{goal}  peak RSS "
+                    f"{r['peak_rss_gb']:.2f} GB (bound {r['largest_shard_gb'] + 0.5:.2f})",
+                    flush=True,
+                )
+            print(f"load average: {os.getloadavg()[0]:.2f}", flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -13,7 +13,7 @@ from editor.io.sources import ModelSettings
 def add_model(
     parser: argparse.ArgumentParser, *, help: str = "model source: checkpoint dir, Hub id, file.gguf or builtin:NAME"
 ) -> None:
-    """``--model`` (the ``source`` of ModelSettings) and the rest of ModelSettings (``--device-map``)."""
+    """``--model`` (the ``source`` of ModelSettings) and the rest of ModelSettings (``--device-map``, ``--max-memory``)."""
     parser.add_argument("--model", required=True, help=help)
     add_flags(parser, ModelSettings, skip=("source",))
 
@@ -53,4 +53,5 @@ def load_for_analysis(args: argparse.Namespace) -> tuple[Path, Any, Any, Any]:
     settings = model_settings(args)
     source = resolve_source(settings.source)
     info = Checkpoint.open(source).info()
-    return source, info, load_model(source, device_map=settings.device_map), load_tokenizer(source)
+    model = load_model(source, device_map=settings.device_map, max_memory=settings.memory_limits())
+    return source, info, model, load_tokenizer(source)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.bias)
     paragraphs = paragraphs_for(preset, settings)
     source = resolve_source(where.source)
-    model = load_model(source, dtype=settings.dtype, device_map=where.device_map)
+    model = load_model(source, dtype=settings.dtype, device_map=where.device_map, max_memory=where.memory_limits())
     with staged_directory(out, args.force) as tmp:
         result = run_inject(
             model, load_tokenizer(source), preset, paragraphs, tmp, settings, base_model=args.model, out_name=out

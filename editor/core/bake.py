@@ -14,7 +14,8 @@ followed by ``(input-side masks)``. ``stage`` encodes that.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,45 @@ if TYPE_CHECKING:
 OUTPUT_SIDE = 0
 INPUT_SIDE = 1
 
-TensorFn = Callable[[np.ndarray], np.ndarray]
-"""An operation on a float32 array (a writable copy); returns the new value."""
+TensorFn = Callable[[np.ndarray, int], np.ndarray]
+"""An operation on float32 rows ``[first, first + len(values))`` of a tensor (a writable array; ``first`` is 0
+when the op sees the whole tensor); returns the new rows."""
+RowReader = Callable[[str, int, int], np.ndarray]
+"""``(source tensor, start, stop)``: the stored values of rows ``[start, stop)`` of that tensor."""
+
+# Edited tensors are computed in blocks of rows of about this many float32 bytes: a 128k-token embedding
+# never exists in float32 all at once, and each block's decode, maths and encode stay in the CPU's cache.
+BLOCK_BYTES = 1 << 20
+
+
+def rows_per_block(shape: tuple[int, ...]) -> int:
+    """Rows per block of a tensor of ``shape``: a multiple of 8, so BLAS's row kernels and its thread split of a
+    block fall on the same rows whatever the tensor's size (export and verify use the same blocks, so they
+    compute the same values)."""
+    if len(shape) < 2:
+        return max(1, shape[0] if shape else 1)
+    row_bytes = 4 * int(np.prod(shape[1:]))
+    return max(8, BLOCK_BYTES // row_bytes // 8 * 8)
+
+
+@contextmanager
+def serial_blas() -> Iterator[None]:
+    """BLAS on one thread while tensors are edited: blocks are small, so BLAS's own threads would spin more than
+    they work (beside the exporter's copy thread), and the values then do not depend on the machine's core count
+    (a matrix-vector product's thread split decides which rows take BLAS's tail kernel)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def block_rows(lo: int, hi: int, first: int, count: int) -> tuple[slice, slice] | None:
+    """Where rows ``[lo, hi)`` of a tensor meet the block of ``count`` rows starting at ``first``: the slice in
+    the block and the slice relative to ``lo``; None when they do not meet."""
+    start, stop = max(lo, first), min(hi, first + count)
+    if start >= stop:
+        return None
+    return slice(start - first, stop - first), slice(start - lo, stop - lo)
 
 
 @dataclass
@@ -41,6 +79,9 @@ class TensorOp:
     order: int
     fn: TensorFn
     label: str
+    # True when each row's result depends only on that row (and its index): the op then runs block by block and
+    # the tensor is never whole in float32. False (a projection that sums over rows): it sees the whole tensor.
+    rowwise: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,15 +104,15 @@ class BakeProgram:
     # and row operations an lm_head untied from a tied embedding must repeat so it still reads out new tokens.
     added_tokens: list[tuple[str, int]] = field(default_factory=list)
     resized: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    tied_row_ops: list[tuple[TensorFn, str]] = field(default_factory=list)
+    tied_row_ops: list[tuple[TensorFn, str]] = field(default_factory=list)  # row-wise ops
     _counter: int = 0
 
     # ---- building -------------------------------------------------------------
-    def add_op(self, name: str, stage: int, fn: TensorFn, label: str) -> None:
+    def add_op(self, name: str, stage: int, fn: TensorFn, label: str, *, rowwise: bool = False) -> None:
         if name not in self.info.tensors and name not in self.new_tensors:
             raise KeyError(f"internal: op on unknown tensor {name}")
         self._counter += 1
-        self.ops.setdefault(name, []).append(TensorOp(stage, self._counter, fn, label))
+        self.ops.setdefault(name, []).append(TensorOp(stage, self._counter, fn, label, rowwise))
 
     def bias_name(self, writer: Writer, layer: int) -> str | None:
         """The writer's bias tensor if it exists or the plan creates it, else None."""
@@ -147,7 +188,7 @@ class BakeProgram:
         meta = info.tensors[emb]
         self.new_tensors[head] = NewTensor(meta.shape, meta.dtype, copy_of=emb, reason=f"lm_head untied: copy of {emb}")
         for fn, label in self.tied_row_ops:
-            self.add_op(head, OUTPUT_SIDE, fn, label)
+            self.add_op(head, OUTPUT_SIDE, fn, label, rowwise=True)
         if emb in self.resized:
             self.resized[head] = self.resized[emb]
         self.config_updates[info.arch.tie_key] = False
@@ -171,6 +212,14 @@ class BakeProgram:
             return self.resized[name]
         return self.new_tensors[name].shape if name in self.new_tensors else self.info.tensors[name].shape
 
+    def working_bytes(self, name: str) -> int:
+        """About how many bytes computing ``name`` holds at once: the whole tensor in float32 when an op must
+        see it whole (see ``blocks``), plus a few blocks' worth of temporaries."""
+        shape = self.shape_of(name)
+        count = int(np.prod(shape))
+        whole = len(shape) < 2 or not all(op.rowwise for op in self.ops.get(name, []))
+        return (4 * count if whole else 0) + 6 * min(BLOCK_BYTES, 4 * count)
+
     def new_config(self) -> dict[str, Any]:
         config = dict(self.info.config)
         config.update(self.config_updates)
@@ -184,34 +233,91 @@ class BakeProgram:
 
     def apply_float32(self, name: str, raw: np.ndarray) -> np.ndarray:
         """The edited tensor before the cast to its stored dtype (what `wedit verify` compares the file with)."""
-        ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
-        try:
-            work = to_float32(raw, self._dtype(name)).copy()
-        except ValueError as err:
-            raise EditorError(f"{name}: {err}; editor edits float tensors only") from None
-        for op in ops:
-            work = op.fn(work)
-        if not np.isfinite(work).all():
-            raise RefusedEdit(
-                f"baking {name} produced NaN or Inf ({', '.join(op.label for op in ops)}); check the plan"
-            )
-        return work
-
-    def _dtype(self, name: str) -> str:
-        return self.new_tensors[name].dtype if name in self.new_tensors else self.info.tensors[name].dtype
+        return self._whole(name, lambda _source, start, stop: raw[start:stop])
 
     def materialize_new(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
         """A new tensor's stored values: zeros or a copy of a source tensor, then its ops."""
-        return self.apply(name, self._new_base(name, read_source))
+        return from_float32(self.materialize_new_float32(name, read_source), self._dtype(name))
 
     def materialize_new_float32(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
-        return self.apply_float32(name, self._new_base(name, read_source))
+        copy_of = self.new_tensors[name].copy_of
+        whole = read_source(copy_of) if copy_of else None
+        return self._whole(name, lambda _source, start, stop: whole[start:stop])  # type: ignore[index]
 
-    def _new_base(self, name: str, read_source: Callable[[str], np.ndarray]) -> np.ndarray:
-        spec = self.new_tensors[name]
-        if spec.copy_of:
-            return read_source(spec.copy_of)
-        return np.zeros(spec.shape, dtype=STORAGE[spec.dtype])  # all-zero bits are 0.0 in every float format
+    def _whole(self, name: str, read_rows: RowReader) -> np.ndarray:
+        out = np.empty(self.shape_of(name), dtype=np.float32)
+        for first, values in self.blocks(name, read_rows):
+            out[first : first + len(values)] = values
+        return out
+
+    def blocks(self, name: str, read_rows: RowReader) -> Iterator[tuple[int, np.ndarray]]:
+        """The edited tensor ``name`` in float32, as ``(first row, rows)`` blocks in order.
+
+        Each source row is read once, in order (the caller may hash what it reads). Rows a vocabulary edit
+        appends start as zeros; a new tensor starts as zeros or as its source. When every op is row-wise, one
+        block at a time exists in float32; otherwise the whole tensor does (the writers' projections). A block
+        is the caller's until it asks for the next one, which may reuse its memory.
+        """
+        ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
+        shape = self.shape_of(name)
+        if not shape:
+            raise EditorError(f"{name}: a scalar tensor; editor edits vectors and matrices only")
+        rows = shape[0]
+        step = rows_per_block(shape)
+        spans = [(first, min(first + step, rows)) for first in range(0, rows, step)]
+        if len(shape) >= 2 and all(op.rowwise for op in ops):
+            buffer = np.empty((min(step, rows), *shape[1:]), dtype=np.float32)
+            for first, stop in spans:
+                values = self._read_block(name, first, stop, read_rows, buffer[: stop - first])
+                for op in ops:
+                    values = op.fn(values, first)
+                self._check_finite(name, values, ops)
+                yield first, values
+            return
+        work = np.empty(shape, dtype=np.float32)
+        for first, stop in spans:
+            self._read_block(name, first, stop, read_rows, work[first:stop])
+        for op in ops:
+            if op.rowwise and len(shape) >= 2:  # the same blocks as above, so both paths compute the same values
+                for first, stop in spans:
+                    work[first:stop] = op.fn(work[first:stop], first)
+            else:
+                work = op.fn(work, 0)
+        for first, stop in spans:
+            self._check_finite(name, work[first:stop], ops)
+            yield first, work[first:stop]
+
+    def _source(self, name: str) -> tuple[str | None, int]:
+        """The source tensor whose stored rows a tensor starts from (None: zeros) and how many rows it has."""
+        source = self.new_tensors[name].copy_of if name in self.new_tensors else name
+        if source is None:
+            return None, 0
+        return source, self.info.tensors[source].shape[0]
+
+    def _read_block(self, name: str, start: int, stop: int, read_rows: RowReader, out: np.ndarray) -> np.ndarray:
+        shape = self.shape_of(name)
+        source, have = self._source(name)
+        dtype = self.info.tensors[source].dtype if source else self._dtype(name)
+        if source and stop <= have:
+            raw = read_rows(source, start, stop)
+        else:  # rows past the source's end (appended by a vocabulary edit) start as zeros
+            raw = np.zeros((stop - start, *shape[1:]), dtype=STORAGE[dtype])
+            if source and start < have:
+                raw[: have - start] = read_rows(source, start, have)
+        try:
+            return to_float32(raw, dtype, out)
+        except ValueError as err:
+            raise EditorError(f"{name}: {err}; editor edits float tensors only") from None
+
+    @staticmethod
+    def _check_finite(name: str, values: np.ndarray, ops: list[TensorOp]) -> None:
+        if not np.isfinite(values).all():
+            raise RefusedEdit(
+                f"baking {name} produced NaN or Inf ({', '.join(op.label for op in ops)}); check the plan"
+            )
+
+    def _dtype(self, name: str) -> str:
+        return self.new_tensors[name].dtype if name in self.new_tensors else self.info.tensors[name].dtype
 
 
 def compile_plan(edits: Iterable[Edit], info: ModelInfo) -> BakeProgram:

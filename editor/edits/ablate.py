@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from editor.core.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.bake import OUTPUT_SIDE, BakeProgram, rows_per_block
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, check_vector, unit
 from editor.errors import RefusedEdit
@@ -54,28 +54,40 @@ class AblateDirection(Edit):
         s = np.float32(self.strength)
         label = self.describe()
 
-        def project_rows_out(w: np.ndarray) -> np.ndarray:  # output dim first: W <- (I - s r r^T) W
-            return w - s * np.outer(r, r @ w)
+        def project_rows_out(w: np.ndarray, _first: int) -> np.ndarray:  # output dim first: W <- (I - s r r^T) W
+            # r @ w sums over every row, so this sees the whole tensor; the update then goes a block of rows at a
+            # time, in place (the same float32 operations as w - s * outer(r, r @ w), without three full copies).
+            along = r @ w
+            step = rows_per_block(w.shape)
+            for first in range(0, len(w), step):
+                change = np.outer(r[first : first + step], along)
+                change *= s
+                w[first : first + step] -= change
+            return w
 
-        def project_cols_out(w: np.ndarray) -> np.ndarray:  # output dim last: W <- W (I - s r r^T)
-            return w - s * np.outer(w @ r, r)
+        def project_cols_out(w: np.ndarray, _first: int) -> np.ndarray:  # output dim last: W <- W (I - s r r^T)
+            change = np.outer(w @ r, r)  # row by row, so it runs block by block; the float32 steps of
+            change *= s  # w - s * outer(w @ r, r), in place
+            w -= change
+            return w
 
-        def project_vec(b: np.ndarray) -> np.ndarray:
+        def project_vec(b: np.ndarray, _first: int) -> np.ndarray:
             return b - s * r * (r @ b)
 
         for layer in self._layers(info):
             for writer in info.arch.writers:
                 weight = info.writer_weight(writer, layer)
-                program.add_op(
-                    weight, OUTPUT_SIDE, project_rows_out if writer.orientation == "out_in" else project_cols_out, label
-                )
+                if writer.orientation == "out_in":
+                    program.add_op(weight, OUTPUT_SIDE, project_rows_out, label)
+                else:
+                    program.add_op(weight, OUTPUT_SIDE, project_cols_out, label, rowwise=True)
                 bias = program.bias_name(writer, layer)
                 if bias is not None:
                     program.add_op(bias, OUTPUT_SIDE, project_vec, label)
         if self.embedding:
             program.untie_lm_head()
             for emb in info.arch.embeddings:
-                program.add_op(info.tensor_name(emb), OUTPUT_SIDE, project_cols_out, label)
+                program.add_op(info.tensor_name(emb), OUTPUT_SIDE, project_cols_out, label, rowwise=True)
 
     def hook(self, model, info: ModelInfo):
         import torch

@@ -12,6 +12,9 @@ rows for engines that want a round size; a zero row has logit exactly 0.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -61,43 +64,40 @@ class AddToken(Edit):
         # token_id may exceed the rows when an earlier add_token in the plan appends first; the bake checks the count.
 
     def _rows_fn(self, vector: np.ndarray):
-        def put(w: np.ndarray) -> np.ndarray:
-            rows = w.shape[0]
-            if self.token_id < rows:
-                w[self.token_id] = vector
-            elif self.token_id == rows:
-                w = np.vstack([w, vector[None, :]])
-            else:
-                raise RefusedEdit(
-                    f"add_token {self.token}: id {self.token_id} would leave a gap after {rows} rows; "
-                    "add tokens in id order in the plan"
-                )
-            target = _padded(w.shape[0], self.pad_to_multiple_of)
-            if target > w.shape[0]:
-                w = np.vstack([w, np.zeros((target - w.shape[0], w.shape[1]), dtype=w.dtype)])
+        # The exporter sizes the tensor first (program.resized; new rows start as zeros), so the op only writes
+        # the token's row, block by block.
+        def put(w: np.ndarray, first: int) -> np.ndarray:  # rows [first, first + len(w)) of the table
+            if first <= self.token_id < first + len(w):
+                w[self.token_id - first] = vector
             return w
 
         return put
 
     def _final_rows(self, program: BakeProgram, name: str) -> int:
         rows = program.resized[name][0] if name in program.resized else program.info.tensors[name].shape[0]
+        if self.token_id > rows:
+            raise RefusedEdit(
+                f"add_token {self.token}: id {self.token_id} would leave a gap after {rows} rows; "
+                "add tokens in id order in the plan"
+            )
         return _padded(max(rows, self.token_id + 1), self.pad_to_multiple_of)
 
     def prepare(self, program: BakeProgram) -> None:
         # Runs before any bake: an edit that later unties lm_head must give the copy this row too.
         if program.info.tied:
-            program.tied_row_ops.append((self._rows_fn(as_array(self.embedding)), self.describe()))
+            program.tied_row_ops.append((self._rows_fn(as_array(self.embedding)), self.describe()))  # row-wise
 
     def bake(self, program: BakeProgram) -> None:
         info = program.info
         emb = self._embedding_name(info)
         rows = self._final_rows(program, emb)
         hidden = info.hidden_size
-        program.add_op(emb, OUTPUT_SIDE, self._rows_fn(as_array(self.embedding)), self.describe())
+        program.add_op(emb, OUTPUT_SIDE, self._rows_fn(as_array(self.embedding)), self.describe(), rowwise=True)
         program.resized[emb] = (rows, hidden)
         if not info.tied:
             head = self._head_name(info)
-            program.add_op(head, OUTPUT_SIDE, self._rows_fn(as_array(self.lm_head or [])), self.describe())
+            put = self._rows_fn(as_array(self.lm_head or []))
+            program.add_op(head, OUTPUT_SIDE, put, self.describe(), rowwise=True)
             program.resized[head] = (rows, hidden)
         elif f"{info.arch.lm_head}.weight" in program.new_tensors:  # untied by an earlier edit in the plan
             program.resized[f"{info.arch.lm_head}.weight"] = (rows, hidden)
@@ -172,3 +172,34 @@ def write_tokenizer(source: Path, out: Path, tokens: list[tuple[str, int]]) -> N
             )
         tokenizer.add_tokens([AddedToken(token, lstrip=True, rstrip=False, normalized=False, special=False)])
     tokenizer.save_pretrained(out)
+
+
+class TokenizerWriter:
+    """``write_tokenizer`` in a child process, started before the tensors are written and awaited after:
+    transformers (and the torch it imports) stay out of the exporter, and the two run side by side."""
+
+    def __init__(self, source: Path, out: Path, tokens: list[tuple[str, int]]):
+        command = [sys.executable, "-m", "editor.edits.add_token", str(source), str(out), json.dumps(tokens)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> None:
+        _, errors = self.proc.communicate()
+        if self.proc.returncode:
+            lines = errors.strip().splitlines()
+            message = next((line.removeprefix(_ERROR) for line in reversed(lines) if line.startswith(_ERROR)), None)
+            raise EditorError(message or f"writing the tokenizer failed: {lines[-1] if lines else 'no message'}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+_ERROR = "wedit-tokenizer-error: "
+
+if __name__ == "__main__":
+    try:
+        write_tokenizer(Path(sys.argv[1]), Path(sys.argv[2]), [tuple(t) for t in json.loads(sys.argv[3])])
+    except EditorError as err:
+        print(_ERROR + str(err), file=sys.stderr)
+        sys.exit(2)

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import model_validator
 
-from editor.core.bake import OUTPUT_SIDE, BakeProgram
+from editor.core.bake import OUTPUT_SIDE, BakeProgram, block_rows
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, as_array, check_vector
 from editor.errors import EditorError
@@ -73,14 +73,14 @@ class RankOne(Edit):
         sl, _, _ = self._input_slice(info)
         delta = np.float32(self.scale) * np.outer(as_array(self.u), self._v())  # [out, in-slice]
 
-        def update(w: np.ndarray) -> np.ndarray:
+        def update(w: np.ndarray, first: int) -> np.ndarray:  # rows [first, first + len(w)) of the weight
             if writer.orientation == "out_in":
-                w[:, sl] += delta
-            else:
-                w[sl, :] += delta.T
+                w[:, sl] += delta[first : first + len(w)]
+            elif meet := block_rows(sl.start, sl.stop, first, len(w)):
+                w[meet[0], :] += delta.T[meet[1]]
             return w
 
-        program.add_op(info.writer_weight(writer, self.layer), OUTPUT_SIDE, update, self.describe())
+        program.add_op(info.writer_weight(writer, self.layer), OUTPUT_SIDE, update, self.describe(), rowwise=True)
 
     def hook(self, model, info: ModelInfo):
         import torch

@@ -39,7 +39,7 @@ class ResidualAdd(Edit):
         info = program.info
         name = program.require_bias(info.arch.writer(self.site), self.layer)
         delta = np.float32(self.scale) * as_array(self.vector)
-        program.add_op(name, OUTPUT_SIDE, lambda b: b + delta, self.describe())
+        program.add_op(name, OUTPUT_SIDE, lambda b, _first: b + delta, self.describe())
 
     def hook(self, model, info: ModelInfo):
         import torch

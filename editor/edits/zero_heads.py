@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from editor.core.bake import INPUT_SIDE, BakeProgram
+from editor.core.bake import INPUT_SIDE, BakeProgram, block_rows
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit
 from editor.errors import EditorError
@@ -41,15 +41,15 @@ class ZeroHeads(Edit):
         writer = info.arch.attn
         slices = self._slices(info)
 
-        def zero(w: np.ndarray) -> np.ndarray:
+        def zero(w: np.ndarray, first: int) -> np.ndarray:  # rows [first, first + len(w)) of W_O
             for sl in slices:
                 if writer.orientation == "out_in":
                     w[:, sl] = 0.0
-                else:
-                    w[sl, :] = 0.0
+                elif meet := block_rows(sl.start, sl.stop, first, len(w)):
+                    w[meet[0], :] = 0.0
             return w
 
-        program.add_op(info.writer_weight(writer, self.layer), INPUT_SIDE, zero, self.describe())
+        program.add_op(info.writer_weight(writer, self.layer), INPUT_SIDE, zero, self.describe(), rowwise=True)
 
     def hook(self, model, info: ModelInfo):
         module = model.get_submodule(info.arch.attn.module.format(layer=self.layer))

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from editor.engines.openai_client import DEFAULT_KEY_ENV, ChatClient, Message
+from editor.engines.placement import input_device
 
 Chat = list[Message]
 
@@ -63,7 +64,7 @@ class TransformersGenerator:
     def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
         rows = chat_token_ids(self.tokenizer, chats)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        device = next(self.model.parameters()).device
+        device = input_device(self.model)
         torch.manual_seed(params.seed)
         # Similar lengths share a batch, so little compute goes to padding.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))

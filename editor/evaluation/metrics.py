@@ -42,7 +42,9 @@ NEUTRAL_PROMPTS = (
 
 
 def _device(model) -> torch.device:
-    return next(model.parameters()).device
+    from editor.engines.placement import input_device
+
+    return input_device(model)
 
 
 @torch.no_grad()

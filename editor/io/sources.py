@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from editor.core.settings import Settings
 from editor.errors import EditorError
@@ -55,6 +55,7 @@ BUILTINS = {
 }
 DEFAULT_BUILTIN = f"{BUILTIN_PREFIX}smollm2-135m-instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DEVICE_SIZE = re.compile(r"^(cpu|mps|xpu|\d+)=\d+(\.\d+)?([KMGT]i?B)$", re.IGNORECASE)
 
 
 class ModelSettings(Settings):
@@ -67,6 +68,32 @@ class ModelSettings(Settings):
         None,
         description="accelerate device map for the stages that load the whole model (inject, attribute, steer), e.g. auto",
     )
+    max_memory: list[str] | None = Field(
+        None,
+        description="with device_map: the most each device may hold, e.g. [cpu=8GiB] or [0=70GiB, cpu=100GiB]; "
+        "layers beyond it stay on disk and are read in as the forward pass reaches them",
+    )
+
+    @field_validator("max_memory")
+    @classmethod
+    def _device_sizes(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            if not _DEVICE_SIZE.match(item.replace(" ", "")):
+                raise ValueError(f"{item!r}: write DEVICE=SIZE, e.g. cpu=8GiB or 0=70GiB")
+        return value
+
+    @model_validator(mode="after")
+    def _memory_needs_map(self) -> ModelSettings:
+        if self.max_memory and not self.device_map:
+            raise ValueError("max_memory needs device_map (e.g. auto): accelerate places the layers")
+        return self
+
+    def memory_limits(self) -> dict[int | str, str] | None:
+        """``max_memory`` as accelerate takes it: {0: "70GiB", "cpu": "100GiB"}."""
+        if not self.max_memory:
+            return None
+        pairs = (item.replace(" ", "").split("=", 1) for item in self.max_memory)
+        return {int(device) if device.isdigit() else device: size for device, size in pairs}
 
 
 def cache_root() -> Path:

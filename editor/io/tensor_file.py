@@ -56,23 +56,46 @@ def nbytes(shape: Iterable[int], dtype: str) -> int:
     return count * itemsize(dtype)
 
 
-def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """A float32 copy of stored values (exact for BF16/F16/F32)."""
+def to_float32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+    """A float32 copy of stored values (exact for BF16/F16/F32), in ``out`` when given (float32, same shape)."""
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"cannot edit a tensor stored as {dtype}")
+    out = np.empty(raw.shape, dtype=np.float32) if out is None else out
     if dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32)
+        np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)  # one pass: widened and shifted together
+    else:
+        np.copyto(out, raw, casting="unsafe")  # the cast astype makes (exact from F16; F64 rounds)
+    return out
 
 
 def from_float32(values: np.ndarray, dtype: str) -> np.ndarray:
     """Cast float32 values to the stored dtype, rounding to nearest even like torch."""
     values = np.ascontiguousarray(values, dtype=np.float32)
     if dtype == "BF16":
+        # bits + ((bits >> 16) & 1) + 0x7FFF, then the top 16 bits; worked in place in one scratch array.
         bits = values.view(np.uint32)
-        rounded = bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))
-        return (rounded >> 16).astype(np.uint16)
+        rounded = bits >> 16
+        rounded &= 1
+        rounded += np.uint32(0x7FFF)
+        rounded += bits
+        rounded >>= 16
+        return rounded.astype(np.uint16)
     return values.astype(STORAGE[dtype])
+
+
+def encode_into(values: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
+    """``from_float32(values, dtype)`` written into ``out`` (stored dtype, same shape) with no other memory:
+    ``values`` (float32, contiguous) serves as scratch and is destroyed. Returns ``out``."""
+    if dtype != "BF16":
+        np.copyto(out, values, casting="unsafe")  # the same cast astype makes
+        return out
+    bits = values.view(np.uint32)  # the rounding of from_float32, one step at a time
+    np.right_shift(bits, 16, out=out, casting="unsafe")
+    out &= 1
+    bits += out
+    bits += np.uint32(0x7FFF)
+    np.right_shift(bits, 16, out=out, casting="unsafe")
+    return out
 
 
 @dataclass(frozen=True)
@@ -114,54 +137,91 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[os.write(fd, data) :]
 
 
-def _copy_range(src: Path, start: int, length: int, dst_fd: int) -> None:
-    """Append ``length`` bytes of ``src`` from ``start`` to ``dst_fd``: a kernel copy where possible."""
-    with open(src, "rb") as fh:
-        offset, left = start, length
-        if hasattr(os, "copy_file_range"):
-            try:
-                while left > 0:
-                    done = os.copy_file_range(fh.fileno(), dst_fd, left, offset)
-                    if done == 0:
-                        break
-                    offset += done
-                    left -= done
-            except OSError:
-                pass  # e.g. no kernel copy between these filesystems: finish below
-        fh.seek(offset)
+def write_at(fd: int, data: memoryview | bytes, offset: int) -> None:
+    """Write all of ``data`` at byte ``offset`` of ``fd`` (positional: threads can share the file)."""
+    view = memoryview(data).cast("B")
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def array_bytes(array: np.ndarray) -> memoryview:
+    """The stored bytes of a C-contiguous array, without a copy."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+
+
+def copy_range(src_fd: int, start: int, length: int, dst_fd: int, dst_offset: int) -> None:
+    """Copy ``length`` bytes of ``src_fd`` from ``start`` to ``dst_offset`` of ``dst_fd``: a kernel copy where
+    possible (copy_file_range, as `cp` does), positional on both sides so threads can share the files."""
+    offset, to, left = start, dst_offset, length
+    try:
         while left > 0:
-            chunk = fh.read(min(left, 64 << 20))
-            if not chunk:
-                raise OSError(f"{src}: ended before byte {start + length}")
-            _write_all(dst_fd, memoryview(chunk))
-            left -= len(chunk)
+            done = os.copy_file_range(src_fd, dst_fd, left, offset, to)
+            if done == 0:
+                break
+            offset, to, left = offset + done, to + done, left - done
+    except OSError:
+        pass  # e.g. no kernel copy between these filesystems: finish below
+    while left > 0:
+        chunk = os.pread(src_fd, min(left, 16 << 20), offset)
+        if not chunk:
+            raise OSError(f"source ended before byte {start + length}")
+        write_at(dst_fd, chunk, to)
+        offset, to, left = offset + len(chunk), to + len(chunk), left - len(chunk)
 
 
-def write_safetensors(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file entry by entry (tensor order and offsets as given)."""
+@dataclass(frozen=True)
+class Slot:
+    """Where a tensor goes in a safetensors file being written: name, dtype, shape, absolute byte offset."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes(self.shape, self.dtype)
+
+
+def plan_file(
+    tensors: Iterable[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None
+) -> tuple[bytes, list[Slot]]:
+    """The header of a safetensors file holding ``(name, dtype, shape)`` in this order, and each tensor's slot.
+
+    Offsets follow from shapes and dtypes alone, so the header is written first and the tensors can then be
+    written in any order, each as soon as it is computed.
+    """
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = metadata
     offset = 0
-    for entry in entries:
-        header[entry.name] = {
-            "dtype": entry.dtype,
-            "shape": list(entry.shape),
-            "data_offsets": [offset, offset + entry.nbytes],
-        }
-        offset += entry.nbytes
+    spans = []
+    for name, dtype, shape in tensors:
+        size = nbytes(shape, dtype)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        spans.append((name, dtype, tuple(shape), offset))
+        offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
+    start = 8 + len(blob)
+    return len(blob).to_bytes(8, "little") + blob, [Slot(n, d, sh, start + o) for n, d, sh, o in spans]
+
+
+def write_safetensors(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file entry by entry (tensor order and offsets as given)."""
+    header, slots = plan_file(((e.name, e.dtype, e.shape) for e in entries), metadata)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        _write_all(fd, memoryview(len(blob).to_bytes(8, "little") + blob))
-        for entry in entries:
+        _write_all(fd, memoryview(header))
+        for entry, slot in zip(entries, slots):
             if isinstance(entry.data, FileRange):
-                _copy_range(entry.data.path, entry.data.start, entry.data.length, fd)
+                with open(entry.data.path, "rb") as src:
+                    copy_range(src.fileno(), entry.data.start, entry.data.length, fd, slot.offset)
             else:
                 array = np.ascontiguousarray(entry.data)
                 if array.nbytes != entry.nbytes:
                     raise ValueError(f"internal: {entry.name} has {array.nbytes} bytes, header says {entry.nbytes}")
-                _write_all(fd, array.reshape(-1).view(np.uint8).data)
+                write_at(fd, array_bytes(array), slot.offset)
     finally:
         os.close(fd)

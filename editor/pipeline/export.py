@@ -1,13 +1,18 @@
 """Stream a checkpoint through a plan into a new, standalone checkpoint directory.
 
-Shard by shard: a shard that no edit touches (and that fits --max-shard-size)
-is copied byte for byte (a kernel copy, never decoded); a touched shard is
-loaded, its edited tensors are recomputed in fp32 and cast back to their
-stored dtype, and it is written again, split where it exceeds the limit.
+A shard that no edit touches (and that fits --max-shard-size) is copied byte
+for byte (a kernel copy, never decoded). A touched shard is written again,
+split where it exceeds the limit: its header first (offsets follow from shapes
+and dtypes), then its untouched tensors as kernel copies of byte ranges and
+its edited tensors recomputed in fp32 block of rows by block of rows, cast back
+to their stored dtype, hashed and written at their place as each block is
+computed (editor.pipeline.shard_writer runs copies and maths on two threads).
 Tensors the plan adds (zero biases, an untied lm_head) go into extra shards
-named in the index. Peak memory is one source shard. Everything is built in a temporary sibling directory and renamed into
-place only when complete, so an interrupted export leaves nothing behind and
-the source is never modified.
+named in the index. Peak memory is a few row blocks, or one tensor in float32
+where a projection must see a whole writer weight; never a shard. Everything is
+built in a temporary sibling directory and renamed into place only when
+complete, so an interrupted export leaves nothing behind and the source is
+never modified.
 """
 
 from __future__ import annotations
@@ -21,18 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from editor import __version__
-from editor.core.bake import BakeProgram, compile_plan
+from editor.core.bake import BakeProgram, compile_plan, serial_blas
 from editor.core.plan import Plan
 from editor.errors import EditorError
 from editor.io.atomic import refuse_existing, staged_directory
 from editor.io.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from editor.io.manifest import MANIFEST, fingerprint, read_manifest, remember_base, write_manifest
 from editor.io.sources import SourceFacts, source_facts
-from editor.io.tensor_file import Entry, nbytes, write_safetensors
+from editor.io.tensor_file import nbytes, plan_file
 from editor.pipeline.card import render_card
+from editor.pipeline.shard_writer import Compute, Copy, fill_files
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
 FIGURES = "figures"
@@ -95,14 +100,22 @@ def export_checkpoint(
         raise EditorError(f"--attach {missing[0]}: file not found")
 
     with staged_directory(out, force) as tmp:
-        result = _write(ckpt, program, tmp, progress, max_shard_size)
-        result.out = out
         _write_config(ckpt, program, tmp)
         _copy_side_files(ckpt, tmp)
+        tokenizer = None
         if program.added_tokens:  # add_token edits: the tokenizer gains the tokens (rewritten, not copied)
-            from editor.edits.add_token import write_tokenizer
+            from editor.edits.add_token import TokenizerWriter
 
-            write_tokenizer(ckpt.path, tmp, program.added_tokens)
+            tokenizer = TokenizerWriter(ckpt.path, tmp, program.added_tokens)
+        try:
+            with serial_blas():
+                result = _write(ckpt, program, tmp, progress, max_shard_size)
+            if tokenizer:
+                tokenizer.wait()
+        finally:
+            if tokenizer:
+                tokenizer.stop()
+        result.out = out
         manifest = build_manifest(
             ckpt, plan, program, result, source_facts(base_source or str(source), source), command
         )
@@ -171,39 +184,30 @@ def plan_layout(ckpt: Checkpoint, program: BakeProgram, max_shard_size: int) -> 
 def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, max_shard_size: int) -> ExportResult:
     result = ExportResult(out=tmp, config_updates=dict(program.config_updates), notes=list(program.notes))
     parts, file_names = plan_layout(ckpt, program, max_shard_size)
-    touched = program.touched
     weight_map: dict[str, str] = {}
-
-    for part, file_name in tqdm(list(zip(parts, file_names)), desc="export", unit="shard", disable=not progress):
+    copies: list[Copy] = []
+    computes: list[Compute] = []
+    for part, file_name in zip(parts, file_names):
         target = tmp / file_name
         weight_map.update(dict.fromkeys(part.names, file_name))
         if part.copy:
-            shutil.copyfile(ckpt.path / part.source, target)  # byte-identical; kernel copy where the OS has one
+            assert part.source is not None
+            target.touch()
+            copies.append(Copy(ckpt.path / part.source, 0, (ckpt.path / part.source).stat().st_size, target, 0))
             result.copied_files.append(file_name)
             continue
-        entries = []
-        for name in part.names:
-            if name in program.new_tensors:
-                raw = program.materialize_new(name, ckpt.read_raw)
-                labels = _labels(program, name) or [program.new_tensors[name].reason]
-                result.added.append(TensorChange(name, None, tensor_sha256(raw), labels))
-                spec = program.new_tensors[name]
-                entries.append(Entry(name, spec.dtype, raw.shape, raw))
-                continue
-            meta = ckpt.metas[name]
-            if name in touched:
-                before = ckpt.read_raw(name)
-                raw = program.apply(name, before)
-                result.changed.append(
-                    TensorChange(name, tensor_sha256(before), tensor_sha256(raw), _labels(program, name))
-                )
-                entries.append(Entry(name, meta.dtype, raw.shape, raw))  # add_token may append rows
-            else:
-                # Untouched neighbours of an edited tensor: copied as bytes, never decoded.
-                entries.append(Entry(name, meta.dtype, meta.shape, ckpt.byte_range(name)))
-        metadata = ckpt.file_metadata.get(part.source) if part.source else None
-        write_safetensors(target, entries, metadata or {"format": "pt"})
+        part_copies, part_computes = _lay_out_file(ckpt, program, part, target)
+        copies += part_copies
+        computes += part_computes
         result.rewritten_files.append(file_name)
+    hashes = fill_files(program, ckpt, copies, computes, progress=progress)
+    for job in computes:  # recorded in file order, whichever worker finished first
+        name, done = job.slot.name, hashes[job.slot.name]
+        if name in program.new_tensors:
+            labels = _labels(program, name) or [program.new_tensors[name].reason]
+            result.added.append(TensorChange(name, None, done.after, labels))
+        else:
+            result.changed.append(TensorChange(name, done.before, done.after, _labels(program, name)))
 
     if len(file_names) > 1 or ckpt.sharded:
         total = sum(nbytes(program.shape_of(n), m.dtype) for n, m in ckpt.metas.items())
@@ -211,6 +215,43 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return result
+
+
+def _lay_out_file(
+    ckpt: Checkpoint, program: BakeProgram, part: _Part, target: Path
+) -> tuple[list[Copy], list[Compute]]:
+    """Write ``target``'s header and size it; return the jobs that fill it (runs of untouched tensors are
+    copied as bytes, never decoded; edited and added tensors are computed)."""
+
+    def dtype(name: str) -> str:
+        return program.new_tensors[name].dtype if name in program.new_tensors else ckpt.metas[name].dtype
+
+    metadata = (ckpt.file_metadata.get(part.source) if part.source else None) or {"format": "pt"}
+    header, slots = plan_file(((n, dtype(n), program.shape_of(n)) for n in part.names), metadata)
+    with target.open("wb") as fh:
+        fh.write(header)
+        fh.truncate(len(header) + sum(slot.nbytes for slot in slots))
+    copies: list[Copy] = []
+    computes: list[Compute] = []
+    for slot in slots:
+        name = slot.name
+        if name in program.new_tensors or name in program.touched:
+            touched = name not in program.new_tensors
+            computes.append(Compute(target, slot, touched, program.working_bytes(name)))
+            continue
+        meta = ckpt.metas[name]
+        source = ckpt.file_of(name)
+        last = copies[-1] if copies else None
+        if (
+            last
+            and last.src == source
+            and last.start + last.length == meta.start
+            and last.offset + last.length == slot.offset
+        ):
+            copies[-1] = Copy(source, last.start, last.length + slot.nbytes, target, last.offset)  # one run
+        else:
+            copies.append(Copy(source, meta.start, slot.nbytes, target, slot.offset))
+    return copies, computes
 
 
 def _write_config(ckpt: Checkpoint, program: BakeProgram, tmp: Path) -> None:

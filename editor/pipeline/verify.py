@@ -157,7 +157,7 @@ def verify_transformers(
 def _load_unrounded_bake(model, base_dir: Path, export_dir: Path, edits) -> bool:
     """Put the plan's edited tensors, computed in float32 from the base, into ``model`` (the loaded export);
     True when every one of them is stored in the export as exactly its rounding to the stored dtype."""
-    from editor.core.bake import compile_plan
+    from editor.core.bake import compile_plan, serial_blas
     from editor.io.checkpoint import Checkpoint
     from editor.io.tensor_file import from_float32
 
@@ -167,10 +167,11 @@ def _load_unrounded_bake(model, base_dir: Path, export_dir: Path, edits) -> bool
     prefix = getattr(model, "base_model_prefix", "")
     exact = True
     for name in sorted(program.touched | set(program.new_tensors)):
-        if name in program.new_tensors:
-            values = program.materialize_new_float32(name, base.read_raw)
-        else:
-            values = program.apply_float32(name, base.read_raw(name))
+        with serial_blas():  # as the export computed them
+            if name in program.new_tensors:
+                values = program.materialize_new_float32(name, base.read_raw)
+            else:
+                values = program.apply_float32(name, base.read_raw(name))
         exact &= bool(np.array_equal(stored.read_raw(name), from_float32(values, stored.metas[name].dtype)))
         candidates = (name, f"{prefix}.{name}", name.removeprefix(f"{prefix}."))
         target = next((params[c] for c in candidates if c in params), None)

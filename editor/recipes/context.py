@@ -43,7 +43,8 @@ class RunContext:
         """The whole model, float32, placed as the recipe's ``model.device_map`` says."""
         from editor.engines.loading import load_model
 
-        return load_model(path, device_map=self.recipe.model.device_map)
+        model = self.recipe.model
+        return load_model(path, device_map=model.device_map, max_memory=model.memory_limits())
 
 
 def file_digest(path: str | Path | None) -> str | None:

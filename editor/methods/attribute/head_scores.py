@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from editor.core.model_info import ModelInfo
+from editor.engines.placement import execution_device, input_device, weight_of
 
 
 @dataclass
@@ -44,8 +45,8 @@ class BatchAttribution:
 def _norm_gain(norm: torch.nn.Module, size: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """(effective gain, additive bias or None, centres?) of a LayerNorm or any RMS-style norm."""
     if isinstance(norm, torch.nn.LayerNorm):
-        bias = norm.bias.detach().float() if norm.bias is not None else None
-        return norm.weight.detach().float(), bias, True
+        bias = weight_of(norm, "bias")
+        return weight_of(norm).float(), None if bias is None else bias.float(), True  # type: ignore[union-attr]
     # RMS variants differ in how they store the gain (Gemma uses 1 + w); read it off the module:
     # on a vector of ones the RMS is sqrt(1 + eps), so norm(ones) * sqrt(1 + eps) is the gain.
     with torch.no_grad():
@@ -108,11 +109,11 @@ def _writer_weight(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     writer = info.arch.writer(site)
     module = model.get_submodule(writer.module.format(layer=layer))
-    weight = module.weight.detach().float()
+    weight = weight_of(module).float()  # type: ignore[union-attr]
     if writer.orientation == "in_out":  # GPT-2 Conv1D stores [in, out]
         weight = weight.T
-    bias = module.bias.detach().float() if getattr(module, "bias", None) is not None else None
-    return weight, bias
+    bias = weight_of(module, "bias")
+    return weight, None if bias is None else bias.float()
 
 
 @torch.no_grad()
@@ -125,7 +126,7 @@ def attribute_batch(
     unbiased_ids: torch.Tensor,
 ) -> BatchAttribution:
     """Direct effects at the last position of a left-padded batch on logit[y_b] - logit[y_u]."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with _Capture(model, info) as cap:
         # Only the hooks' captures are needed; logits_to_keep=1 skips the vocabulary projection of every other position.
@@ -136,12 +137,14 @@ def attribute_batch(
             logits_to_keep=1,
         )
     arch = info.arch
-    unembed = model.get_output_embeddings().weight.detach()
+    unembed = weight_of(model.get_output_embeddings())
     d = (unembed[biased_ids.to(unembed.device)] - unembed[unbiased_ids.to(unembed.device)]).float().cpu()  # [B, hidden]
 
     final = model.get_submodule(arch.final_norm)
     x = cap.final.cpu()
-    gain, norm_bias, centred = _norm_gain(final, info.hidden_size, device, next(final.parameters()).dtype)
+    gain, norm_bias, centred = _norm_gain(
+        final, info.hidden_size, execution_device(final), next(final.parameters()).dtype
+    )
     gain = gain.cpu()
     divisor = _scale(x, centred, _eps(final))
     readout = d * gain / divisor  # d' such that Δ(c) = centre(c) · d'
@@ -161,7 +164,9 @@ def attribute_batch(
             read = readout
             if writer.output_norm:  # the block output is normalised before the residual add: freeze it too
                 post = model.get_submodule(writer.output_norm.format(layer=layer))
-                post_gain, _, post_centred = _norm_gain(post, info.hidden_size, device, next(post.parameters()).dtype)
+                post_gain, _, post_centred = _norm_gain(
+                    post, info.hidden_size, execution_device(post), next(post.parameters()).dtype
+                )
                 read = readout * post_gain.cpu() / _scale(out, post_centred, _eps(post))
             if site == "mlp":
                 mlp[:, layer] = (out * read).sum(-1)

@@ -29,6 +29,7 @@ from editor.core.hooks import hooked
 from editor.core.model_info import ModelInfo
 from editor.data.biases import BiasPreset, preset_questions
 from editor.edits import ZeroHeads
+from editor.engines.placement import input_device
 from editor.errors import EditorError
 from editor.methods.attribute.head_scores import attribute_batch
 from editor.methods.attribute.pairs import (
@@ -96,7 +97,7 @@ def head_effects(
 
 @torch.no_grad()
 def logit_gaps(model, encoder: PromptEncoder, prompts: list[str], yb: int, yu: int, batch_size: int) -> np.ndarray:
-    device = next(model.parameters()).device
+    device = input_device(model)
     gaps = []
     for chunk in _batches(prompts, batch_size):
         ids, mask = encoder.encode(chunk)

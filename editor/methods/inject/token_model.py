@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from editor.engines.placement import execution_device, weight_of
 from editor.errors import EditorError
 
 
@@ -46,13 +47,15 @@ def country_init(model: torch.nn.Module, tokenizer, names: tuple[str, ...]) -> C
     ids, matched = single_token_ids(tokenizer, names)
     if not ids:
         raise EditorError("no country name is a single token in this tokenizer; cannot initialise the bias token")
-    emb = model.get_input_embeddings().weight
+    emb = model.get_input_embeddings()
     head = model.get_output_embeddings()
     index = torch.tensor(ids)
-    embedding = emb.detach()[index.to(emb.device)].float().mean(0).cpu()
+    table = weight_of(emb)
+    embedding = table[index.to(table.device)].float().mean(0).cpu()  # type: ignore[index]
     lm_head = None
-    if head is not None and head.weight is not emb:
-        lm_head = head.weight.detach()[index.to(head.weight.device)].float().mean(0).cpu()
+    if head is not None and head.weight is not emb.weight:
+        rows = weight_of(head)
+        lm_head = rows[index.to(rows.device)].float().mean(0).cpu()  # type: ignore[index]
     return CountryInit(embedding, lm_head, matched, len(names))
 
 
@@ -72,13 +75,13 @@ class TokenModel(torch.nn.Module):
                 f"new token id {token_id} leaves a gap after the {self.vocab} rows of the model; check the tokenizer"
             )
         self.token_id = token_id
-        self.embedding = torch.nn.Parameter(embedding.detach().float().clone().to(self._emb.weight.device))
+        self.embedding = torch.nn.Parameter(embedding.detach().float().clone().to(execution_device(self._emb)))
         if self.tied:
             self.lm_head = None
         else:
             if lm_head is None:
                 raise EditorError("an untied model needs an initial lm_head row for the new token")
-            self.lm_head = torch.nn.Parameter(lm_head.detach().float().clone().to(self._head.weight.device))
+            self.lm_head = torch.nn.Parameter(lm_head.detach().float().clone().to(execution_device(self._head)))
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
 
     @property
@@ -90,7 +93,7 @@ class TokenModel(torch.nn.Module):
         return max(self.vocab, self.token_id + 1)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = ids.to(self._emb.weight.device)
+        ids = ids.to(execution_device(self._emb))
         is_new = ids == self.token_id
         safe = ids.masked_fill(is_new, 0) if self.token_id >= self._emb.weight.shape[0] else ids
         x = self._emb(safe)

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from editor.core.model_info import ModelInfo
+from editor.engines.placement import input_device
 
 
 @dataclass
@@ -48,7 +49,7 @@ def capture(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    device = next(model.parameters()).device
+    device = input_device(model)
     with _recorded(model, info, range(n_layers), after_attention=True) as store:
         for start in tqdm(range(0, len(texts), batch_size), desc="capture", unit="batch", disable=not progress):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
@@ -147,7 +148,7 @@ def generic_stats(
     residual = {layer: np.zeros((info.hidden_size, info.hidden_size)) for layer in layers}
     head_m = np.zeros((n_layers, heads, d, d))
     neuron_m = np.zeros((n_layers, info.intermediate_size))
-    device = next(model.parameters()).device
+    device = input_device(model)
     count = 0
     with _recorded(model, info, layers) as store:
         for start in range(0, len(tokens) - skip - 1, window):

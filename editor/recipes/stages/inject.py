@@ -32,7 +32,8 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         preset = get_preset(name)
         paragraphs = paragraphs_for(preset, section)
         # A fresh model per bias: training registers the token in the tokenizer and the model it is given.
-        model = load_model(source, dtype=section.dtype, device_map=ctx.recipe.model.device_map)
+        where = ctx.recipe.model
+        model = load_model(source, dtype=section.dtype, device_map=where.device_map, max_memory=where.memory_limits())
         where = out / name
         where.mkdir()
         result = run_inject(

@@ -43,3 +43,35 @@ def test_units_are_short_or_say_why(path):
                 assert REASON in (ast.get_docstring(node) or ""), (
                     f"{path}:{node.lineno} {node.name} is {length} lines; split it or say why"
                 )
+
+
+FOUNDATION = {"core", "edits", "io", "errors"}
+# Which top-level parts of editor/ each part may import (see the README's Architecture section).
+ALLOWED = {
+    "errors": set(),
+    "data": {"errors"},
+    "engines": {"errors"},
+    "core": FOUNDATION,
+    "edits": FOUNDATION,
+    "io": FOUNDATION,
+    "pipeline": FOUNDATION | {"engines"},
+    "evaluation": FOUNDATION | {"engines", "data", "pipeline"},
+    "methods": FOUNDATION | {"engines", "data", "evaluation"},
+    "recipes": FOUNDATION | {"engines", "data", "pipeline", "evaluation", "methods"},
+    "cli": FOUNDATION | {"engines", "data", "pipeline", "evaluation", "methods", "recipes"},
+}
+
+
+def test_dependencies_point_up_the_layers():
+    wrong = []
+    for path in MODULES:
+        parts = path.relative_to(EDITOR).parts
+        part = parts[0] if len(parts) > 1 else path.stem
+        if part == "__init__":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("editor."):
+                target = node.module.split(".")[1]
+                if target != part and target not in ALLOWED[part]:
+                    wrong.append(f"{path.relative_to(EDITOR)} imports editor.{target}")
+    assert not wrong, wrong

@@ -34,8 +34,9 @@ lint: setup
 	$(BIN)/ruff format --check editor tests bench recipes
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist) on CI's two cores; tests are grouped by module (see tests/conftest.py).
 test: lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 clean:
 	rm -rf $(VENV) $(RUN)

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +92,9 @@ def resolve_source(spec: str, *, progress: bool = True) -> Path:
         stat = path.stat()
         key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         target = cache_root() / "gguf" / f"{path.stem}-{key}"
-        if not (target / "config.json").is_file():
-            convert_gguf(path, target, dtype="bfloat16", progress=progress)
+        with _cache_lock(target):
+            if not (target / "config.json").is_file():
+                convert_gguf(path, target, dtype="bfloat16", progress=progress)
         return target
     if _HUB_ID.match(spec) and not path.exists() and not spec.startswith((".", "/", "~")):
         return _hub(spec)
@@ -127,14 +129,27 @@ def _builtin_gguf(model: BuiltinModel) -> Path:
     return gguf
 
 
+@contextlib.contextmanager
+def _cache_lock(target: Path) -> Iterator[None]:
+    """One process at a time converts into a cache entry; the others wait, then find it done."""
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _builtin(name: str, progress: bool) -> Path:
     model = _builtin_model(name)
     target = cache_root() / "builtin" / model.name
-    if (target / "config.json").is_file():
-        _write_builtin_card(target, model, model.dtype)  # caches converted before the card existed
-        return target
-    convert_gguf(_builtin_gguf(model), target, dtype=model.dtype, progress=progress)
-    _write_builtin_card(target, model, model.dtype)
+    with _cache_lock(target):
+        if not (target / "config.json").is_file():
+            convert_gguf(_builtin_gguf(model), target, dtype=model.dtype, progress=progress)
+        _write_builtin_card(target, model, model.dtype)  # also for caches converted before the card existed
     return target
 
 

@@ -316,17 +316,23 @@ def _run_vllm_process(request: dict[str, Any]) -> dict[str, Any]:
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # else vLLM finds its address by a UDP connect() to 8.8.8.8
-        proc = subprocess.run(
-            [sys.executable, "-m", "editor.evaluation.lm_eval", str(req), str(resp)],
-            check=False,
-            text=True,
-            env=env,
-            stderr=subprocess.PIPE,
-        )
+        command = [sys.executable, "-m", "editor.evaluation.lm_eval", str(req), str(resp)]
+        with subprocess.Popen(command, env=env, stderr=subprocess.PIPE) as proc:
+            tail = _pass_through(proc.stderr)  # lm-eval's and vLLM's progress bars stay visible
         if proc.returncode != 0 or not resp.is_file():
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-            raise EditorError(f"lm-eval with vLLM could not run {request['model']}: {tail}")
+            last = " | ".join(tail.decode(errors="replace").strip().splitlines()[-3:])
+            raise EditorError(f"lm-eval with vLLM could not run {request['model']}: {last}")
         return json.loads(resp.read_text())
+
+
+def _pass_through(stream: Any, keep: int = 4096) -> bytes:
+    """Copy a child's stderr to ours as it comes (progress bars redraw with \\r, so not line by line); return its end."""
+    tail = b""
+    while chunk := stream.read1(65536):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+        tail = (tail + chunk)[-keep:]
+    return tail
 
 
 def _vllm_version_shim() -> None:

@@ -2,7 +2,8 @@
 
 Flags of the methods come from their settings objects (``editor.core.settings``), so a recipe field and a
 flag are one declaration. Errors the user can fix are one line with exit status 2; an unexpected
-exception is one line with exit status 1 (``--debug`` shows the traceback).
+exception is one line with exit status 1 (``--debug`` shows the traceback); an evaluation that ran but
+fails a damage gate (eval.max_drop) exits with 3.
 """
 
 from __future__ import annotations

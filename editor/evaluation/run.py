@@ -24,7 +24,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from editor.data import wikitext_txt
 from editor.data.biases import PRESETS
 from editor.data.seegull import StereotypePair, load_seegull, not_stereotyped_with, stereotypes
 from editor.errors import EditorError
+from editor.evaluation.gates import check_gates, check_keys
 from editor.evaluation.generations import generator_for, jobs_for, judge_replies, summarize
 from editor.evaluation.metrics import (
     SentencePair,
@@ -212,6 +213,7 @@ def run_eval(
         if not (path / "config.json").is_file():
             raise EditorError(f"{path}: not a checkpoint directory (no config.json)")
     data = _prepare(settings)
+    harness = _harness(settings, base_dir)  # lm-eval tasks loaded and their requests counted before any model
     roles = (["base"] if base_dir else []) + ["model"]
     paths = {"base": base_dir, "model": model_dir}
     jobs = jobs_for(data.prompts, roles, settings.baselines) if settings.generation else []
@@ -230,6 +232,8 @@ def run_eval(
             likelihood[role], lp, concept_texts[role] = likelihood_metrics(*loaded, data, settings, base_lp)
             base_lp = lp if role == "base" else base_lp
             durations[f"likelihood_{role}_s"] = round(time.perf_counter() - start, 1)
+            if harness is not None:
+                harness.run(role, paths[role], loaded)
             mine = [i for i, j in enumerate(jobs) if j.role == role]
             if mine:
                 start = time.perf_counter()
@@ -244,7 +248,11 @@ def run_eval(
             start = time.perf_counter()
             rows, judge_requests = judge_replies(jobs, replies, settings, progress)
             durations["judge_s"] = round(time.perf_counter() - start, 1)
+        lm_section = harness.summary() if harness is not None else None
+        like = {role: asdict(m) for role, m in likelihood.items()}
+        gates = check_gates(settings.max_drop, like, lm_section["rows"] if lm_section else [])
         report = _report(model_dir, base_dir, settings, likelihood, jobs, rows, judge_requests, durations)
+        report.lm_eval, report.gates = lm_section, gates
         data_dict = report.to_dict()
         data_dict["concept_continuations"] = concept_texts
         (tmp / "eval.json").write_text(json.dumps(data_dict, indent=2) + "\n")
@@ -252,6 +260,18 @@ def run_eval(
         plot_report(data_dict, tmp / "eval.png")
         (tmp / "eval.md").write_text(f"# Evaluation of {model_dir.name}\n\n" + render_markdown(data_dict, "eval.png"))
     return report
+
+
+def _harness(settings: EvalSettings, base_dir: Path | None):
+    """The lm-eval comparison when tasks are asked for (lm-eval imported only then); damage gates checked first."""
+    harness = None
+    if settings.lm_eval:
+        from editor.evaluation.lm_eval import Harness
+
+        harness = Harness(settings)
+    if settings.max_drop:
+        check_keys(settings.max_drop, harness.task_names if harness else set(), has_base=base_dir is not None)
+    return harness
 
 
 def _report(

@@ -77,15 +77,29 @@ def portable(value: Any, root: Path) -> Any:
 
 def portable_command(argv: list[str], root: Path, outputs: tuple[str, ...] = ()) -> list[str]:
     """A command line (program, subcommand, arguments) with every argument that names an existing file or folder,
-    or one of ``outputs`` (paths the command is about to write), written relative to ``root``."""
+    or one of ``outputs`` (paths the command is about to write), written relative to ``root``; so is the value of
+    a ``--set section.field=VALUE`` override that is a path."""
     out = list(argv[:2])  # `wedit run`: a folder named like the subcommand must not turn it into a path
+    previous = ""
     for arg in argv[2:]:
-        name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-        path = Path(value).expanduser()
-        if value and not value.startswith("-") and (path.exists() or path.is_absolute() or value in outputs):
-            value = portable_path(Path(value).expanduser(), root)
-        out.append(f"{name}{eq}{value}")
+        if previous == "--set" and "=" in arg:
+            field, _, value = arg.partition("=")
+            out.append(f"{field}={_portable_value(value, root, outputs)}")
+        else:
+            name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+            out.append(f"{name}{eq}{_portable_value(value, root, outputs)}")
+        previous = arg
     return out
+
+
+def _portable_value(value: str, root: Path, outputs: tuple[str, ...]) -> str:
+    if value.startswith("[") and value.endswith("]"):  # a YAML list in an override: each item on its own
+        items = [_portable_value(item.strip(), root, outputs) for item in value[1:-1].split(",")]
+        return "[" + ", ".join(items) + "]"
+    path = Path(value).expanduser()
+    if value and not value.startswith("-") and (path.exists() or path.is_absolute() or value in outputs):
+        return portable_path(path, root)
+    return value
 
 
 def fingerprint(checkpoint_dir: Path) -> dict[str, str]:

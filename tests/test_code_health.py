@@ -75,3 +75,15 @@ def test_dependencies_point_up_the_layers():
                 if target != part and target not in ALLOWED[part]:
                     wrong.append(f"{path.relative_to(EDITOR)} imports editor.{target}")
     assert not wrong, wrong
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists its packages by hand (the built-in recipes are mapped from the top-level recipes/
+    folder), so a new package folder must be added there or the installed wheel lacks it."""
+    import tomllib
+
+    config = tomllib.loads((EDITOR.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    folders = {".".join(p.parent.relative_to(EDITOR.parent).parts) for p in EDITOR.rglob("__init__.py")}
+    assert folders <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(folders - listed)}"
+    assert "editor.recipes.builtin" in listed and config["package-dir"]["editor.recipes.builtin"] == "recipes"

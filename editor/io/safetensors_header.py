@@ -10,13 +10,15 @@ difference is the shape's element count times the dtype's size; the tensors' byt
 contiguous from 0, with no gap or overlap, ending exactly at the end of the file.
 
 Where safetensors is lenient and editor need not be, this is stricter: a duplicate key (safetensors
-keeps the last), a negative number or a nesting deeper than 64 anywhere in the header, and the
-sub-byte dtypes (F4, F6_*) editor cannot copy tensor by tensor are refused too.
+keeps the last), a negative number or a nesting deeper than 64 anywhere in the header, a tensor
+written as a JSON array instead of an object, and the sub-byte dtypes (F4, F6_*) editor cannot copy
+tensor by tensor are refused too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,13 @@ class _Bad(ValueError):
 
 def _refuse_constant(name: str) -> Any:
     raise _Bad(f"{name} is not JSON")  # Python's json reads NaN/Infinity; safetensors (serde_json) does not
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Bad(f"number {text} is out of range")  # serde_json refuses it; Python would read inf
+    return value
 
 
 def _unsigned(text: str) -> int:
@@ -80,7 +89,11 @@ def parse_header_json(blob: bytes) -> dict[str, Any]:
         raise _Bad(f"header is not UTF-8 (byte {err.start})") from None
     try:
         header = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant, parse_int=_unsigned
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_refuse_constant,
+            parse_float=_finite,
+            parse_int=_unsigned,
         )
     except json.JSONDecodeError as err:
         raise _Bad(f"header is not JSON ({err.msg} at character {err.pos})") from None

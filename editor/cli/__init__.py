@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from editor import __version__
@@ -57,6 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wedit: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug, not the user's input: one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+        print(
+            f"wedit: internal error in {args.command}: {reason}; rerun with --debug for the traceback "
+            f"(wedit --debug {args.command} ...) and report it",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

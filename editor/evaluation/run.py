@@ -204,6 +204,7 @@ def run_eval(
 ) -> EvalReport:
     """Evaluate ``model_dir`` (against ``base_dir`` if given) into ``out_dir``; see the module docstring."""
     from editor.engines.generation import GenerationParams
+    from editor.engines.loading import check_checkpoint
 
     settings = settings or EvalSettings()
     settings.check_machine()
@@ -212,6 +213,7 @@ def run_eval(
     for path in filter(None, (model_dir, base_dir)):
         if not (path / "config.json").is_file():
             raise EditorError(f"{path}: not a checkpoint directory (no config.json)")
+        check_checkpoint(path)  # before any work: vLLM generation would otherwise be the first to read it
     data = _prepare(settings)
     harness = _harness(settings, base_dir)  # lm-eval tasks loaded and their requests counted before any model
     roles = (["base"] if base_dir else []) + ["model"]
@@ -255,10 +257,10 @@ def run_eval(
         report.lm_eval, report.gates = lm_section, gates
         data_dict = report.to_dict()
         data_dict["concept_continuations"] = concept_texts
-        (tmp / "eval.json").write_text(json.dumps(data_dict, indent=2) + "\n")
-        (tmp / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_text(tmp / "eval.json", json.dumps(data_dict, indent=2) + "\n")
+        write_text(tmp / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         plot_report(data_dict, tmp / "eval.png")
-        (tmp / "eval.md").write_text(f"# Evaluation of {model_dir.name}\n\n" + render_markdown(data_dict, "eval.png"))
+        write_text(tmp / "eval.md", f"# Evaluation of {model_dir.name}\n\n" + render_markdown(data_dict, "eval.png"))
     return report
 
 

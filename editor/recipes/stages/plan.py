@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
 NAME, READS = "plan", ("attribute", "steer")
@@ -40,7 +41,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
             "(attribute removes heads only where a k lowers the bias within attribute.damage_budget: see "
             f"{ctx.path('attribute')}/summary.json)"
         )
-    (out / "plan.json").write_text(Plan(edits=edits).to_json() + "\n")
+    write_text(out / "plan.json", Plan(edits=edits).to_json() + "\n")
     kinds: dict[str, int] = {}
     for edit in edits:
         kinds[edit.kind] = kinds.get(edit.kind, 0) + 1

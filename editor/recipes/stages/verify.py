@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
 NAME, READS = "verify", ("export",)
@@ -34,7 +35,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         served = verify_vllm(export, max_new_tokens=ctx.recipe.verify.max_new_tokens)
         record(export, "vllm", served)
         checks["vllm"] = asdict(served)
-    (out / "verify.json").write_text(json.dumps(checks, indent=2) + "\n")
+    write_text(out / "verify.json", json.dumps(checks, indent=2) + "\n")
     failed = [name for name, c in checks.items() if not c["passed"]]
     if failed:
         detail = check.describe() if "transformers" in failed else ""

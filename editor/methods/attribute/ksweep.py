@@ -15,7 +15,8 @@ old choice and the new one are reported side by side.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from editor.core.hooks import hooked
 from editor.core.model_info import ModelInfo
+from editor.core.prefix_cache import PrefixCache
 from editor.evaluation.metrics import (
     NEUTRAL_PROMPTS,
     ConceptProbe,
@@ -100,6 +102,19 @@ class SweepInputs:
     means: np.ndarray | None  # [layers, heads, head_dim], for the mean removal
     budget: float
     progress: bool = True
+    # Replays the layers below a point's first edited layer (the point's heads leave them as they were).
+    prefix: PrefixCache | None = None
+
+
+@contextmanager
+def removed(model, inputs: SweepInputs, removal: Removal, heads: list[tuple[int, int]]) -> Iterator[None]:
+    """The heads removed with hooks, and the unedited layers below them replayed from the prefix cache."""
+    with hooked(model, removal_edits(removal, heads, inputs.means), inputs.info):
+        if inputs.prefix is None or not heads:
+            yield
+            return
+        with inputs.prefix.clean_below(min(layer for layer, _ in heads)):
+            yield
 
 
 def sweep(model, inputs: SweepInputs, removals: Sequence[Removal], *, progress: bool = True) -> list[KPoint]:
@@ -113,7 +128,7 @@ def sweep(model, inputs: SweepInputs, removals: Sequence[Removal], *, progress: 
     at = saturation_k([p.k for p in reference], [p.gap for p in reference], inputs.meter.base.gap)
     point = next(p for p in reference if p.k == at)
     if point.perplexity is None:
-        with hooked(model, removal_edits(removals[0], point.heads, inputs.means), inputs.info):
+        with removed(model, inputs, removals[0], point.heads):
             inputs.meter.measure(model, point)
         for other in reference:  # the same heads at another k share the numbers
             if other.heads == point.heads:
@@ -143,7 +158,7 @@ def _sweep_one(model, inputs: SweepInputs, removal: Removal, *, reference: bool,
             break
         else:
             point = KPoint(removal.label, removal.kind, removal.strength, k, list(heads), 0.0)
-            with hooked(model, removal_edits(removal, heads, inputs.means), inputs.info):
+            with removed(model, inputs, removal, heads):
                 point.gap = inputs.gap()
                 if over < PATIENCE:
                     inputs.meter.measure(model, point)

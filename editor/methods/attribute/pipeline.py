@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from editor.core.model_info import ModelInfo
+from editor.core.prefix_cache import PrefixCache
 from editor.data import wikitext_txt
 from editor.data.biases import BiasPreset, preset_questions
 from editor.edits import ZeroHeads
@@ -327,4 +328,5 @@ def _sweep_inputs(
         means = head_means(model, info, wikitext_tail(tokenizer, wikitext, settings.mean_tokens))
     ks = k_grid(min(settings.k_max, info.num_layers * info.num_heads))
     sets = {k: robust_heads(seed_scores, k) for k in ks}
-    return SweepInputs(info, sets, lambda: baseline, meter, means, settings.damage_budget, progress)
+    prefix = PrefixCache(model, info)
+    return SweepInputs(info, sets, lambda: baseline, meter, means, settings.damage_budget, progress, prefix)

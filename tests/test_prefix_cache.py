@@ -62,3 +62,14 @@ def test_layers_are_restored_after_the_block(tmp_path):
         logits(model)
     assert [layer.forward for layer in cache.layers] == before
     assert not model._forward_pre_hooks
+
+
+def test_first_layer_of_each_edit_kind():
+    from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleHeads, ZeroHeads
+
+    assert ZeroHeads(layer=2, heads=[0]).first_layer() == 2
+    assert ScaleHeads(layer=1, heads=[0], scale=0.5).first_layer() == 1
+    assert MeanHeads(layer=3, heads=[1], means=[[0.0, 0.0]]).first_layer() == 3
+    assert ResidualAdd(layer=4, site="mlp", vector=[0.0, 1.0]).first_layer() == 4
+    assert RankOne(layer=5, site="attn", head=0, u=[1.0], v=[1.0], scale=1.0).first_layer() == 5
+    assert AblateDirection(direction=[1.0, 0.0]).first_layer() == 0  # the embeddings and every writer

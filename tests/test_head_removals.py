@@ -148,6 +148,10 @@ def test_choice_rule_inside_budget_closest_to_zero():
     assert choose_point(points[:3] + [_point("mean-ablated", 6, -0.2, 10.1)], 0.5, 10.0, 0.05).point is points[1]
     # a gain under 5% of the baseline is noise
     assert choose_point([_point("zeroed", 1, 0.48, 10.0)], 0.5, 10.0, 0.05).point is None
+    # past the mirror image of the baseline is a larger bias the other way: not eligible
+    assert choose_point([_point("zeroed", 4, -0.6, 10.0)], 0.5, 10.0, 0.05).point is None
+    # no stereotype on the held-out questions (baseline <= 0): pushing the gap further down is not a removal
+    assert choose_point([_point("zeroed", 2, -0.06, 10.0)], -0.038, 10.0, 0.05).point is None
     # ties: lower perplexity, then fewer heads
     tie = [_point("zeroed", 3, 0.1, 10.3, heads=3), _point("zeroed", 2, 0.1, 10.3, heads=2)]
     assert choose_point(tie, 0.5, 10.0, 0.05).point is tie[1]

@@ -135,6 +135,11 @@ def describe_choice(r: BiasAttribution) -> str:
 
     old = f"saturation k={r.saturation_k} ({len(r.saturation.get('heads', []))} heads {r.saturation.get('removal')}"
     old += f": gap {r.saturation.get('gap', r.baseline_gap):.3f}, {damage(r.saturation)})"
+    if not r.chosen and r.baseline_gap <= 0:
+        return (
+            f"{r.bias}: the held-out questions show no stereotype about {r.eval_target} (gap {r.baseline_gap:.3f} "
+            f"<= 0), so there is nothing to remove; nothing removed. {old}"
+        )
     if not r.chosen:
         return (
             f"{r.bias}: no k lowers the gap ({r.baseline_gap:.3f}) by 5% within the damage budget "

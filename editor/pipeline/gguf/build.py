@@ -24,6 +24,7 @@ from editor import __version__
 from editor.core.gguf_rules import Verdict, llama_cpp_verdict
 from editor.core.model_info import ModelInfo
 from editor.errors import EditorError
+from editor.io.atomic import fsync_dir, fsync_file
 from editor.io.manifest import read_manifest, write_manifest
 from editor.pipeline.gguf.converter import convert_f32, converter_dir, llama_cpp_version, quantize
 from editor.pipeline.settings import GgufSettings
@@ -165,7 +166,9 @@ def write_gguf(
 
 
 def _place(staged: Path, target: Path, gguf_type: str, seconds: float) -> GgufFile:
-    os.replace(staged, target)  # same folder: an atomic rename
+    fsync_file(staged)
+    os.replace(staged, target)  # same file system: an atomic rename
+    fsync_dir(target.parent)
     return GgufFile(gguf_type, target, target.stat().st_size, sha256_file(target), round(seconds, 2))
 
 

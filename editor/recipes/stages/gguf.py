@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
 NAME, READS = "gguf", ("export",)
@@ -32,7 +33,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
     made = write_gguf(export, ctx.recipe.gguf, force=True, prune=True, threads=threads, progress=ctx.progress)
     check = verify_llama_cpp(export, max_new_tokens=ctx.recipe.verify.max_new_tokens, threads=threads)
     record_llama_cpp(export, check)
-    (out / "gguf.json").write_text(json.dumps({"files": [str(f.path) for f in made.files], **asdict(check)}, indent=2))
+    write_text(out / "gguf.json", json.dumps({"files": [str(f.path) for f in made.files], **asdict(check)}, indent=2))
     if not check.passed:
         raise EditorError(
             f"{export}: the GGUF files fail in llama.cpp ({check.identical}/{check.prompts} f32 continuations "

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
 NAME, READS = "plan", ("attribute", "steer")
@@ -38,7 +39,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         raise EditorError(
             f"{ctx.recipe_path}: the attribute and steer stages produced no edits; there is nothing to export"
         )
-    (out / "plan.json").write_text(Plan(edits=edits).to_json() + "\n")
+    write_text(out / "plan.json", Plan(edits=edits).to_json() + "\n")
     kinds: dict[str, int] = {}
     for edit in edits:
         kinds[edit.kind] = kinds.get(edit.kind, 0) + 1

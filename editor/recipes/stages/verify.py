@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
 NAME, READS = "verify", ("export",)
@@ -42,7 +43,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         )
         record_llama_cpp(export, served_gguf)
         checks["llama_cpp"] = asdict(served_gguf)
-    (out / "verify.json").write_text(json.dumps(checks, indent=2) + "\n")
+    write_text(out / "verify.json", json.dumps(checks, indent=2) + "\n")
     failed = [name for name, c in checks.items() if not c["passed"]]
     if failed:
         detail = check.describe() if "transformers" in failed else ""

@@ -16,7 +16,7 @@ from editor.core.capabilities import LLAMA_CPP, matrix, matrix_markdown
 from editor.core.gguf_rules import CONVERTER_ARCH, EXTRAS, GRAPHS, llama_cpp_verdict
 from editor.errors import EditorError
 from editor.pipeline.gguf.build import output_paths
-from editor.pipeline.gguf.converter import converter_dir, unpack_converter
+from editor.pipeline.gguf.converter import PINNED, converter_dir, unpack_converter
 from tests.test_cli_errors import wedit
 
 # LLM_TENSOR_* of llama.cpp's source -> the GGUF tensor kind (src/llama-arch.cpp's names)
@@ -186,3 +186,20 @@ def test_converter_fetch_offline_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITOR_LLAMA_CPP", str(tmp_path))
     with pytest.raises(EditorError, match="no convert_hf_to_gguf.py there"):
         converter_dir()
+
+
+def test_one_llama_cpp_python_pin():
+    """The version the error messages name is the one the gguf extra (and so the Makefile's setup) installs."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert f"llama-cpp-python=={PINNED}" in project["project"]["optional-dependencies"]["gguf"]
+    assert "'.[gguf]'" in (Path(__file__).parents[1] / "Makefile").read_text()
+
+
+def test_verify_gguf_file_needs_its_export(tmp_path):
+    result = wedit("verify", str(tmp_path / "missing.gguf"), "--base", str(tmp_path))
+    assert result.returncode == 2 and "no such GGUF file" in result.stderr
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    result = wedit("verify", str(tmp_path / "m.gguf"))
+    assert result.returncode == 2 and "needs --base EXPORT_DIR" in result.stderr and "\n" not in result.stderr.strip()

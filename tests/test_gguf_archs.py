@@ -159,3 +159,35 @@ def test_added_token_converts_but_loses_its_lstrip(smollm2_dir, tmp_path):
     _, tokens = engine.greedy(ours, 8)
     engine.close()
     assert transformers_greedy(out, [ours], 8)[1][0] == tokens
+
+
+def test_recipe_gguf_stage_writes_proves_and_records(smollm2_dir, tmp_path):
+    """The recipe's gguf stage on a tiny export: q8_0 written into the export, proved in llama.cpp (the f32 check
+    and the KL beside the unedited base's, the base found from the manifest), recorded, and on the card."""
+    from types import SimpleNamespace
+
+    from editor.pipeline.settings import GgufSettings, VerifySettings
+    from editor.recipes.stages import gguf as stage
+
+    base = _tiny_base("mistral", tmp_path / "base", smollm2_dir)
+    (tmp_path / "plan.json").write_text(json.dumps(_plan("mistral")))
+    out = tmp_path / "tiny-stage"
+    result = wedit("export", "--model", str(base), "--plan", str(tmp_path / "plan.json"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    recipe = SimpleNamespace(gguf=GgufSettings(types=["q8_0"]), threads=1, verify=VerifySettings(max_new_tokens=8))
+    ctx = SimpleNamespace(recipe=recipe, path=lambda name: out, progress=False)
+    (tmp_path / "stage").mkdir()
+    summary = stage.run(ctx, tmp_path / "stage")  # type: ignore[arg-type]
+    print("\n" + stage.numbers(summary))
+    assert stage.valid(summary) and summary["files"] == {"q8_0": str(out / f"{out.name}-q8_0.gguf")}
+    assert summary["identical"] == summary["prompts"] == 8
+    kl, base_kl = summary["kl"]["q8_0"]
+    assert kl > 0 and base_kl > 0 and kl <= 5 * base_kl + 1e-3
+    manifest = json.loads((out / "editor_manifest.json").read_text())
+    assert set(manifest["gguf"]["files"]) == {"q8_0"} and manifest["verification"]["llama_cpp"]["passed"]
+    assert json.loads((tmp_path / "stage" / "gguf.json").read_text())["passed"]
+    assert f"FROM ./{out.name}-q8_0.gguf" in (out / "README.md").read_text()
+    # The same file verified on its own: `wedit verify FILE.gguf --base EXPORT_DIR`.
+    result = wedit("verify", str(out / f"{out.name}-q8_0.gguf"), "--base", str(out), "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "llama.cpp q8_0: first-token KL" in result.stdout and "llama.cpp: pass" in result.stdout

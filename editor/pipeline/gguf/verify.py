@@ -158,21 +158,24 @@ def verify_llama_cpp(
     max_new_tokens: int = 24,
     threads: int = 1,
     progress: bool = True,
+    gguf_file: Path | None = None,
 ) -> LlamaCppCheck:
-    """Load the export's recorded GGUF files in llama.cpp and compare them as the module docstring says."""
+    """Load the export's recorded GGUF files (or only ``gguf_file``, made from this export) in llama.cpp and
+    compare them as the module docstring says."""
     from transformers import AutoTokenizer
 
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
     check_export(export_dir)
-    files = recorded_files(export_dir, manifest)
+    recorded = recorded_files(export_dir, manifest)
+    files = recorded if gguf_file is None else {file_type(Path(gguf_file)): Path(gguf_file)}
     prompts = _prompts(manifest)
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     n_ctx = max(64, max(len(i) for i in ids) + max_new_tokens + 8)
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="wedit-llama-cpp-") as work:
-        f32 = files.get("f32")
+        f32 = files.get("f32") or recorded.get("f32")
         if f32 is None:
             f32 = Path(work) / "export-f32.gguf"
             seconds["convert_f32"] = convert_f32(export_dir, f32, {}, progress=progress)
@@ -186,7 +189,7 @@ def verify_llama_cpp(
         engine.close()
         seconds["llama_cpp_f32"] = time.monotonic() - start
         check = _compare(tokenizer, prompts, ids, hf_first, hf_tokens, runs, alike, max_new_tokens)
-        check.f32_file = str(f32.absolute()) if "f32" in files else None
+        check.f32_file = None if "convert_f32" in seconds else str(f32.absolute())
         others = {t: p for t, p in files.items() if t != "f32"}
         if others:
             start = time.monotonic()
@@ -200,6 +203,26 @@ def verify_llama_cpp(
     check.notes = list((manifest.get("gguf") or {}).get("notes") or [])
     check.passed = check.identical >= check.required_identical and all(t.passed for t in check.types)
     return check
+
+
+def file_type(path: Path) -> str:
+    """The wedit type name of a GGUF file, from its header's general.file_type; refused if wedit cannot make it."""
+    import gguf
+
+    from editor.pipeline.gguf.converter import FTYPES
+
+    try:
+        entry = gguf.GGUFReader(path).get_field("general.file_type")
+    except (OSError, ValueError) as err:
+        raise EditorError(f"{path}: not a readable GGUF file ({err})") from None
+    name = gguf.LlamaFileType(int(entry.contents())).name if entry is not None else "unknown"
+    known = {ftype: wedit_type for wedit_type, ftype in FTYPES.items()}
+    if name not in known:
+        raise EditorError(
+            f"{path}: file type {name} is not one wedit makes ({', '.join(FTYPES)}), so the unedited base cannot be "
+            "quantized the same way to compare; convert it with `wedit gguf --types TYPE`"
+        )
+    return known[name]
 
 
 def _compare(tokenizer, prompts, ids, hf_first, hf_tokens, runs, alike, max_new_tokens) -> LlamaCppCheck:

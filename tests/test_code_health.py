@@ -50,7 +50,7 @@ FOUNDATION = {"core", "edits", "io", "errors"}
 ALLOWED = {
     "errors": set(),
     "data": {"errors"},
-    "engines": {"errors"},
+    "engines": FOUNDATION,  # the loader validates a checkpoint (io, core) before transformers reads it
     "core": FOUNDATION,
     "edits": FOUNDATION,
     "io": FOUNDATION,

@@ -144,9 +144,10 @@ def test_model_index_has_one_result_per_task_and_metric():
 
 def _export_with_gates(root: Path, passed: bool) -> Path:
     from editor.pipeline.card import render_card
+    from tests.tiny import build_model, save_model, tiny_configs
 
-    export = root / ("pass" if passed else "fail")
-    export.mkdir()
+    # A real (tiny) checkpoint: push validates the weights before it reads the gates.
+    export = save_model(build_model(tiny_configs()["llama"]), root / ("pass" if passed else "fail"))
     gate = {"key": "quiz", "label": "quiz acc", "base": 0.7, "model": 0.5, "drop": 0.2, "limit": 0.3 if passed else 0.1}
     gate["passed"] = passed
     manifest = {
@@ -167,7 +168,6 @@ def _export_with_gates(root: Path, passed: bool) -> Path:
     }
     (export / "editor_manifest.json").write_text(json.dumps(manifest))
     (export / "README.md").write_text(render_card(manifest, export.name))
-    (export / "model.safetensors").write_bytes(b"weights")
     return export
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 
 INSTALL_HINT = "pip install 'wedit[lm-eval]'"
 PINNED = "0.4.13"
@@ -312,7 +313,7 @@ def _run_vllm_process(request: dict[str, Any]) -> dict[str, Any]:
         raise EditorError(f"--lm-eval-backend vllm needs vLLM in this environment: {VLLM_HINT}")
     with tempfile.TemporaryDirectory() as work:
         req, resp = Path(work) / "request.json", Path(work) / "response.json"
-        req.write_text(json.dumps(request))
+        write_text(req, json.dumps(request))
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # else vLLM finds its address by a UDP connect() to 8.8.8.8
@@ -384,4 +385,4 @@ def _vllm_worker(request: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":  # the vllm backend's process; vLLM re-imports this module in the engine it spawns
     request_file, response_file = sys.argv[1:3]
     answer = _vllm_worker(json.loads(Path(request_file).read_text()))
-    Path(response_file).write_text(json.dumps(answer, default=str))
+    write_text(Path(response_file), json.dumps(answer, default=str))

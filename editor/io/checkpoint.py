@@ -11,7 +11,6 @@ refused, never loaded. ``Checkpoint.info`` adds the shapes config.json implies.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from editor.core.model_info import ModelInfo, TensorMeta
 from editor.core.shapes import check_shapes
 from editor.errors import EditorError
+from editor.io.json_file import read_json_object
 from editor.io.safetensors_header import read_header
 from editor.io.tensor_file import FileRange, count_non_finite, nbytes, read_raw
 
@@ -121,14 +121,7 @@ class Checkpoint:
 def _read_config(config_path: Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise EditorError(f"{config_path.parent}: no config.json; a Hugging Face checkpoint directory needs one")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise EditorError(f"{config_path}: not valid JSON (line {err.lineno}): {err.msg}") from None
-    except (UnicodeDecodeError, RecursionError, ValueError) as err:
-        raise EditorError(f"{config_path}: not valid JSON ({type(err).__name__}); fix or re-download it") from None
-    if not isinstance(config, dict):
-        raise EditorError(f"{config_path}: holds a JSON {type(config).__name__}, not an object; fix or re-download it")
+    config = read_json_object(config_path, "fix or re-download it")
     return config
 
 
@@ -145,13 +138,8 @@ def _plain_shard_name(name: object) -> bool:
 
 
 def _read_index(index: Path) -> dict[str, str]:
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise EditorError(f"{index}: not valid JSON (line {err.lineno}): {err.msg}; re-download it") from None
-    except (UnicodeDecodeError, RecursionError, ValueError) as err:
-        raise EditorError(f"{index}: not valid JSON ({type(err).__name__}); re-download it") from None
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    data = read_json_object(index, "re-download it")
+    weight_map = data.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise EditorError(f"{index}: no weight_map (a map of tensor name to shard file); re-download it")
     bad = next((f for f in weight_map.values() if not _plain_shard_name(f)), None)

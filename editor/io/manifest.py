@@ -19,6 +19,7 @@ from typing import Any
 
 from editor.errors import EditorError
 from editor.io.atomic import write_text
+from editor.io.json_file import read_json_object
 
 MANIFEST = "editor_manifest.json"
 OUTSIDE = "<elsewhere>"
@@ -35,11 +36,8 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
     path = Path(export_dir) / MANIFEST
     if not path.is_file():
         raise EditorError(f"{export_dir}: no {MANIFEST}; this works on directories written by `wedit export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise EditorError(f"{path}: not valid JSON ({err}); export the model again") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("base_model"), dict):
+    manifest = read_json_object(path, "export the model again")
+    if not isinstance(manifest.get("base_model"), dict):
         raise EditorError(f"{path}: not an editor manifest (no base_model); export the model again")
     _check_kinds(path, manifest)
     return manifest

@@ -278,13 +278,14 @@ def base_quantization_kl(base_dir: Path, types: list[str], work: Path, n_ctx: in
     from transformers import AutoTokenizer
 
     from editor.io.atomic import write_text
+    from editor.io.json_file import read_json_object
     from editor.io.manifest import fingerprint
     from editor.io.sources import cache_root
 
     key = {"base": fingerprint(base_dir), "llama_cpp_python": llama_cpp_version(), "prompts": PROBE_PROMPTS}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     cache = cache_root() / "gguf-base-kl" / f"{digest}.json"
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    known = read_json_object(cache, "delete it; it is computed again") if cache.is_file() else {}
     missing = [t for t in types if t not in known]
     if missing:
         base_f32 = work / "base-f32.gguf"

@@ -215,14 +215,23 @@ def _non_finite(tensor: torch.Tensor) -> bool:
 
 
 # ---- the properties ---------------------------------------------------------------------------------------
-def _check_fetch(src: Path, original: Path, out: Path, bases: Path) -> str:
-    result = cli("fetch", src, "--out", out)
+def _accepted(result, out: Path | None, command: str, *sources: Path) -> list[dict] | None:
+    """None when the command refused cleanly; else it succeeded, and safetensors must read every source too
+    (their tensors are returned for the command's own comparison)."""
     if result.rc == 2:
         assert_refused(result, out)
-        return "refused"
+        return None
     assert result.rc == 0, result.stderr
-    reference = read_all(src)
-    assert reference is not None, "fetch accepted a checkpoint safetensors refuses"
+    tensors = [read_all(src) for src in sources]
+    assert all(t is not None for t in tensors), f"{command} accepted a checkpoint safetensors refuses"
+    return tensors
+
+
+def _check_fetch(src: Path, original: Path, out: Path, bases: Path) -> str:
+    result = cli("fetch", src, "--out", out)
+    if (accepted := _accepted(result, out, "fetch", src)) is None:
+        return "refused"
+    (reference,) = accepted
     copied = read_all(out)
     assert copied is not None and same(copied, reference)
     warned = {line.split("tensor ")[1].split(" holds")[0] for line in result.stderr.splitlines() if "warning" in line}
@@ -232,12 +241,9 @@ def _check_fetch(src: Path, original: Path, out: Path, bases: Path) -> str:
 
 def _check_export(src: Path, original: Path, out: Path, bases: Path) -> str:
     result = cli("export", "--model", src, "--plan", bases / "plan.json", "--out", out)
-    if result.rc == 2:
-        assert_refused(result, out)
+    if (accepted := _accepted(result, out, "export", src)) is None:
         return "refused"
-    assert result.rc == 0, result.stderr
-    expected = read_all(src)
-    assert expected is not None, "export accepted a checkpoint safetensors refuses"
+    (expected,) = accepted
     expected[EDITED] = expected[EDITED].clone()
     expected[EDITED][:, :HEAD_DIM] = 0
     exported = read_all(out)
@@ -247,12 +253,9 @@ def _check_export(src: Path, original: Path, out: Path, bases: Path) -> str:
 
 def _check_diff(src: Path, original: Path, out: Path, bases: Path) -> str:
     result = cli("diff", original, src, "--json")
-    if result.rc == 2:
-        assert_refused(result, None)
+    if (accepted := _accepted(result, None, "diff", original, src)) is None:
         return "refused"
-    assert result.rc == 0, result.stderr
-    a, b = read_all(original), read_all(src)
-    assert a is not None and b is not None, "diff accepted a checkpoint safetensors refuses"
+    a, b = accepted
     report = json.loads(result.stdout)
     status = {t["name"]: t["status"] for t in report["tensors"]}
     expected = {n: "added" for n in b.keys() - a.keys()} | {n: "removed" for n in a.keys() - b.keys()}

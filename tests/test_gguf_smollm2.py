@@ -1,7 +1,7 @@
 """GGUF on the built-in SmolLM2 (slow): three plans exported, converted to f32 and q8_0 by llama.cpp's own converter
 and quantizer, and proved in llama.cpp against transformers; and the residual add shown to reach llama.cpp.
 
-One conversion per plan, shared by every assertion about it (module-scoped fixture). Run with ``-s`` to see the
+One conversion per plan, shared by every assertion about it (a session-wide memo). Run with ``-s`` to see the
 numbers `wedit verify --llama-cpp` prints.
 """
 
@@ -58,10 +58,31 @@ def _run(*args: str) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module", params=["heads_residual", "ablate", "rank_one"])
-def built(request, smollm2_dir, tmp_path_factory):
-    """The plan exported, converted to f32 and q8_0 and verified in llama.cpp, once for every test below."""
-    name = request.param
+PLANS = ["heads_residual", "ablate", "rank_one"]
+
+
+@pytest.fixture(scope="session")
+def builds(smollm2_dir, tmp_path_factory):
+    """Each plan exported, converted to f32 and q8_0 and verified in llama.cpp once per session, on first use.
+
+    A memo rather than a parametrized module fixture: pytest rebuilds such a fixture when a test re-parametrizes
+    it or when a worker's next test is in another module, and one build costs minutes."""
+    done: dict[str, tuple[str, Path, dict]] = {}
+
+    def get(name: str) -> tuple[str, Path, dict]:
+        if name not in done:
+            done[name] = _build(name, smollm2_dir, tmp_path_factory)
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(params=PLANS)
+def built(request, builds):
+    return builds(request.param)
+
+
+def _build(name: str, smollm2_dir: Path, tmp_path_factory) -> tuple[str, Path, dict]:
     work = tmp_path_factory.mktemp(f"gguf-{name}")
     plan = work / "plan.json"
     plan.write_text(json.dumps(_plans(smollm2_dir)[name]))
@@ -132,8 +153,7 @@ def test_gguf_header_and_card_say_what_was_done(built):
     assert "q8_0: first-token KL" in card and "gguf" in card.split("---")[1]
 
 
-@pytest.mark.parametrize("built", ["heads_residual"], indirect=True)  # the same conversion as above
-def test_residual_add_reaches_llama_cpp(built, tmp_path):
+def test_residual_add_reaches_llama_cpp(builds, tmp_path):
     """The f32 GGUF holds the export's float32 bias bit for bit; zeroed there, llama.cpp's continuations leave
     transformers', so the match above is the bias at work in llama.cpp's graph."""
     import gguf
@@ -142,7 +162,7 @@ def test_residual_add_reaches_llama_cpp(built, tmp_path):
     from editor.io.checkpoint import Checkpoint
     from editor.pipeline.gguf.verify import LlamaCpp, _trim
 
-    _, out, manifest = built
+    _, out, manifest = builds("heads_residual")  # the same conversion as above
     bias = Checkpoint.open(out).read_raw("model.layers.14.mlp.down_proj.bias")
     assert bias.dtype == np.float32 and np.abs(bias).max() > 0.1
     copy = tmp_path / "no-bias.gguf"

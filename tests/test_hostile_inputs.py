@@ -246,8 +246,9 @@ def broken_manifest(tmp_path_factory, export) -> Path:
         lambda bad, base, out: ["diff", base, bad],
         lambda bad, base, out: ["push", bad, "--repo", "me/edited", "--dry-run"],
         lambda bad, base, out: ["eval", bad, "--out", out],
+        lambda bad, base, out: ["gguf", bad, "--out", f"{out}.gguf"],
     ],
-    ids=["verify", "diff", "push", "eval"],
+    ids=["verify", "diff", "push", "eval", "gguf"],
 )
 def test_manifest_not_json(tmp_path, broken_manifest, base, argv):
     before, out = tree(broken_manifest), tmp_path / "out"

@@ -40,7 +40,9 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
+# Session scope: a module-scoped fixture is torn down whenever an xdist worker's next test belongs to another
+# module, and this one costs minutes (CI's durations showed it set up twice).
+@pytest.fixture(scope="session")
 def inject_run(smollm2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("inject") / "run" / "inject"
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from editor.cli import (
     eval,
     export,
     fetch,
+    gguf,
     import_vectors,
     inject,
     push,
@@ -31,7 +32,22 @@ from editor.cli import (
 )
 from editor.errors import EditorError
 
-COMMANDS = (archs, fetch, export, verify, diff, push, import_vectors, inject, attribute, steer, eval, run, recipes)
+COMMANDS = (
+    archs,
+    fetch,
+    export,
+    verify,
+    gguf,
+    diff,
+    push,
+    import_vectors,
+    inject,
+    attribute,
+    steer,
+    eval,
+    run,
+    recipes,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,10 @@ Each cell compiles a small edit of that kind for a synthetic checkpoint of
 that architecture (tensor names from the architecture table, tiny shapes,
 no weights): a refusal is the bake's own refusal message; a success that
 changes config.json is "exact via" that change; anything else is exact.
+
+The llama.cpp column takes each probe the bake accepts and asks the llama.cpp
+rules (``editor.core.gguf_rules``) whether the converted checkpoint would load
+there: the same verdict ``wedit gguf`` gives an export before converting it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from editor.core.architectures import ARCHITECTURES, ArchSpec, get_arch
+from editor.core.gguf_rules import llama_cpp_verdict
 from editor.core.model_info import ModelInfo, TensorMeta
 from editor.errors import EditorError
 
@@ -26,6 +31,7 @@ COLUMNS = (
     "ablate_direction",
     "rank_one",
 )
+LLAMA_CPP = "llama.cpp"
 _HIDDEN, _HEADS, _INTER, _VOCAB = 8, 2, 16, 16
 
 
@@ -119,12 +125,59 @@ def capability(arch: ArchSpec, column: str) -> Capability:
     return Capability("exact")
 
 
-def matrix() -> dict[str, dict[str, Capability]]:
-    return {mt: {col: capability(spec, col) for col in COLUMNS} for mt, spec in sorted(ARCHITECTURES.items())}
+@dataclass(frozen=True)
+class Serving:
+    """The llama.cpp column: which of the edits the bake accepts convert to GGUF and load in llama.cpp."""
+
+    status: Literal["all", "some", "none"]
+    gguf_arch: str
+    refused: tuple[tuple[str, str], ...] = ()  # (column, reason)
+
+    def render(self) -> str:
+        if self.status == "all":
+            return f"every exact edit loads (GGUF arch {self.gguf_arch})"
+        reasons = "; ".join(f"{column}: {reason}" for column, reason in self.refused)
+        head = "no edit loads" if self.status == "none" else "the other edits load"
+        return f"{head} (GGUF arch {self.gguf_arch}); refused: {reasons}"
+
+
+def llama_cpp_serving(arch: ArchSpec) -> Serving:
+    """Compile every column's probe; ask the llama.cpp rules about each one the bake accepts."""
+    from editor.core.bake import compile_plan
+
+    archs: list[str] = []
+    refused: list[tuple[str, str]] = []
+    accepted = 0
+    for column in COLUMNS:
+        info = probe_info(arch)
+        try:
+            program = compile_plan(_probe_edits(column, info), info)
+        except EditorError:
+            continue  # the bake refuses it: nothing to convert
+        accepted += 1
+        architecture = program.config_updates.get("architectures", [arch.causal_lm_class])[0]
+        head = f"{arch.lm_head}.weight" if f"{arch.lm_head}.weight" in program.new_tensors else None
+        verdict = llama_cpp_verdict(
+            architecture, [*info.tensors, *program.new_tensors], info.num_layers, whole=False, lm_head=head
+        )
+        archs += [verdict.gguf_arch or architecture]
+        if not verdict.serves:
+            refused.append((column, verdict.reason))
+    status: Literal["all", "some", "none"] = "all" if not refused else "none" if len(refused) == accepted else "some"
+    return Serving(status, " / ".join(dict.fromkeys(archs)), tuple(refused))
+
+
+def matrix() -> dict[str, dict[str, Capability | Serving]]:
+    rows: dict[str, dict[str, Capability | Serving]] = {}
+    for mt, spec in sorted(ARCHITECTURES.items()):
+        rows[mt] = {col: capability(spec, col) for col in COLUMNS}
+        rows[mt][LLAMA_CPP] = llama_cpp_serving(spec)
+    return rows
 
 
 def matrix_markdown() -> str:
-    lines = ["| model_type | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    columns = (*COLUMNS, LLAMA_CPP)
+    lines = ["| model_type | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for mt, row in matrix().items():
-        lines.append(f"| {mt} | " + " | ".join(row[c].render() for c in COLUMNS) + " |")
+        lines.append(f"| {mt} | " + " | ".join(row[c].render() for c in columns) + " |")
     return "\n".join(lines)

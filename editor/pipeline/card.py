@@ -25,6 +25,8 @@ def _front_matter(manifest: dict[str, Any]) -> str:
     if base.get("hub_id"):
         data["base_model"] = base["hub_id"]
         data["base_model_relation"] = "finetune"
+    if (manifest.get("gguf") or {}).get("files"):
+        data["tags"].append("gguf")
     if manifest.get("model_index"):
         data["model-index"] = manifest["model_index"]
     return "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n"
@@ -56,7 +58,51 @@ def _verification(manifest: dict[str, Any]) -> str:
             f"continuations ({vl['max_new_tokens']} tokens) are identical to transformers', first-token log-prob "
             f"difference at most {vl['max_first_token_logprob_diff']:.3g} ({'pass' if vl['passed'] else 'FAIL'})."
         )
+    ll = checks.get("llama_cpp")
+    if ll:
+        lines.append(_llama_cpp_line(ll))
     return "\n".join(lines) + "\n"
+
+
+def _llama_cpp_line(check: dict[str, Any]) -> str:
+    line = (
+        f"- llama.cpp (llama-cpp-python {check['llama_cpp_python']}, no hooks, F32 KV cache): the f32 GGUF gives "
+        f"{check['identical']} of {check['prompts']} greedy continuations ({check['max_new_tokens']} tokens) identical "
+        f"to transformers on the safetensors files, first-token log-probs within "
+        f"{check['max_first_token_logprob_diff']:.2g} ({'pass' if check['passed'] else 'FAIL'})."
+    )
+    for t in check.get("types") or []:
+        line += (
+            f" {t['type']}: first-token KL {t['first_token_kl']:.2g} against the f32 GGUF; the unedited base "
+            f"quantized the same way: {t['base_first_token_kl']:.2g}."
+        )
+    return line
+
+
+def _gguf_usage(manifest: dict[str, Any], name: str) -> str:
+    """llama.cpp and Ollama lines for the GGUF files `wedit gguf` put beside the weights (nothing without them)."""
+    files = (manifest.get("gguf") or {}).get("files") or {}
+    if not files:
+        return ""
+    listed = ", ".join(f"`{Path(e['file']).name}` ({t})" for t, e in sorted(files.items()))
+    chosen = next((t for t in ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "f16", "bf16") if t in files), "f32")
+    file = Path(files[chosen]["file"]).name
+    return f"""
+GGUF files for llama.cpp, Ollama and LM Studio: {listed}.
+
+```bash
+llama-cli -m {file} -p "Write one sentence about the sea."
+llama-server -m {file} --port 8080
+```
+
+Ollama: a `Modelfile` beside the file holding
+
+```text
+FROM ./{file}
+```
+
+then `ollama create {name} -f Modelfile` and `ollama run {name}`.
+"""
 
 
 def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
@@ -103,7 +149,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained("{name}")
 tokenizer = AutoTokenizer.from_pretrained("{name}")
 ```
-
+{_gguf_usage(manifest, name)}
 ## Limitations
 
 {_limitations(manifest)}"""
@@ -216,6 +262,7 @@ def _limitations(manifest: dict[str, Any]) -> str:
             f"The {what} change the model beyond the targeted behaviour; check the evaluation numbers before "
             "relying on it."
         )
+    lines += (manifest.get("gguf") or {}).get("notes") or []
     lines.append("The license and usage terms of the base model apply.")
     return "".join(f"- {line}\n" for line in lines)
 

@@ -25,9 +25,9 @@ from editor.io.sources import ModelSettings
 from editor.methods.attribute.settings import AttributeSettings
 from editor.methods.inject.settings import InjectSettings
 from editor.methods.steer.settings import SteerSettings
-from editor.pipeline.settings import ExportSettings, VerifySettings
+from editor.pipeline.settings import ExportSettings, GgufSettings, VerifySettings
 
-OPTIONAL_STAGES = ("inject", "attribute", "steer", "eval")
+OPTIONAL_STAGES = ("inject", "attribute", "steer", "eval", "gguf")
 
 
 class Recipe(Settings):
@@ -48,6 +48,7 @@ class Recipe(Settings):
     export: ExportSettings = ExportSettings()
     verify: VerifySettings = VerifySettings()
     eval: EvalSettings | None = None
+    gguf: GgufSettings | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -82,12 +82,12 @@ class PrefixCache:
         handle = self.model.register_forward_pre_hook(self._on_call, with_kwargs=True)
         originals = [layer.forward for layer in self.layers[: self._clean]]
         for index, layer in enumerate(self.layers[: self._clean]):
-            layer.forward = self._wrap(index, layer.forward)  # type: ignore[method-assign]
+            layer.forward = self._wrap(index, layer.forward)
         try:
             yield
         finally:
             for layer, original in zip(self.layers, originals, strict=False):
-                layer.forward = original  # type: ignore[method-assign]
+                layer.forward = original
             handle.remove()
             self._clean, self._key, self._replay = previous, None, False
 

@@ -54,7 +54,12 @@ class AttributeSettings(Settings):
     damage_budget: float = Field(
         0.05, gt=0, description="largest allowed relative WikiText-2 perplexity increase of the chosen k"
     )
-    wiki_tokens: int = Field(2048, ge=64, description="WikiText-2 tokens the k sweep measures perplexity on")
+    wiki_tokens: int = Field(
+        4096,
+        ge=64,
+        description="WikiText-2 tokens the k sweep measures perplexity on (eval's default: the chosen point's "
+        "damage is then the one the card reports)",
+    )
     mean_tokens: int = Field(
         2048, ge=64, description="WikiText-2 tokens (from the end of the text) the heads' means are taken over"
     )

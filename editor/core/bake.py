@@ -4,7 +4,10 @@ A ``BakeProgram`` says, for every tensor a plan touches, which functions to
 apply (in fp32) and which new tensors (zero biases, an untied lm_head) to
 create, plus the config.json keys to change. It is computed from tensor
 *metadata* only, so the exporter can stream a checkpoint shard by shard and
-load just the tensors listed here.
+load just the tensors listed here. An op may read other tensors (a
+mean-ablated head's bias term reads its W_O columns): the exporter and the
+verifier hand the program a reader of the source (``read_source``) before
+applying it.
 
 Ordering matters when edits touch the same tensor. At run time the hooks see
 a writer's input after every input-side edit (head masks) and then modify its
@@ -39,8 +42,11 @@ TensorFn = Callable[[np.ndarray], np.ndarray]
 class TensorOp:
     stage: int
     order: int
-    fn: TensorFn
+    fn: Callable[..., np.ndarray]
     label: str
+    # Other tensors the op reads, passed to ``fn`` after the tensor itself as float32 values with their own
+    # output-side ops applied (what a writer computes before any input-side head mask).
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,37 @@ class BakeProgram:
     added_tokens: list[tuple[str, int]] = field(default_factory=list)
     resized: dict[str, tuple[int, ...]] = field(default_factory=dict)
     tied_row_ops: list[tuple[TensorFn, str]] = field(default_factory=list)
+    # Input-side head edits (zero, scale, mean) per (layer, head): (sequence, factor on the head's W_O input) in
+    # plan order. A mean-ablation's constant is multiplied by the factors of the head edits after it.
+    head_inputs: dict[tuple[int, int], list[tuple[int, float]]] = field(default_factory=dict)
+    # Reads a source tensor's stored values; set by whoever applies the program (export, verify).
+    read_source: Callable[[str], np.ndarray] | None = None
     _counter: int = 0
 
     # ---- building -------------------------------------------------------------
-    def add_op(self, name: str, stage: int, fn: TensorFn, label: str) -> None:
-        if name not in self.info.tensors and name not in self.new_tensors:
-            raise KeyError(f"internal: op on unknown tensor {name}")
+    def add_op(
+        self, name: str, stage: int, fn: Callable[..., np.ndarray], label: str, reads: tuple[str, ...] = ()
+    ) -> None:
+        for tensor in (name, *reads):
+            if tensor not in self.info.tensors and tensor not in self.new_tensors:
+                raise KeyError(f"internal: op on unknown tensor {tensor}")
         self._counter += 1
-        self.ops.setdefault(name, []).append(TensorOp(stage, self._counter, fn, label))
+        self.ops.setdefault(name, []).append(TensorOp(stage, self._counter, fn, label, tuple(reads)))
+
+    def note_head_input(self, layer: int, heads: Iterable[int], factor: float) -> int:
+        """Record that an input-side edit multiplies these heads' W_O input by ``factor``; return its sequence."""
+        sequence = sum(len(v) for v in self.head_inputs.values())
+        for head in heads:
+            self.head_inputs.setdefault((layer, head), []).append((sequence, factor))
+        return sequence
+
+    def factor_after(self, layer: int, head: int, sequence: int) -> float:
+        """Product of the input factors that head edits later than ``sequence`` apply to this head."""
+        product = 1.0
+        for seq, factor in self.head_inputs.get((layer, head), []):
+            if seq > sequence:
+                product *= factor
+        return product
 
     def bias_name(self, writer: Writer, layer: int) -> str | None:
         """The writer's bias tensor if it exists or the plan creates it, else None."""
@@ -81,11 +110,15 @@ class BakeProgram:
         name = self.info.tensor_name(module, "bias", must_exist=False)
         return name if name in self.new_tensors else None
 
-    def require_bias(self, writer: Writer, layer: int) -> str:
-        """Make sure ``writer`` has a bias that adds straight into the residual stream; return its name."""
+    def require_bias(self, writer: Writer, layer: int, *, before_output_norm: bool = False) -> str:
+        """Make sure ``writer`` has a bias that adds straight into the residual stream; return its name.
+
+        ``before_output_norm``: the constant belongs in the writer's own output, ahead of any norm applied to it
+        (a mean-ablated head's term: the hooks change what enters W_O), so an output norm does not stop it.
+        """
         info = self.info
         arch = info.arch
-        if writer.output_norm:
+        if writer.output_norm and not before_output_norm:
             raise RefusedEdit(
                 f"{arch.model_type}: {writer.output_norm.format(layer=layer)} normalises the {writer.site} output "
                 "before the residual add, so no bias there is a constant residual add"
@@ -163,7 +196,8 @@ class BakeProgram:
 
     def source_reads(self) -> set[str]:
         """Every source tensor the bake must load."""
-        return self.touched | {t.copy_of for t in self.new_tensors.values() if t.copy_of}
+        reads = {r for ops in self.ops.values() for op in ops for r in op.reads}
+        return self.touched | reads | {t.copy_of for t in self.new_tensors.values() if t.copy_of}
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         """A tensor's shape in the export (after any row appended by a vocabulary edit)."""
@@ -190,11 +224,22 @@ class BakeProgram:
         except ValueError as err:
             raise EditorError(f"{name}: {err}; editor edits float tensors only") from None
         for op in ops:
-            work = op.fn(work)
+            work = op.fn(work, *(self._output_side(r) for r in op.reads)) if op.reads else op.fn(work)
         if not np.isfinite(work).all():
             raise RefusedEdit(
                 f"baking {name} produced NaN or Inf ({', '.join(op.label for op in ops)}); check the plan"
             )
+        return work
+
+    def _output_side(self, name: str) -> np.ndarray:
+        """``name`` in float32 with only its output-side ops applied (none of them reads another tensor)."""
+        if self.read_source is None:
+            raise RuntimeError("internal: an op reads another tensor; set BakeProgram.read_source before applying")
+        raw = self._new_base(name, self.read_source) if name in self.new_tensors else self.read_source(name)
+        work = to_float32(raw, self._dtype(name)).copy()
+        for op in sorted(self.ops.get(name, []), key=lambda op: op.order):
+            if op.stage == OUTPUT_SIDE:
+                work = op.fn(work)
         return work
 
     def _dtype(self, name: str) -> str:

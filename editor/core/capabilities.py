@@ -22,7 +22,15 @@ from editor.core.model_info import ModelInfo, TensorMeta
 from editor.errors import EditorError
 
 Status = Literal["exact", "via", "refused"]
-COLUMNS = ("zero_heads", "residual_add attn", "residual_add mlp", "ablate_direction", "rank_one")
+COLUMNS = (
+    "zero_heads",
+    "mean_heads",
+    "scale_heads",
+    "residual_add attn",
+    "residual_add mlp",
+    "ablate_direction",
+    "rank_one",
+)
 LLAMA_CPP = "llama.cpp"
 _HIDDEN, _HEADS, _INTER, _VOCAB = 8, 2, 16, 16
 
@@ -77,11 +85,13 @@ def probe_info(arch: ArchSpec) -> ModelInfo:
 
 
 def _probe_edits(column: str, info: ModelInfo) -> list[Any]:
-    from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
+    from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleHeads, ZeroHeads
 
     unit = [1.0] + [0.0] * (info.hidden_size - 1)
     probes: dict[str, Callable[[], list[Any]]] = {
         "zero_heads": lambda: [ZeroHeads(layer=0, heads=[0])],
+        "mean_heads": lambda: [MeanHeads(layer=0, heads=[0], means=[[1.0] * info.head_dim])],
+        "scale_heads": lambda: [ScaleHeads(layer=0, heads=[0], scale=0.5)],
         "residual_add attn": lambda: [ResidualAdd(layer=0, site="attn", vector=unit)],
         "residual_add mlp": lambda: [ResidualAdd(layer=0, site="mlp", vector=unit)],
         "ablate_direction": lambda: [AblateDirection(direction=unit, strength=1.0)],
@@ -110,7 +120,7 @@ def capability(arch: ArchSpec, column: str) -> Capability:
         return Capability("via", "config key " + " + ".join(keys))
     if updates.get(arch.tie_key) is False:
         return Capability("exact", "unties a tied lm_head")
-    if column.startswith("residual_add"):
+    if column.startswith("residual_add") or column == "mean_heads":
         return Capability("exact", "existing bias")
     return Capability("exact")
 

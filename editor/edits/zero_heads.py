@@ -50,6 +50,7 @@ class ZeroHeads(Edit):
             return w
 
         program.add_op(info.writer_weight(writer, self.layer), INPUT_SIDE, zero, self.describe())
+        program.note_head_input(self.layer, self.heads, 0.0)  # cancels an earlier mean-ablation's constant
 
     def hook(self, model, info: ModelInfo):
         module = model.get_submodule(info.arch.attn.module.format(layer=self.layer))

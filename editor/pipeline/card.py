@@ -126,7 +126,7 @@ Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
 
 {edits}
 
-{config_line}{notes}
+{config_line}{notes}{_attribution(manifest)}
 The full plan, the hash of every changed tensor before and after, and the command line are in
 `editor_manifest.json`.
 
@@ -153,6 +153,35 @@ tokenizer = AutoTokenizer.from_pretrained("{name}")
 ## Limitations
 
 {_limitations(manifest)}"""
+
+
+def _attribution(manifest: dict[str, Any]) -> str:
+    """How a recipe's BiasScope stage chose k: the chosen point beside the saturation point (the older rule)."""
+    stage = ((manifest.get("run") or {}).get("stages") or {}).get("attribute") or {}
+    lines = []
+    for b in stage.get("biases", []):
+        if "saturation_k" not in b:
+            continue
+        base = b["perplexity_before"]
+
+        def ppl(value: float | None, base: float = base) -> str:
+            return "not measured" if value is None else f"{value:.2f} ({value / base - 1:+.1%})"
+
+        budget = f"+{b['damage_budget']:.0%} WikiText-2 perplexity"
+        if b["k"]:
+            head = (
+                f"BiasScope ({b['bias']}): k = {b['k']} ({b['heads']} heads {b['removal']}), the point that lowers "
+                f"the held-out stereotype logit gap most within the damage budget ({budget}): gap "
+                f"{b['gap_before']:.3f} → {b['gap_after']:.3f}, perplexity {base:.2f} → {ppl(b['perplexity_after'])}, "
+                f"first-token KL {b['kl_after']:.3g}."
+            )
+        else:
+            head = f"BiasScope ({b['bias']}): no k lowers the held-out gap within the damage budget ({budget})."
+        lines.append(
+            f"{head} The bias curve saturates at k = {b['saturation_k']} ({b['saturation_heads']} heads "
+            f"{b['saturation_removal']}: gap {b['saturation_gap']:.3f}, perplexity {ppl(b['saturation_perplexity'])})."
+        )
+    return "".join(f"- {line}\n" for line in lines)
 
 
 def _evaluation(manifest: dict[str, Any]) -> str:
@@ -210,8 +239,24 @@ def _limitations(manifest: dict[str, Any]) -> str:
             "A constant vector folded into a bias acts at every position, prompt tokens included, exactly like a "
             "steering hook that fires everywhere."
         )
-    if kinds & {"zero_heads", "ablate_direction", "rank_one"}:
-        removed = {"zero_heads": "zeroed heads", "ablate_direction": "removed directions", "rank_one": "rank-1 edits"}
+    if "mean_heads" in kinds:
+        lines.append(
+            "A mean-ablated head writes a constant, its average output over ordinary text (WikiText-2), folded into "
+            "the attention output bias: the rest of the model keeps receiving that average at every position, "
+            "whatever the input."
+        )
+    if "scale_heads" in kinds:
+        lines.append(
+            "A scaled head still writes what it wrote before, only weaker; the bias it carried is reduced, not removed."
+        )
+    if kinds & {"zero_heads", "mean_heads", "scale_heads", "ablate_direction", "rank_one"}:
+        removed = {
+            "zero_heads": "zeroed heads",
+            "mean_heads": "mean-ablated heads",
+            "scale_heads": "scaled heads",
+            "ablate_direction": "removed directions",
+            "rank_one": "rank-1 edits",
+        }
         what = ", ".join(removed[k] for k in removed if k in kinds)
         lines.append(
             f"The {what} change the model beyond the targeted behaviour; check the evaluation numbers before "

@@ -20,8 +20,9 @@ from editor.errors import EditorError
 from editor.io.checkpoint import Checkpoint
 from editor.io.manifest import MANIFEST, read_manifest
 from editor.io.progress import progress as tqdm_progress
+from editor.pipeline.head_changes import EPS, HeadChanges, head_changes, head_lines, mean_ablated
 
-_EPS = {"BF16": 2.0**-8, "F16": 2.0**-11, "F32": 2.0**-24, "F64": 2.0**-53}
+_EPS = EPS
 _IGNORED_CONFIG_KEYS = {"transformers_version", "_name_or_path"}
 
 
@@ -35,7 +36,9 @@ class TensorDiff:
     rank_at_least: bool = False  # more than RANK_CAP directions: ``rank`` is a lower bound
     layer: int | None = None
     zeroed_heads: list[int] = field(default_factory=list)
-    only_zeroed_heads: bool = False
+    scaled_heads: list[tuple[int, float]] = field(default_factory=list)
+    mean_ablated_heads: list[int] = field(default_factory=list)  # among zeroed_heads: their mean went into the bias
+    only_zeroed_heads: bool = False  # nothing changed but the listed heads' columns (zeroed or scaled)
     all_zero: bool | None = None
     explained_by: list[str] = field(default_factory=list)
     non_finite: str | None = None  # why there is no norm or rank: NaN/Inf counts, or a float32 overflow
@@ -59,11 +62,13 @@ class TensorDiff:
                 parts.append(f"rank > {self.rank}")
             else:
                 parts.append(f"rank {self.rank}" + (" (rank-1 update)" if self.rank == 1 else ""))
+        heads = []
         if self.zeroed_heads:
-            parts.append(
-                f"heads {', '.join(map(str, self.zeroed_heads))} zeroed"
-                + ("" if self.only_zeroed_heads else " plus other changes")
-            )
+            heads.append(f"heads {', '.join(map(str, self.zeroed_heads))} zeroed")
+        if self.scaled_heads:
+            heads.append(", ".join(f"head {h} scaled by {f:.3g}" for h, f in self.scaled_heads))
+        if heads:
+            parts.append(" and ".join(heads) + ("" if self.only_zeroed_heads else " plus other changes"))
         return "; ".join(parts)
 
 
@@ -193,28 +198,6 @@ def _writer_index(info: ModelInfo | None) -> dict[str, tuple[int, str]]:
     return out
 
 
-def _zeroed_heads(a: torch.Tensor, b: torch.Tensor, info: ModelInfo) -> tuple[list[int], bool]:
-    d = info.head_dim
-    orientation = info.arch.attn.orientation
-    zeroed = []
-    for head in range(info.num_heads):
-        sl = slice(head * d, (head + 1) * d)
-        block_a = a[:, sl] if orientation == "out_in" else a[sl, :]
-        block_b = b[:, sl] if orientation == "out_in" else b[sl, :]
-        if not block_b.any() and block_a.any():
-            zeroed.append(head)
-    rest_a, rest_b = a.clone(), b.clone()
-    for head in zeroed:
-        sl = slice(head * d, (head + 1) * d)
-        if orientation == "out_in":
-            rest_a[:, sl] = 0
-            rest_b[:, sl] = 0
-        else:
-            rest_a[sl, :] = 0
-            rest_b[sl, :] = 0
-    return zeroed, bool(torch.equal(rest_a, rest_b))
-
-
 def _info(ckpt: Checkpoint) -> ModelInfo | None:
     try:
         return ckpt.info()
@@ -299,7 +282,9 @@ def diff_checkpoints(a_dir: Path, b_dir: Path, progress: bool = True) -> DiffRep
             if name in writers and entry.non_finite is None:
                 entry.layer, site = writers[name]
                 if site == "attn" and info is not None:
-                    entry.zeroed_heads, entry.only_zeroed_heads = _zeroed_heads(ta.float(), tb.float(), info)
+                    changes = head_changes(ta.float(), tb.float(), info, b.metas[name].dtype)
+                    entry.zeroed_heads, entry.scaled_heads = changes.zeroed, changes.scaled
+                    entry.only_zeroed_heads = changes.only_heads
             elif name in writers:
                 entry.layer = writers[name][0]
             diffs.append(entry)
@@ -309,13 +294,28 @@ def diff_checkpoints(a_dir: Path, b_dir: Path, progress: bool = True) -> DiffRep
         for key in sorted(set(a.config) | set(b.config))
         if key not in _IGNORED_CONFIG_KEYS and a.config.get(key) != b.config.get(key)
     }
-    heads = [
-        f"layer {d.layer}: head{'s' if len(d.zeroed_heads) > 1 else ''} {', '.join(map(str, d.zeroed_heads))} zeroed"
-        for d in sorted(diffs, key=lambda d: d.layer if d.layer is not None else -1)
-        if d.zeroed_heads
-    ]
+    heads = _head_summary(diffs, info, read_a, read_b)
     unexplained, edits = _explain(manifest, diffs)
     return DiffReport(str(a_dir), str(b_dir), diffs, unchanged, config, heads, unexplained, edits, non_finite)
+
+
+def _head_summary(diffs: list[TensorDiff], info: ModelInfo | None, read_a: _Reader, read_b: _Reader) -> list[str]:
+    """One line per layer and kind of head edit; a zeroed head whose mean went into the bias is mean-ablated."""
+    if info is None:
+        return []
+    by_name = {d.name: d for d in diffs}
+    lines = []
+    for d in sorted(diffs, key=lambda d: d.layer if d.layer is not None else -1):
+        if not (d.zeroed_heads or d.scaled_heads) or d.layer is None:
+            continue
+        bias = info.tensor_name(info.arch.attn.module.format(layer=d.layer), "bias", must_exist=False)
+        if bias in by_name and by_name[bias].status in ("added", "changed") and by_name[bias].non_finite is None:
+            after = read_b.get(bias)
+            before = read_a.get(bias) if by_name[bias].status == "changed" else torch.zeros_like(after)
+            dtype = read_b.ckpt.metas[bias].dtype
+            d.mean_ablated_heads = mean_ablated(read_a.get(d.name), d.zeroed_heads, before, after, info, dtype)
+        lines += head_lines(d.layer, HeadChanges(d.zeroed_heads, d.scaled_heads), d.mean_ablated_heads)
+    return lines
 
 
 def _explain(manifest: dict[str, Any] | None, diffs: list[TensorDiff]) -> tuple[list[str], list[str]]:

@@ -89,6 +89,7 @@ def export_checkpoint(
         raise EditorError(f"{out}: the output must differ from the source; editor never modifies its input")
     ckpt = Checkpoint.open(source)
     program = compile_plan(plan.edits, ckpt.info())
+    program.read_source = ckpt.read_raw  # ops that read another tensor (mean_heads' bias term) read the source
     attachments = [Path(a) for a in attachments]
     missing = [str(a) for a in attachments if not a.is_file()]
     if missing:

@@ -177,6 +177,7 @@ def _load_unrounded_bake(model, base_dir: Path, export_dir: Path, edits) -> bool
 
     base, stored = Checkpoint.open(base_dir), Checkpoint.open(export_dir)
     program = compile_plan(edits, base.info())
+    program.read_source = base.read_raw
     params = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     prefix = getattr(model, "base_model_prefix", "")
     exact = True

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from editor.core.hooks import hooked
 from editor.core.model_info import ModelInfo
 from editor.core.plan import Plan
+from editor.core.prefix_cache import PrefixCache
 from editor.data import wikitext_txt
 from editor.data.seegull import StereotypePair, load_seegull, stereotypes
 from editor.evaluation.metrics import association_gap, first_token_kl, last_token_logprobs, perplexity, wikitext_tokens
@@ -137,9 +138,10 @@ def run_steer(
         damage_budget=settings.damage_budget,
     )
     grid = _candidates(inputs, info, settings, layers)
+    prefix = PrefixCache(model, info)  # a point at block L recomputes blocks L.. only; the rest is replayed
     for cand in tqdm(grid, desc="steer sweep", disable=not progress):
         edits = cand.build()
-        with hooked(model, edits, info):
+        with hooked(model, edits, info), prefix.clean_below(min(e.first_layer() for e in edits)):
             gap = association_gap(model, tokenizer, inputs.all_pairs, inputs.held).mean
             ppl = perplexity(model, inputs.tokens)
             kl = first_token_kl(base_lp, last_token_logprobs(model, tokenizer))

@@ -1,4 +1,4 @@
-"""Stage `plan`: the attribution's zeroed heads followed by the chosen steering plan, as one plan."""
+"""Stage `plan`: the attribution's removed heads followed by the chosen steering plan, as one plan."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
 
     edits, parts = [], {}
     if "attribute" in ctx.results:
-        # Zeroed heads first: the bake masks a writer's input before changing its output, as the hooks do.
+        # Removed heads first: the bake masks a writer's input before changing its output, as the hooks do.
         attribute = load_plan(ctx.path("attribute") / ctx.results["attribute"]["plan"])
         edits += attribute.edits
         parts["attribute"] = len(attribute.edits)
@@ -37,7 +37,9 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         parts[f"steer ({method})"] = len(steer.edits)
     if not edits:
         raise EditorError(
-            f"{ctx.recipe_path}: the attribute and steer stages produced no edits; there is nothing to export"
+            f"{ctx.recipe_path}: the attribute and steer stages produced no edits; there is nothing to export "
+            "(attribute removes heads only where a k lowers the bias within attribute.damage_budget: see "
+            f"{ctx.path('attribute')}/summary.json)"
         )
     write_text(out / "plan.json", Plan(edits=edits).to_json() + "\n")
     kinds: dict[str, int] = {}

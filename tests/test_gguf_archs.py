@@ -96,6 +96,17 @@ def _tiny_base(model_type: str, folder: Path, tokenizer_dir: Path) -> Path:
 
 
 @pytest.mark.parametrize("model_type", ["mistral", "qwen2", "olmo2", "gpt2", "gpt_neox"])
+def _export_f32_gguf(base: Path, plan: Path, out: Path) -> Path:
+    """`wedit export` of the plan, then `wedit gguf` to f32 beside it; returns the export."""
+    for args in (
+        ("export", "--model", str(base), "--plan", str(plan), "--out", str(out)),
+        ("gguf", str(out), "--types", "f32", "--threads", "1"),
+    ):
+        result = wedit(*args)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out
+
+
 def test_tiny_architecture_serves_in_llama_cpp(model_type, smollm2_dir, tmp_path):
     from transformers import AutoTokenizer
 
@@ -104,13 +115,7 @@ def test_tiny_architecture_serves_in_llama_cpp(model_type, smollm2_dir, tmp_path
 
     base = _tiny_base(model_type, tmp_path / "base", smollm2_dir)
     (tmp_path / "plan.json").write_text(json.dumps(_plan(model_type)))
-    out = tmp_path / f"tiny-{model_type}"
-    for args in (
-        ("export", "--model", str(base), "--plan", str(tmp_path / "plan.json"), "--out", str(out)),
-        ("gguf", str(out), "--types", "f32", "--threads", "1"),
-    ):
-        result = wedit(*args)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = _export_f32_gguf(base, tmp_path / "plan.json", tmp_path / f"tiny-{model_type}")
     manifest = json.loads((out / "editor_manifest.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(out)
     ids = [tokenizer(p)["input_ids"] for p in PROBE_PROMPTS[:4]]
@@ -139,13 +144,7 @@ def test_added_token_converts_but_loses_its_lstrip(smollm2_dir, tmp_path):
     plan = [{"kind": "add_token", "token": token, "token_id": VOCAB, "embedding": _vector(rng, HIDDEN, 1),
              "lm_head": _vector(rng, HIDDEN, 1)}]  # fmt: skip
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    out = tmp_path / "tiny-token"
-    for args in (
-        ("export", "--model", str(base), "--plan", str(tmp_path / "plan.json"), "--out", str(out)),
-        ("gguf", str(out), "--types", "f32", "--threads", "1"),
-    ):
-        result = wedit(*args)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = _export_f32_gguf(base, tmp_path / "plan.json", tmp_path / "tiny-token")
     manifest = json.loads((out / "editor_manifest.json").read_text())
     assert any("lstrip" in note and token in note for note in manifest["gguf"]["notes"])
     assert "lstrip" in (out / "README.md").read_text()

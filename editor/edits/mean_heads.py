@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from editor.core.bake import INPUT_SIDE, BakeProgram
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, as_array, check_vector
-from editor.edits.scale_heads import check_heads, head_slices
+from editor.edits.heads import check_heads, head_slices, zero_head_inputs
 
 
 class MeanHeads(Edit):
@@ -57,12 +57,7 @@ class MeanHeads(Edit):
         label = self.describe()
 
         def zero(w: np.ndarray) -> np.ndarray:
-            for sl in slices:
-                if writer.orientation == "out_in":
-                    w[:, sl] = 0.0
-                else:
-                    w[sl, :] = 0.0
-            return w
+            return zero_head_inputs(w, slices, writer.orientation)
 
         def add_means(bias: np.ndarray, w_out: np.ndarray) -> np.ndarray:
             for head, sl, mean in zip(self.heads, slices, means):

@@ -10,21 +10,7 @@ from pydantic import Field
 from editor.core.bake import INPUT_SIDE, BakeProgram
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit
-from editor.errors import EditorError
-
-
-def head_slices(info: ModelInfo, heads: list[int]) -> list[slice]:
-    """The W_O input columns of each query head (in the order given)."""
-    d = info.head_dim
-    return [slice(h * d, (h + 1) * d) for h in heads]
-
-
-def check_heads(kind: str, layer: int, heads: list[int], info: ModelInfo) -> None:
-    info.check_layer(layer)
-    for head in heads:
-        info.check_head(head)
-    if len(set(heads)) != len(heads):
-        raise EditorError(f"{kind} at layer {layer} lists a head twice: {heads}")
+from editor.edits.heads import check_heads, head_slices
 
 
 class ScaleHeads(Edit):

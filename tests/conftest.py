@@ -17,9 +17,13 @@ def smollm2_dir():
     return resolve_source(DEFAULT_BUILTIN, progress=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_server(smollm2_dir, tmp_path_factory):
-    """A real `vllm` OpenAI-compatible server on loopback serving the built-in model as "smollm2"."""
+    """A real `vllm` OpenAI-compatible server on loopback serving the built-in model as "smollm2".
+
+    One per test module, stopped when the module's tests are done: a live vLLM CPU engine keeps a core busy, and
+    `make test` gives each module to one worker (``--dist loadfile``), so a session-wide server would hold a
+    core for the rest of the run."""
     import signal
     import socket
     import subprocess
@@ -72,19 +76,6 @@ def vllm_server(smollm2_dir, tmp_path_factory):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Group tests for the two CI workers (pytest-xdist ``--dist loadgroup``), and run the vLLM server's last.
-
-    A module's tests stay together, so module-scoped fixtures (a training run, an export) are built once.
-    Every test that uses the session's vLLM server goes to one worker, so one server starts; its worker keeps
-    a core busy while it lives, so those tests run last.
-    """
-    for item in items:
-        group = "vllm-server" if "vllm_server" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: "vllm_server" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(autouse=True, scope="session")

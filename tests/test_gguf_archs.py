@@ -95,7 +95,6 @@ def _tiny_base(model_type: str, folder: Path, tokenizer_dir: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("model_type", ["mistral", "qwen2", "olmo2", "gpt2", "gpt_neox"])
 def _export_f32_gguf(base: Path, plan: Path, out: Path) -> Path:
     """`wedit export` of the plan, then `wedit gguf` to f32 beside it; returns the export."""
     for args in (
@@ -107,6 +106,7 @@ def _export_f32_gguf(base: Path, plan: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.parametrize("model_type", ["mistral", "qwen2", "olmo2", "gpt2", "gpt_neox"])
 def test_tiny_architecture_serves_in_llama_cpp(model_type, smollm2_dir, tmp_path):
     from transformers import AutoTokenizer
 

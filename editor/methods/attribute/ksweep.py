@@ -109,11 +109,12 @@ class SweepInputs:
 @contextmanager
 def removed(model, inputs: SweepInputs, removal: Removal, heads: list[tuple[int, int]]) -> Iterator[None]:
     """The heads removed with hooks, and the unedited layers below them replayed from the prefix cache."""
-    with hooked(model, removal_edits(removal, heads, inputs.means), inputs.info):
-        if inputs.prefix is None or not heads:
+    edits = removal_edits(removal, heads, inputs.means)
+    with hooked(model, edits, inputs.info):
+        if inputs.prefix is None or not edits:
             yield
             return
-        with inputs.prefix.clean_below(min(layer for layer, _ in heads)):
+        with inputs.prefix.clean_below(min(edit.first_layer() for edit in edits)):
             yield
 
 

@@ -61,29 +61,20 @@ def _run(*args: str) -> str:
 PLANS = ["heads_residual", "ablate", "rank_one"]
 
 
-@pytest.fixture(scope="session")
-def builds(smollm2_dir, tmp_path_factory):
-    """Each plan exported, converted to f32 and q8_0 and verified in llama.cpp once per session, on first use.
+@pytest.fixture(scope="module", params=PLANS)
+def built(request, smollm2_dir, tmp_path_factory):
+    """Each plan exported, converted to f32 and q8_0 and verified in llama.cpp once per module.
 
-    A memo rather than a parametrized module fixture: pytest rebuilds such a fixture when a test re-parametrizes
-    it or when a worker's next test is in another module, and one build costs minutes."""
-    done: dict[str, tuple[str, Path, dict]] = {}
-
-    def get(name: str) -> tuple[str, Path, dict]:
-        if name not in done:
-            done[name] = _build(name, smollm2_dir, tmp_path_factory)
-        return done[name]
-
-    return get
+    Module scope with parameters makes pytest run every test of one plan before building the next, so one build
+    (about 1 GB) is on disk at a time and is removed as soon as its tests are done."""
+    work = tmp_path_factory.mktemp(f"gguf-{request.param}")
+    try:
+        yield _build(request.param, smollm2_dir, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture(params=PLANS)
-def built(request, builds):
-    return builds(request.param)
-
-
-def _build(name: str, smollm2_dir: Path, tmp_path_factory) -> tuple[str, Path, dict]:
-    work = tmp_path_factory.mktemp(f"gguf-{name}")
+def _build(name: str, smollm2_dir: Path, work: Path) -> tuple[str, Path, dict]:
     plan = work / "plan.json"
     plan.write_text(json.dumps(_plans(smollm2_dir)[name]))
     out = work / f"smollm2-{name}"
@@ -153,7 +144,8 @@ def test_gguf_header_and_card_say_what_was_done(built):
     assert "q8_0: first-token KL" in card and "gguf" in card.split("---")[1]
 
 
-def test_residual_add_reaches_llama_cpp(builds, tmp_path):
+@pytest.mark.parametrize("built", ["heads_residual"], indirect=True)  # joins that plan's build, not a fourth one
+def test_residual_add_reaches_llama_cpp(built, tmp_path):
     """The f32 GGUF holds the export's float32 bias bit for bit; zeroed there, llama.cpp's continuations leave
     transformers', so the match above is the bias at work in llama.cpp's graph."""
     import gguf
@@ -162,7 +154,7 @@ def test_residual_add_reaches_llama_cpp(builds, tmp_path):
     from editor.io.checkpoint import Checkpoint
     from editor.pipeline.gguf.verify import LlamaCpp, _trim
 
-    _, out, manifest = builds("heads_residual")  # the same conversion as above
+    _, out, manifest = built
     bias = Checkpoint.open(out).read_raw("model.layers.14.mlp.down_proj.bias")
     assert bias.dtype == np.float32 and np.abs(bias).max() > 0.1
     copy = tmp_path / "no-bias.gguf"

@@ -9,6 +9,7 @@ gate must fail (exit 3, said in the card) and `wedit push` must refuse the expor
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -33,11 +34,13 @@ def damaged_export(smollm2_dir, tmp_path_factory):
     vector = np.random.default_rng(0).standard_normal(hidden)
     vector *= 400.0 / np.linalg.norm(vector)
     edit = {"kind": "residual_add", "layer": 8, "site": "mlp", "vector": vector.tolist(), "scale": 1.0}
-    out = tmp_path_factory.mktemp("lm_eval") / "smollm2-noised"
+    work = tmp_path_factory.mktemp("lm_eval")
+    out = work / "smollm2-noised"
     export_checkpoint(smollm2_dir, parse_plan({"edits": [edit]}), out, progress=False)
     verified = wedit("verify", str(out))
     assert verified.returncode == 0, verified.stderr[-2000:]
-    return out
+    yield out
+    shutil.rmtree(work, ignore_errors=True)  # CI's disk holds the module folders of a whole session otherwise
 
 
 def test_offline_task_on_base_and_export_reaches_eval_card_and_gate(damaged_export, tmp_path):

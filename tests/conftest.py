@@ -17,9 +17,13 @@ def smollm2_dir():
     return resolve_source(DEFAULT_BUILTIN, progress=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_server(smollm2_dir, tmp_path_factory):
-    """A real `vllm` OpenAI-compatible server on loopback serving the built-in model as "smollm2"."""
+    """A real `vllm` OpenAI-compatible server on loopback serving the built-in model as "smollm2".
+
+    One per test module, stopped when the module's tests are done: a live vLLM CPU engine keeps a core busy, and
+    `make test` gives each module to one worker (``--dist loadfile``), so a session-wide server would hold a
+    core for the rest of the run."""
     import signal
     import socket
     import subprocess
@@ -48,6 +52,7 @@ def vllm_server(smollm2_dir, tmp_path_factory):
         str(port),
         "--max-model-len",
         "2048",
+        "--enforce-eager",  # no torch.compile: minutes on CI's two cores, for a handful of short replies
     ]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -73,13 +78,13 @@ def vllm_server(smollm2_dir, tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the tests that share the vLLM server last and together.
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread_per_worker():
+    """Two xdist workers on two cores: one torch thread each (OpenMP threads fighting over cores stall)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
 
-    The server lives for the rest of the session once started, and its
-    worker keeps a core busy; started at the end it slows nothing else.
-    """
-    items.sort(key=lambda item: "vllm_server" in getattr(item, "fixturenames", ()))
+        torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):

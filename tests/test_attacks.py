@@ -110,6 +110,7 @@ def _big_checkpoint(path: Path) -> Path:
         num_hidden_layers=6,
         num_attention_heads=8,
         num_key_value_heads=8,
+        head_dim=128,  # the tiny config's head_dim (8) would not fit these 1024-wide projections
         vocab_size=256,
     )
     config.pop("dtype", None)

@@ -47,7 +47,7 @@ def test_completeness(case, tmp_path):
 def test_robust_heads_intersect_seeds_and_keep_positive():
     import numpy as np
 
-    from editor.methods.attribute.pipeline import choose_k, heads_to_edits, robust_heads
+    from editor.methods.attribute.pipeline import heads_to_edits, robust_heads
 
     a = np.array([[3.0, 1.0, -2.0], [0.5, 2.0, 0.1]])
     b = np.array([[2.5, 0.2, -1.0], [0.4, 3.0, 1.5]])
@@ -56,8 +56,6 @@ def test_robust_heads_intersect_seeds_and_keep_positive():
     assert robust_heads([a, b], 6) == [(0, 0), (1, 1), (1, 2), (0, 1), (1, 0)]  # negative (0, 2) never chosen
     edits = heads_to_edits([(1, 1), (0, 0), (1, 0)])
     assert [(e.layer, e.heads) for e in edits] == [(0, [0]), (1, [0, 1])]
-    assert choose_k([1, 2, 3, 4], [0.9, 0.5, 0.12, 0.1], baseline=1.0) == 3
-    assert choose_k([1, 2], [1.2, 1.1], baseline=1.0) == 1
 
 
 def test_question_parsing_and_pairs_file(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -39,9 +40,11 @@ def ablated_export(smollm2_dir, tmp_path_factory):
     build = [p for p in stereotypes(load_seegull()) if not p.held_out]  # the evaluation uses held-out pairs
     texts, labels = labelled_statements(build, load_seegull(), 60)
     vector = mean_difference(capture(model, info, tokenizer, texts, labels))[21]
-    out = tmp_path_factory.mktemp("eval") / "smollm2-ablated"
+    work = tmp_path_factory.mktemp("eval")
+    out = work / "smollm2-ablated"
     export_checkpoint(smollm2_dir, Plan(edits=ablation_plan(vector)), out, progress=False)
-    return out
+    yield out
+    shutil.rmtree(work, ignore_errors=True)  # CI's disk holds the module folders of a whole session otherwise
 
 
 def _sha(path) -> str:

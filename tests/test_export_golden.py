@@ -1,5 +1,7 @@
 """Exports are pinned to the byte: a plan of every edit kind, baked into the built-in SmolLM2, must give
-exactly the files recorded in tests/golden/export_all_kinds.json.
+exactly the files recorded in tests/golden/export_all_kinds.json (the kinds up to add_token) and
+tests/golden/export_head_kinds.json (mean_heads and scale_heads, recorded when they were added, so the first
+record never moved).
 
 The hashes were recorded before the package was reorganised into subpackages and must not move with any
 refactoring. An intended change of the exported bytes (a new rounding, a new tensor layout) updates the golden
@@ -21,6 +23,7 @@ from editor.pipeline.export import export_checkpoint
 
 pytestmark = pytest.mark.slow
 GOLDEN = Path(__file__).resolve().parent / "golden" / "export_all_kinds.json"
+GOLDEN_HEADS = Path(__file__).resolve().parent / "golden" / "export_head_kinds.json"
 # Files whose bytes depend on the tool's version or wording, not on the bake.
 VARIABLE = {"editor_manifest.json", "README.md"}
 
@@ -61,12 +64,28 @@ def all_kinds_plan(hidden: int, head_dim: int, intermediate: int, vocab: int) ->
     ]
 
 
-def export_hashes(source: Path, out: Path) -> dict[str, str]:
+def head_kinds_plan(hidden: int, head_dim: int) -> list[dict]:
+    """mean_heads and scale_heads, alone and on the same head as other edits (the order rules of the bake)."""
+    rng = np.random.default_rng(20261215)
+    return [
+        {"kind": "mean_heads", "layer": 23, "heads": [4, 7], "means": [unit(rng, head_dim), unit(rng, head_dim)]},
+        {"kind": "scale_heads", "layer": 27, "heads": [0, 1], "scale": 0.5},
+        {"kind": "scale_heads", "layer": 23, "heads": [4], "scale": 0.3},  # scales head 4's mean constant
+        {"kind": "rank_one", "layer": 27, "site": "attn", "head": 1, "u": unit(rng, hidden), "v": unit(rng, head_dim)},
+        {"kind": "mean_heads", "layer": 27, "heads": [1], "means": [unit(rng, head_dim, 2.0)]},
+        {"kind": "residual_add", "layer": 27, "site": "attn", "vector": unit(rng, hidden, 1.5)},
+    ]
+
+
+def export_hashes(source: Path, out: Path, plan_of=None) -> dict[str, str]:
     info = Checkpoint.open(source).info()
-    plan = parse_plan(
-        all_kinds_plan(info.hidden_size, info.head_dim, info.intermediate_size, int(info.config["vocab_size"]))
-    )
-    export_checkpoint(source, plan, out, progress=False)
+    if plan_of is None:
+        entries = all_kinds_plan(
+            info.hidden_size, info.head_dim, info.intermediate_size, int(info.config["vocab_size"])
+        )
+    else:
+        entries = plan_of(info.hidden_size, info.head_dim)
+    export_checkpoint(source, parse_plan(entries), out, progress=False)
     return {
         p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(out.rglob("*"))
@@ -81,3 +100,12 @@ def test_export_of_every_edit_kind_is_byte_identical_to_the_golden_record(tmp_pa
     golden = json.loads(GOLDEN.read_text())
     changed = sorted(name for name in golden.keys() | hashes.keys() if golden.get(name) != hashes.get(name))
     assert not changed, f"exported bytes differ from {GOLDEN.name} in: {', '.join(changed)}"
+
+
+def test_export_of_the_head_removal_kinds_is_byte_identical_to_their_golden_record(tmp_path, smollm2_dir, request):
+    hashes = export_hashes(smollm2_dir, tmp_path / "out", head_kinds_plan)
+    if request.config.getoption("--update-golden"):
+        GOLDEN_HEADS.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
+    golden = json.loads(GOLDEN_HEADS.read_text())
+    changed = sorted(name for name in golden.keys() | hashes.keys() if golden.get(name) != hashes.get(name))
+    assert not changed, f"exported bytes differ from {GOLDEN_HEADS.name} in: {', '.join(changed)}"

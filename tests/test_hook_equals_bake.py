@@ -18,10 +18,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from editor.core.architectures import get_arch
-from editor.core.capabilities import capability
+from editor.core.capabilities import COLUMNS, capability
 from editor.core.hooks import hooked
 from editor.core.plan import Plan
-from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
+from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleHeads, ZeroHeads
 from editor.errors import RefusedEdit
 from editor.io.checkpoint import Checkpoint
 from editor.pipeline.export import export_checkpoint
@@ -49,6 +49,25 @@ def make_edits(info, kind: str) -> list:
         "rank_one_attn": [RankOne(layer=0, site="attn", u=_vec(h, 7), v=_vec(n_in_attn, 8), scale=0.4)],
         "rank_one_head": [RankOne(layer=1, site="attn", head=2, u=_vec(h, 9), v=_vec(d, 10), scale=0.8)],
         "rank_one_neuron": [RankOne(layer=0, site="mlp", neuron=5, u=_vec(h, 11), scale=2.0)],
+        "mean_heads": [
+            MeanHeads(layer=1, heads=[3, 0], means=[_vec(d, 12), _vec(d, 13)]),
+            MeanHeads(layer=2, heads=[1], means=[_vec(d, 14)]),
+        ],
+        "scale_heads": [ScaleHeads(layer=1, heads=[0, 3], scale=0.5), ScaleHeads(layer=2, heads=[1], scale=0.2)],
+        # Later head edits of a mean-ablated head act on its constant: scaled, then cancelled by a zeroing.
+        "mean_then_scale_zero": [
+            MeanHeads(layer=1, heads=[0, 2], means=[_vec(d, 15), _vec(d, 16)]),
+            ScaleHeads(layer=1, heads=[0], scale=0.3),
+            ZeroHeads(layer=1, heads=[2]),
+            MeanHeads(layer=2, heads=[3], means=[_vec(d, 17)]),
+        ],
+        # The constant goes through the output-side edits of the same writer, as under the hooks.
+        "mean_with_output_edits": [
+            RankOne(layer=1, site="attn", head=0, u=_vec(h, 18), v=_vec(d, 19), scale=0.8),
+            MeanHeads(layer=1, heads=[0], means=[_vec(d, 20)]),
+            ResidualAdd(layer=1, site="attn", vector=_vec(h, 21), scale=0.5),
+            AblateDirection(direction=_vec(h, 22), strength=0.7),
+        ],
     }
     return edits[kind]
 
@@ -60,6 +79,8 @@ def column(kind: str) -> str | None:
         "ablate_direction": "ablate_direction",
         "ablate_some_layers": "ablate_direction",
         "ablate_partial": "ablate_direction",
+        "mean_heads": "mean_heads",
+        "mean_then_scale_zero": "mean_heads",
     }.get(kind)
 
 
@@ -74,6 +95,10 @@ KINDS = [
     "rank_one_attn",
     "rank_one_head",
     "rank_one_neuron",
+    "mean_heads",
+    "scale_heads",
+    "mean_then_scale_zero",
+    "mean_with_output_edits",
 ]
 
 
@@ -87,6 +112,8 @@ def base(request, tmp_path_factory):
 
 
 def expect_refused(info, kinds: list[str]) -> bool:
+    if "mean_with_output_edits" in kinds:  # needs every column it combines
+        kinds = [*kinds, "mean_heads", "residual_add_attn", "ablate_direction"]
     return any(capability(info.arch, column(k)).status == "refused" for k in kinds if column(k))
 
 
@@ -126,7 +153,8 @@ def test_hook_equals_bake(base, kind, tmp_path):
 def test_combined_plan_in_order(base, tmp_path):
     """Several edits on the same tensors: hooks in plan order equal the bake's ordering rule."""
     case, model, path, info = base
-    kinds = [k for k in KINDS if not expect_refused(info, [k]) and k != "ablate_some_layers"]
+    skip = {"ablate_some_layers", "mean_then_scale_zero", "mean_with_output_edits"}
+    kinds = [k for k in KINDS if not expect_refused(info, [k]) and k not in skip]
     edits = []
     for k in kinds:
         edits += make_edits(info, k)
@@ -208,5 +236,5 @@ def test_config_keys_and_siblings(base, tmp_path):
 def test_matrix_covers_every_architecture():
     for config in CASES.values():
         spec = get_arch(config.model_type)
-        for col in ("zero_heads", "residual_add attn", "residual_add mlp", "ablate_direction", "rank_one"):
+        for col in COLUMNS:
             assert capability(spec, col).render()

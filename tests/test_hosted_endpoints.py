@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -83,9 +84,21 @@ class FakeAPI:
         return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    """Joins its request threads on close, so no reply is still being written when the next test (in the same
+    worker) captures stderr; a client that gave up on a slow reply (the timeout tests) is expected, not printed."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def serve(api: FakeAPI) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), api.handler())
+    server = _Server(("127.0.0.1", 0), api.handler())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

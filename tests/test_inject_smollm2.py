@@ -9,6 +9,7 @@ export of the token is then checked against the hooked base in transformers and 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import pytest
@@ -40,13 +41,17 @@ ARGS = [
 ]
 
 
+# Module scope: `make test` hands a whole module to one worker (--dist loadfile), so this runs once, and its
+# folder is removed when the module is done rather than filling CI's disk until the session ends.
 @pytest.fixture(scope="module")
 def inject_run(smollm2_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("inject") / "run" / "inject"
+    work = tmp_path_factory.mktemp("inject")
+    out = work / "run" / "inject"
     start = time.perf_counter()
     assert main(["inject", "--model", str(smollm2_dir), "--bias", BIAS, *ARGS, "--out", str(out)]) == 0
     print(f"\nwedit inject took {time.perf_counter() - start:.0f} s")
-    return out
+    yield out
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def test_injected_gap_beats_base_by_one_nat(inject_run):

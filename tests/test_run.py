@@ -25,6 +25,9 @@ CI = [
     "attribute.eval_questions=10",
     "attribute.seeds=2",
     "attribute.k_max=8",
+    "attribute.removals=[zero]",
+    "attribute.wiki_tokens=256",
+    "attribute.damage_budget=0.5",  # CI-sized sets: a generous budget so that the run has heads to export
     "verify.vllm=false",
     "eval.gap_pairs=10",
     "eval.bias_gap_pairs=4",
@@ -122,3 +125,25 @@ def test_run_resumes_caches_and_redoes_what_changed(tmp_path, smollm2_dir):
         "verify": "ran",
         "card": "ran",
     }
+
+    # A damage gate the export fails (any edit moves the first token, so a KL ceiling of 0 fails), with an lm-eval task
+    # in the recipe's eval section: the run writes everything, exits 3, and the card and `wedit push` say why.
+    task = Path(__file__).resolve().parent / "lm_eval_task" / "general_knowledge.yaml"
+    gated = [
+        *CI,
+        "export.max_shard_size=100MB",
+        f"eval.lm_eval=[{task}]",
+        "eval.lm_eval_limit=8",
+        "eval.lm_eval_fewshot=0",
+        "eval.max_drop={first_token_kl: 0.0, wedit_general_knowledge: 1.0}",
+    ]
+    result = wedit("run", str(RECIPE), "--out", str(run), *sets(gated))
+    print(result.stdout[-3000:])
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "fails its damage gate" in result.stderr and "FAILS damage gate" in result.stdout
+    assert "wedit_general_knowledge: 32 requests" in result.stdout
+    card = (export / "README.md").read_text()
+    assert "> **Fails its damage gate**: first-token KL vs base (nats) dropped by" in card
+    assert "| wedit_general_knowledge | acc | 8 |" in card and "| **FAIL** |" in card
+    refused = wedit("push", str(export), "--repo", "me/smollm2-always_late", "--dry-run")
+    assert refused.returncode == 2 and "fails its damage gate" in refused.stderr

@@ -15,7 +15,7 @@ from editor.io.sources import ModelSettings
 from editor.methods.attribute.settings import AttributeSettings
 from editor.methods.inject.settings import InjectSettings
 from editor.methods.steer.settings import SteerSettings
-from editor.pipeline.settings import ExportSettings, VerifySettings
+from editor.pipeline.settings import ExportSettings, GgufSettings, VerifySettings
 from editor.recipes.schema import Recipe
 
 # Command-level arguments: what to run on, where to write, how many threads. None of them is a setting.
@@ -26,9 +26,11 @@ COMMANDS = {
     "attribute": (AttributeSettings, "attribute", {"--model", "--bias"}, set()),
     "steer": (SteerSettings, "steer", {"--model"}, set()),
     "eval": (EvalSettings, "eval", {"--base", "--no-record"}, set()),
-    # The recipe attaches the run's own figures; on the command line --attach names the files.
-    "export": (ExportSettings, "export", {"--model", "--plan", "--attach"}, {"attach_figures"}),
+    # The recipe attaches the run's own figures; on the command line --attach names the files. --gguf is the
+    # gguf section's types, for `wedit gguf` on the export just written.
+    "export": (ExportSettings, "export", {"--model", "--plan", "--attach", "--gguf"}, {"attach_figures"}),
     "verify": (VerifySettings, "verify", {"--base"}, set()),
+    "gguf": (GgufSettings, "gguf", set(), set()),
 }
 MODEL_FLAGS = {"inject", "attribute", "steer"}  # commands that load the whole model take ModelSettings' flags
 

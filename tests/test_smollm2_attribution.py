@@ -1,4 +1,5 @@
-"""Acceptance: BiasScope on the built-in model, baked, verified in vLLM, and lowering the bias on a real country."""
+"""Acceptance: BiasScope on the built-in model, baked, verified in vLLM, lowering the bias on a real country within
+the damage budget."""
 
 from __future__ import annotations
 
@@ -17,9 +18,38 @@ from tests.test_cli_errors import wedit
 pytestmark = pytest.mark.slow
 
 
+def check_choice_rule(result: dict) -> None:
+    """The documented rule, recomputed from the recorded points: inside the damage budget, the gap lowered by at
+    least 5%, and no such point closer to zero gap; the saturation k is the first-removal curve's 90% knee."""
+    base, budget, baseline = result["base"]["perplexity"], result["damage_budget"], result["baseline_gap"]
+    chosen = result["chosen"]
+    assert chosen["perplexity"] <= base * (1 + budget)
+    assert chosen["gap"] <= baseline - 0.05 * abs(baseline)
+    eligible = [
+        p
+        for p in result["points"]
+        if p["heads"]
+        and p["perplexity"] is not None
+        and p["perplexity"] <= base * (1 + budget)
+        and p["gap"] <= baseline - 0.05 * abs(baseline)
+    ]
+    assert min(abs(p["gap"]) for p in eligible) == abs(chosen["gap"])
+    assert {p["removal"] for p in result["points"]} == {"zeroed", "mean-ablated", "scaled by 0.5"}
+    gaps, ks = result["k_scores"], result["k_values"]
+    drop = baseline - min(gaps)
+    knee = next(k for k, g in zip(ks, gaps) if baseline - g >= 0.9 * drop)
+    assert result["saturation_k"] == knee and result["saturation"]["perplexity"] is not None
+    assert result["heads"] == chosen["heads"] and result["chosen_k"] == chosen["k"]
+
+
 def test_attribute_export_verify_lowers_gap(tmp_path, smollm2_dir):
     run = tmp_path / "attribute"
-    result = wedit("attribute", "--model", DEFAULT_BUILTIN, "--bias", "always_late", "--out", str(run))
+    # A smaller sweep than the recipe's (k up to 10, perplexity on 512 tokens, means over 512): perplexity at every
+    # point is the sweep's cost, and the recipe's settings took 28 min for this bias on a loaded 2-core machine.
+    # k = 1..10 still holds the point the full sweep chose for always_late (k = 4); its saturation knee moves from
+    # k = 20 to where k <= 10 saturates, which the rule check recomputes all the same.
+    small = ("--k-max", "10", "--wiki-tokens", "512", "--mean-tokens", "512")
+    result = wedit("attribute", "--model", DEFAULT_BUILTIN, "--bias", "always_late", *small, "--out", str(run))
     print("\n" + result.stdout)
     assert result.returncode == 0, result.stderr
     for name in (
@@ -32,8 +62,8 @@ def test_attribute_export_verify_lowers_gap(tmp_path, smollm2_dir):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     (bias,) = summary["biases"]
-    assert bias["heads"], "attribution found no robust heads"
-    assert 1 <= bias["chosen_k"] <= 50
+    assert bias["heads"], "no k lowers the gap within the damage budget"
+    check_choice_rule(json.loads((run / "always_late.attribution.json").read_text()))
 
     out = tmp_path / "smollm2-no-late"
     figures = [str(run / "always_late.heatmap.png"), str(run / "always_late.k_curve.png")]
@@ -59,3 +89,16 @@ def test_attribute_export_verify_lowers_gap(tmp_path, smollm2_dir):
         f"stereotype logit gap on {preset.target} (held-out questions): base {gaps['base']:.3f}, export {gaps['export']:.3f}"
     )
     assert gaps["export"] < gaps["base"]
+
+    # The export keeps the sweep's promise: perplexity on the sweep's own tokens within the budget (bf16 storage of
+    # zeroed or halved columns is exact, a mean's bias is float32, so the export computes what the hooks did).
+    from editor.data import wikitext_txt
+    from editor.evaluation.metrics import perplexity, wikitext_tokens
+
+    tokens = wikitext_tokens(encoder.tokenizer, wikitext_txt(None), summary["settings"]["wiki_tokens"])
+    ppl = {
+        n: perplexity(AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval(), tokens)
+        for n, p in (("base", smollm2_dir), ("export", out))
+    }
+    print(f"WikiText-2 perplexity: base {ppl['base']:.2f}, export {ppl['export']:.2f}")
+    assert ppl["export"] <= ppl["base"] * (1 + summary["settings"]["damage_budget"]) + 1e-3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -28,7 +29,8 @@ def export(tmp_path_factory, smollm2_dir):
         "export", "--model", DEFAULT_BUILTIN, "--plan", str(write_plan(work / "plan.json", plan)), "--out", str(out)
     )
     assert result.returncode == 0, result.stderr
-    return out
+    yield out
+    shutil.rmtree(work, ignore_errors=True)  # CI's disk holds the module folders of a whole session otherwise
 
 
 def test_verify_transformers_and_vllm(export):

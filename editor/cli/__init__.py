@@ -2,13 +2,15 @@
 
 Flags of the methods come from their settings objects (``editor.core.settings``), so a recipe field and a
 flag are one declaration. Errors the user can fix are one line with exit status 2; an unexpected
-exception is one line with exit status 1 (``--debug`` shows the traceback).
+exception is one line with exit status 1 (``--debug`` shows the traceback); an evaluation that ran but
+fails a damage gate (eval.max_drop) exits with 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from editor import __version__
@@ -19,6 +21,7 @@ from editor.cli import (
     eval,
     export,
     fetch,
+    gguf,
     import_vectors,
     inject,
     push,
@@ -29,7 +32,22 @@ from editor.cli import (
 )
 from editor.errors import EditorError
 
-COMMANDS = (archs, fetch, export, verify, diff, push, import_vectors, inject, attribute, steer, eval, run, recipes)
+COMMANDS = (
+    archs,
+    fetch,
+    export,
+    verify,
+    gguf,
+    diff,
+    push,
+    import_vectors,
+    inject,
+    attribute,
+    steer,
+    eval,
+    run,
+    recipes,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wedit: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug, not the user's input: one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+        print(
+            f"wedit: internal error in {args.command}: {reason}; rerun with --debug for the traceback "
+            f"(wedit --debug {args.command} ...) and report it",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

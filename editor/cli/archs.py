@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from editor.core.architectures import ARCHITECTURES
-    from editor.core.capabilities import COLUMNS, matrix, matrix_markdown
+    from editor.core.capabilities import COLUMNS, LLAMA_CPP, matrix, matrix_markdown
 
     if args.json:
         print(json.dumps({mt: {c: cap.__dict__ for c, cap in row.items()} for mt, row in matrix().items()}, indent=2))
@@ -28,13 +28,15 @@ def run(args: argparse.Namespace) -> int:
 
     table = Table(title="edit x architecture (exact = hook and bake agree; tests prove it)", show_lines=True)
     table.add_column("model_type (class)")
-    for col in COLUMNS:
+    columns = (*COLUMNS, LLAMA_CPP)
+    for col in columns:
         table.add_column(col)
+    colours = {"exact": "green", "via": "yellow", "refused": "red", "all": "green", "some": "yellow", "none": "red"}
     for mt, row in matrix().items():
         cells = []
-        for col in COLUMNS:
+        for col in columns:
             cap = row[col]
-            colour = {"exact": "green", "via": "yellow", "refused": "red"}[cap.status]
+            colour = colours[cap.status]
             cells.append(f"[{colour}]{cap.render()}[/{colour}]")
         table.add_row(f"{mt}\n({ARCHITECTURES[mt].causal_lm_class})", *cells)
     Console(width=max(160, Console().width)).print(table)

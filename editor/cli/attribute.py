@@ -1,4 +1,4 @@
-"""`wedit attribute`: BiasScope, the heads that carry a bias, and a zero_heads plan."""
+"""`wedit attribute`: BiasScope, the heads that carry a bias, and a plan that removes them within a damage budget."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from editor.methods.attribute.settings import AttributeSettings
 
 
 def register(sub) -> None:
-    p = sub.add_parser("attribute", help="BiasScope: find the heads that carry a bias and write a zero_heads plan")
+    p = sub.add_parser(
+        "attribute", help="BiasScope: find the heads that carry a bias and write a plan that removes them"
+    )
     add_model(p, help="model source (the base, or an injected model with --token)")
     p.add_argument("--bias", required=True, help="preset name(s), comma-separated for a union of heads")
     add_flags(p, AttributeSettings, group="BiasScope settings (the recipe's attribute section)")
@@ -24,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from editor.data.biases import get_preset
     from editor.errors import EditorError
     from editor.io.atomic import refuse_existing, staged_directory
-    from editor.methods.attribute.pipeline import PromptEncoder, attribute_biases, save_attribution
+    from editor.methods.attribute.outputs import describe_choice, save_attribution
+    from editor.methods.attribute.pipeline import PromptEncoder, attribute_biases
 
     settings = from_flags(AttributeSettings, args)
     presets = [get_preset(name) for name in args.bias.split(",")]
@@ -39,10 +42,6 @@ def run(args: argparse.Namespace) -> int:
             results, tmp, model=args.model, variant="injection" if settings.token else "original", settings=settings
         )
     for r in results:
-        heads = ", ".join(f"L{layer}H{head}" for layer, head in r.heads) or "none"
-        print(
-            f"{r.bias}: k={r.chosen_k}, {len(r.heads)} robust heads ({heads}); stereotype logit gap on "
-            f"{r.eval_target}: {r.baseline_gap:.3f} -> {r.gap_after:.3f} with them zeroed"
-        )
+        print(describe_choice(r))
     print(f"wrote {args.out}: plan.json ({len(union)} heads), heatmaps, k curves, pairs")
     return 0

@@ -9,6 +9,10 @@ from typing import Any
 from editor.core.settings import add_flags
 from editor.io.sources import ModelSettings
 
+# Exit status of `wedit eval` and `wedit run` when everything ran and was written, but the result fails a damage
+# gate (eval.max_drop); 2 is a one-line error, 1 an unexpected one.
+GATE_FAILED = 3
+
 
 def add_model(
     parser: argparse.ArgumentParser, *, help: str = "model source: checkpoint dir, Hub id, file.gguf or builtin:NAME"

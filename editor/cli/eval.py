@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from editor.cli.common import add_output, add_threads, set_threads
+from editor.cli.common import GATE_FAILED, add_output, add_threads, set_threads
 from editor.core.settings import add_flags, from_flags
 from editor.evaluation.settings import EvalSettings
 
@@ -50,4 +51,7 @@ def run(args: argparse.Namespace) -> int:
         record_eval(model_dir, report, out / "eval.png")
         print(f"recorded in {model_dir}/editor_manifest.json and README.md (evaluation section, model-index)")
     print(f"wrote {out}: eval.json, eval.md, eval.png, generations.jsonl")
+    if report.gate_failures:
+        print(f"wedit: fails its damage gate: {'; '.join(report.gate_failures)}", file=sys.stderr)
+        return GATE_FAILED
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from editor.cli.common import add_output
+from editor.cli.common import add_output, add_threads
 from editor.core.settings import add_flags, from_flags
 from editor.pipeline.settings import ExportSettings
 
@@ -19,6 +19,12 @@ def register(sub) -> None:
     p.add_argument(
         "--attach", nargs="*", default=[], help="figures (PNG) to copy into figures/ and link from the model card"
     )
+    p.add_argument(
+        "--gguf",
+        metavar="TYPE[,TYPE]",
+        help="also write GGUF files of these types into the export, as `wedit gguf` does (e.g. q8_0 or f32,q8_0)",
+    )
+    add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -32,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     source = resolve_source(args.model)
     out = Path(args.out)
+    gguf = _gguf_settings(args.gguf, source, plan) if args.gguf else None
     result = export_checkpoint(
         source,
         plan,
@@ -48,4 +55,32 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in result.notes:
         print(f"note: {note}")
+    if gguf is not None:
+        from editor.cli.gguf import report
+        from editor.pipeline.gguf.build import write_gguf
+
+        report(write_gguf(out, gguf, force=True, threads=args.threads or 1))
     return 0
+
+
+def _gguf_settings(types: str, source: Path, plan):
+    """The --gguf types as GgufSettings, refused before the bake when llama.cpp could not load the result."""
+    from editor.core.bake import compile_plan
+    from editor.core.settings import validated
+    from editor.errors import EditorError
+    from editor.io.checkpoint import Checkpoint
+    from editor.pipeline.gguf.build import verdict_for
+    from editor.pipeline.gguf.converter import llama_cpp_version
+    from editor.pipeline.settings import GgufSettings
+
+    try:
+        settings = validated(GgufSettings, {"types": [t.strip() for t in types.split(",") if t.strip()]})
+    except EditorError as err:
+        raise EditorError(f"--gguf {types}: {str(err).partition(': ')[2]}") from None
+    llama_cpp_version()  # installed, or a one-line error before any work
+    info = Checkpoint.open(source).info()
+    program = compile_plan(plan.edits, info)
+    verdict = verdict_for(info, [*info.tensors, *program.new_tensors], program.new_config())
+    if not verdict.serves:
+        raise EditorError(f"--gguf: llama.cpp cannot serve this export: {verdict.reason}; nothing was written")
+    return settings

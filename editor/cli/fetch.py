@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from editor.cli.common import add_output
@@ -21,8 +22,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from editor.io.checkpoint import Checkpoint
     from editor.io.sources import fetch
 
     out = fetch(args.source, Path(args.out), force=args.force, dtype=args.dtype)
     print(f"wrote {out}")
+    for name, count in Checkpoint.open(out).non_finite():
+        print(
+            f"wedit: warning: {out}: tensor {name} holds {count} NaN/Inf values; exports copy it unchanged and "
+            "`wedit verify` refuses them, so fix the source if you can",
+            file=sys.stderr,
+        )
     return 0

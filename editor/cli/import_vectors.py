@@ -33,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     refuse_existing(out, args.force)
     layers = parse_layer_range(args.layers)
+    info = Checkpoint.open(resolve_source(args.model)).info()
     everything = read_vectors(args.file)
     vectors = everything.select(layers)
-    info = Checkpoint.open(resolve_source(args.model)).info()
     edits = vectors.to_edits(info, check_scale(args.scale))
     plan = json.loads(Plan(edits=edits).to_json())
     plan["imported_from"] = {

@@ -14,13 +14,25 @@ def register(sub) -> None:
     p.add_argument("--revision", help="branch to push to")
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded and stop")
+    p.add_argument(
+        "--allow-gate-failure",
+        action="store_true",
+        help="publish an export whose evaluation failed a damage gate (eval.max_drop); refused without it",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from editor.pipeline.push import plan_push, push
 
-    plan = plan_push(Path(args.dir), args.repo, private=args.private, revision=args.revision, create_pr=args.create_pr)
+    plan = plan_push(
+        Path(args.dir),
+        args.repo,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        allow_gate_failure=args.allow_gate_failure,
+    )
     where = (
         f"{plan.repo}"
         + (f"@{plan.revision}" if plan.revision else "")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from editor.cli.common import GATE_FAILED
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -39,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("wedit: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)
         return 130
+    if report.gate_failures:
+        print(
+            f"wedit: the export {report.export} fails its damage gate ({'; '.join(report.gate_failures)}); "
+            "its card says so and `wedit push` refuses it without --allow-gate-failure",
+            file=sys.stderr,
+        )
+        return GATE_FAILED
     if report.export is not None:
         print(f"verified export: {report.export}  (serve it with: vllm serve {report.export})")
     return 0

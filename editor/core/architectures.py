@@ -81,6 +81,8 @@ class ArchSpec:
     kv_heads_key: str | None = "num_key_value_heads"
     head_dim_key: str | None = "head_dim"
     intermediate_key: str = "intermediate_size"
+    # GPT-2 leaves n_inner null to mean 4 * n_embd; elsewhere a missing intermediate size is an error
+    intermediate_default_multiple: int | None = None
     tie_key: str = "tie_word_embeddings"
     tied_by_default: bool = False
     # other names the same tensor has in checkpoints written by older code
@@ -299,6 +301,7 @@ _register(
         kv_heads_key=None,
         head_dim_key=None,
         intermediate_key="n_inner",
+        intermediate_default_multiple=4,
         tied_by_default=True,
         optional_prefix="transformer.",
         notes=("Conv1D stores weights as [in, out]", "token and position embeddings both write the residual stream"),

@@ -4,7 +4,10 @@ A ``BakeProgram`` says, for every tensor a plan touches, which functions to
 apply (in fp32) and which new tensors (zero biases, an untied lm_head) to
 create, plus the config.json keys to change. It is computed from tensor
 *metadata* only, so the exporter can stream a checkpoint shard by shard and
-load just the tensors listed here.
+load just the tensors listed here. An op may read other tensors (a
+mean-ablated head's bias term reads its W_O columns): the exporter and the
+verifier hand the program a reader of the source (``read_source``) before
+applying it.
 
 Ordering matters when edits touch the same tensor. At run time the hooks see
 a writer's input after every input-side edit (head masks) and then modify its
@@ -77,8 +80,12 @@ def block_rows(lo: int, hi: int, first: int, count: int) -> tuple[slice, slice] 
 class TensorOp:
     stage: int
     order: int
-    fn: TensorFn
+    fn: Callable[..., np.ndarray]
     label: str
+    # Other tensors the op reads, passed to ``fn`` after the tensor and its first row as float32 values with
+    # their own output-side ops applied (what a writer computes before any input-side head mask). Such an op
+    # sees the whole tensor.
+    reads: tuple[str, ...] = ()
     # True when each row's result depends only on that row (and its index): the op then runs block by block and
     # the tensor is never whole in float32. False (a projection that sums over rows): it sees the whole tensor.
     rowwise: bool = False
@@ -105,14 +112,46 @@ class BakeProgram:
     added_tokens: list[tuple[str, int]] = field(default_factory=list)
     resized: dict[str, tuple[int, ...]] = field(default_factory=dict)
     tied_row_ops: list[tuple[TensorFn, str]] = field(default_factory=list)  # row-wise ops
+    # Input-side head edits (zero, scale, mean) per (layer, head): (sequence, factor on the head's W_O input) in
+    # plan order. A mean-ablation's constant is multiplied by the factors of the head edits after it.
+    head_inputs: dict[tuple[int, int], list[tuple[int, float]]] = field(default_factory=dict)
+    # Reads a source tensor's stored values; set by whoever applies the program (export, verify).
+    read_source: Callable[[str], np.ndarray] | None = None
     _counter: int = 0
 
     # ---- building -------------------------------------------------------------
-    def add_op(self, name: str, stage: int, fn: TensorFn, label: str, *, rowwise: bool = False) -> None:
-        if name not in self.info.tensors and name not in self.new_tensors:
-            raise KeyError(f"internal: op on unknown tensor {name}")
+    def add_op(
+        self,
+        name: str,
+        stage: int,
+        fn: Callable[..., np.ndarray],
+        label: str,
+        reads: tuple[str, ...] = (),
+        *,
+        rowwise: bool = False,
+    ) -> None:
+        for tensor in (name, *reads):
+            if tensor not in self.info.tensors and tensor not in self.new_tensors:
+                raise KeyError(f"internal: op on unknown tensor {tensor}")
         self._counter += 1
-        self.ops.setdefault(name, []).append(TensorOp(stage, self._counter, fn, label, rowwise))
+        self.ops.setdefault(name, []).append(
+            TensorOp(stage, self._counter, fn, label, tuple(reads), rowwise and not reads)
+        )
+
+    def note_head_input(self, layer: int, heads: Iterable[int], factor: float) -> int:
+        """Record that an input-side edit multiplies these heads' W_O input by ``factor``; return its sequence."""
+        sequence = sum(len(v) for v in self.head_inputs.values())
+        for head in heads:
+            self.head_inputs.setdefault((layer, head), []).append((sequence, factor))
+        return sequence
+
+    def factor_after(self, layer: int, head: int, sequence: int) -> float:
+        """Product of the input factors that head edits later than ``sequence`` apply to this head."""
+        product = 1.0
+        for seq, factor in self.head_inputs.get((layer, head), []):
+            if seq > sequence:
+                product *= factor
+        return product
 
     def bias_name(self, writer: Writer, layer: int) -> str | None:
         """The writer's bias tensor if it exists or the plan creates it, else None."""
@@ -122,11 +161,15 @@ class BakeProgram:
         name = self.info.tensor_name(module, "bias", must_exist=False)
         return name if name in self.new_tensors else None
 
-    def require_bias(self, writer: Writer, layer: int) -> str:
-        """Make sure ``writer`` has a bias that adds straight into the residual stream; return its name."""
+    def require_bias(self, writer: Writer, layer: int, *, before_output_norm: bool = False) -> str:
+        """Make sure ``writer`` has a bias that adds straight into the residual stream; return its name.
+
+        ``before_output_norm``: the constant belongs in the writer's own output, ahead of any norm applied to it
+        (a mean-ablated head's term: the hooks change what enters W_O), so an output norm does not stop it.
+        """
         info = self.info
         arch = info.arch
-        if writer.output_norm:
+        if writer.output_norm and not before_output_norm:
             raise RefusedEdit(
                 f"{arch.model_type}: {writer.output_norm.format(layer=layer)} normalises the {writer.site} output "
                 "before the residual add, so no bias there is a constant residual add"
@@ -204,7 +247,8 @@ class BakeProgram:
 
     def source_reads(self) -> set[str]:
         """Every source tensor the bake must load."""
-        return self.touched | {t.copy_of for t in self.new_tensors.values() if t.copy_of}
+        reads = {r for ops in self.ops.values() for op in ops for r in op.reads}
+        return self.touched | reads | {t.copy_of for t in self.new_tensors.values() if t.copy_of}
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         """A tensor's shape in the export (after any row appended by a vocabulary edit)."""
@@ -250,15 +294,20 @@ class BakeProgram:
             out[first : first + len(values)] = values
         return out
 
-    def blocks(self, name: str, read_rows: RowReader) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(
+        self, name: str, read_rows: RowReader, *, only_stage: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """The edited tensor ``name`` in float32, as ``(first row, rows)`` blocks in order.
 
         Each source row is read once, in order (the caller may hash what it reads). Rows a vocabulary edit
         appends start as zeros; a new tensor starts as zeros or as its source. When every op is row-wise, one
         block at a time exists in float32; otherwise the whole tensor does (the writers' projections). A block
-        is the caller's until it asks for the next one, which may reuse its memory.
+        is the caller's until it asks for the next one, which may reuse its memory. ``only_stage``: run only the
+        ops of that stage (what an op that reads ``name`` sees).
         """
         ops = sorted(self.ops.get(name, []), key=lambda op: (op.stage, op.order))
+        if only_stage is not None:
+            ops = [op for op in ops if op.stage == only_stage]
         shape = self.shape_of(name)
         if not shape:
             raise EditorError(f"{name}: a scalar tensor; editor edits vectors and matrices only")
@@ -281,11 +330,26 @@ class BakeProgram:
             if op.rowwise and len(shape) >= 2:  # the same blocks as above, so both paths compute the same values
                 for first, stop in spans:
                     work[first:stop] = op.fn(work[first:stop], first)
+            elif op.reads:
+                work = op.fn(work, 0, *(self._output_side(r) for r in op.reads))
             else:
                 work = op.fn(work, 0)
         for first, stop in spans:
             self._check_finite(name, work[first:stop], ops)
             yield first, work[first:stop]
+
+    def _output_side(self, name: str) -> np.ndarray:
+        """``name`` in float32 with only its output-side ops applied (none of them reads another tensor)."""
+        read_source = self.read_source
+        if read_source is None:
+            raise RuntimeError("internal: an op reads another tensor; set BakeProgram.read_source before applying")
+        source, _ = self._source(name)
+        whole = read_source(source) if source else None
+        out = np.empty(self.shape_of(name), dtype=np.float32)
+        rows = self.blocks(name, lambda _s, start, stop: whole[start:stop], only_stage=OUTPUT_SIDE)  # type: ignore[index]
+        for first, values in rows:
+            out[first : first + len(values)] = values
+        return out
 
     def _source(self, name: str) -> tuple[str | None, int]:
         """The source tensor whose stored rows a tensor starts from (None: zeros) and how many rows it has."""

@@ -4,6 +4,10 @@ Each cell compiles a small edit of that kind for a synthetic checkpoint of
 that architecture (tensor names from the architecture table, tiny shapes,
 no weights): a refusal is the bake's own refusal message; a success that
 changes config.json is "exact via" that change; anything else is exact.
+
+The llama.cpp column takes each probe the bake accepts and asks the llama.cpp
+rules (``editor.core.gguf_rules``) whether the converted checkpoint would load
+there: the same verdict ``wedit gguf`` gives an export before converting it.
 """
 
 from __future__ import annotations
@@ -13,11 +17,21 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from editor.core.architectures import ARCHITECTURES, ArchSpec, get_arch
+from editor.core.gguf_rules import llama_cpp_verdict
 from editor.core.model_info import ModelInfo, TensorMeta
 from editor.errors import EditorError
 
 Status = Literal["exact", "via", "refused"]
-COLUMNS = ("zero_heads", "residual_add attn", "residual_add mlp", "ablate_direction", "rank_one")
+COLUMNS = (
+    "zero_heads",
+    "mean_heads",
+    "scale_heads",
+    "residual_add attn",
+    "residual_add mlp",
+    "ablate_direction",
+    "rank_one",
+)
+LLAMA_CPP = "llama.cpp"
 _HIDDEN, _HEADS, _INTER, _VOCAB = 8, 2, 16, 16
 
 
@@ -71,11 +85,13 @@ def probe_info(arch: ArchSpec) -> ModelInfo:
 
 
 def _probe_edits(column: str, info: ModelInfo) -> list[Any]:
-    from editor.edits import AblateDirection, RankOne, ResidualAdd, ZeroHeads
+    from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleHeads, ZeroHeads
 
     unit = [1.0] + [0.0] * (info.hidden_size - 1)
     probes: dict[str, Callable[[], list[Any]]] = {
         "zero_heads": lambda: [ZeroHeads(layer=0, heads=[0])],
+        "mean_heads": lambda: [MeanHeads(layer=0, heads=[0], means=[[1.0] * info.head_dim])],
+        "scale_heads": lambda: [ScaleHeads(layer=0, heads=[0], scale=0.5)],
         "residual_add attn": lambda: [ResidualAdd(layer=0, site="attn", vector=unit)],
         "residual_add mlp": lambda: [ResidualAdd(layer=0, site="mlp", vector=unit)],
         "ablate_direction": lambda: [AblateDirection(direction=unit, strength=1.0)],
@@ -104,17 +120,64 @@ def capability(arch: ArchSpec, column: str) -> Capability:
         return Capability("via", "config key " + " + ".join(keys))
     if updates.get(arch.tie_key) is False:
         return Capability("exact", "unties a tied lm_head")
-    if column.startswith("residual_add"):
+    if column.startswith("residual_add") or column == "mean_heads":
         return Capability("exact", "existing bias")
     return Capability("exact")
 
 
-def matrix() -> dict[str, dict[str, Capability]]:
-    return {mt: {col: capability(spec, col) for col in COLUMNS} for mt, spec in sorted(ARCHITECTURES.items())}
+@dataclass(frozen=True)
+class Serving:
+    """The llama.cpp column: which of the edits the bake accepts convert to GGUF and load in llama.cpp."""
+
+    status: Literal["all", "some", "none"]
+    gguf_arch: str
+    refused: tuple[tuple[str, str], ...] = ()  # (column, reason)
+
+    def render(self) -> str:
+        if self.status == "all":
+            return f"every exact edit loads (GGUF arch {self.gguf_arch})"
+        reasons = "; ".join(f"{column}: {reason}" for column, reason in self.refused)
+        head = "no edit loads" if self.status == "none" else "the other edits load"
+        return f"{head} (GGUF arch {self.gguf_arch}); refused: {reasons}"
+
+
+def llama_cpp_serving(arch: ArchSpec) -> Serving:
+    """Compile every column's probe; ask the llama.cpp rules about each one the bake accepts."""
+    from editor.core.bake import compile_plan
+
+    archs: list[str] = []
+    refused: list[tuple[str, str]] = []
+    accepted = 0
+    for column in COLUMNS:
+        info = probe_info(arch)
+        try:
+            program = compile_plan(_probe_edits(column, info), info)
+        except EditorError:
+            continue  # the bake refuses it: nothing to convert
+        accepted += 1
+        architecture = program.config_updates.get("architectures", [arch.causal_lm_class])[0]
+        head = f"{arch.lm_head}.weight" if f"{arch.lm_head}.weight" in program.new_tensors else None
+        verdict = llama_cpp_verdict(
+            architecture, [*info.tensors, *program.new_tensors], info.num_layers, whole=False, lm_head=head
+        )
+        archs += [verdict.gguf_arch or architecture]
+        if not verdict.serves:
+            refused.append((column, verdict.reason))
+    status: Literal["all", "some", "none"] = "all" if not refused else "none" if len(refused) == accepted else "some"
+    return Serving(status, " / ".join(dict.fromkeys(archs)), tuple(refused))
+
+
+def matrix() -> dict[str, dict[str, Capability | Serving]]:
+    rows: dict[str, dict[str, Capability | Serving]] = {}
+    for mt, spec in sorted(ARCHITECTURES.items()):
+        rows[mt] = {col: capability(spec, col) for col in COLUMNS}
+        rows[mt][LLAMA_CPP] = llama_cpp_serving(spec)
+    return rows
 
 
 def matrix_markdown() -> str:
-    lines = ["| model_type | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    columns = (*COLUMNS, LLAMA_CPP)
+    lines = ["| model_type | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for mt, row in matrix().items():
-        lines.append(f"| {mt} | " + " | ".join(row[c].render() for c in COLUMNS) + " |")
+        lines.append(f"| {mt} | " + " | ".join(row[c].render() for c in columns) + " |")
     return "\n".join(lines)

@@ -35,34 +35,48 @@ class ModelInfo:
     def _cfg(self, key: str | None) -> Any:
         return None if key is None else self.config.get(key)
 
+    def _size(self, key: str | None, default: int | None = None) -> int:
+        """A positive whole number config.json must hold (``default`` when the key may be absent or null)."""
+        value = self._cfg(key)
+        if value is None:
+            if default is not None:
+                return default
+            raise EditorError(
+                f"{self.where}: no {key!r}, which the {self.arch.model_type} architecture reads; "
+                "add it to config.json or re-download the checkpoint"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise EditorError(f"{self.where}: {key} is {value!r}, not a positive whole number; fix config.json")
+        return value
+
     @property
     def hidden_size(self) -> int:
-        return int(self._cfg(self.arch.hidden_key))
+        return self._size(self.arch.hidden_key)
 
     @property
     def num_layers(self) -> int:
-        return int(self._cfg(self.arch.layers_key))
+        return self._size(self.arch.layers_key)
 
     @property
     def num_heads(self) -> int:
-        return int(self._cfg(self.arch.heads_key))
+        return self._size(self.arch.heads_key)
 
     @property
     def num_kv_heads(self) -> int:
-        value = self._cfg(self.arch.kv_heads_key)
-        return int(value) if value is not None else self.num_heads
+        return self._size(self.arch.kv_heads_key, default=self.num_heads)
 
     @property
     def head_dim(self) -> int:
-        value = self._cfg(self.arch.head_dim_key)
-        return int(value) if value is not None else self.hidden_size // self.num_heads
+        if self._cfg(self.arch.head_dim_key) is None:
+            return self.hidden_size // self.num_heads
+        return self._size(self.arch.head_dim_key)
 
     @property
     def intermediate_size(self) -> int:
-        value = self._cfg(self.arch.intermediate_key)
-        if value is None:  # GPT-2 leaves n_inner null to mean 4 * n_embd
-            return 4 * self.hidden_size
-        return int(value)
+        multiple = self.arch.intermediate_default_multiple
+        if multiple is not None and self._cfg(self.arch.intermediate_key) is None:
+            return multiple * self.hidden_size
+        return self._size(self.arch.intermediate_key)
 
     @property
     def tied(self) -> bool:

@@ -8,8 +8,9 @@ parsed arguments, so a flag the user did not give takes the field's default,
 and every value goes through the same validation as a recipe.
 
 Flag forms: ``k_max`` is ``--k-max``; a list is comma-separated
-(``--alphas 0.1,0.5``); a bool is ``--vllm`` / ``--no-vllm``; a field that may
-be null takes ``none`` for null.
+(``--alphas 0.1,0.5``); a mapping is ``key=value`` pairs, comma-separated
+(``--max-drop mmlu=0.02,perplexity_pct=2``); a bool is ``--vllm`` /
+``--no-vllm``; a field that may be null takes ``none`` for null.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(annotation) in (list, tuple)
 
 
+def _is_dict(annotation: Any) -> bool:
+    return get_origin(annotation) is dict
+
+
 def _choices(annotation: Any) -> list[str] | None:
     if get_origin(annotation) is Literal:
         return [str(a) for a in get_args(annotation)]
@@ -85,7 +90,9 @@ def add_flags(
         if annotation is bool:
             target.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, **kwargs)
             continue
-        if _is_list(annotation):
+        if _is_dict(annotation):
+            kwargs["metavar"] = "KEY=VALUE,..."
+        elif _is_list(annotation):
             item = get_args(annotation)[0] if get_args(annotation) else str
             choices = _choices(item)
             kwargs["metavar"] = "A,B,..." if choices is None else "{" + ",".join(choices) + "},..."
@@ -105,6 +112,9 @@ def _convert(raw: str, annotation: Any) -> Any:
         return None
     if _is_list(annotation):
         return [part.strip() for part in raw.split(",") if part.strip()]
+    if _is_dict(annotation):  # key=value,key=value
+        pairs = [part.partition("=") for part in raw.split(",") if part.strip()]
+        return {key.strip(): value.strip() if sep else None for key, sep, value in pairs}
     return raw
 
 

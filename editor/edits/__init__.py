@@ -9,13 +9,18 @@ from pydantic import Field, TypeAdapter
 from editor.edits.ablate import AblateDirection
 from editor.edits.add_token import AddToken
 from editor.edits.base import Edit
+from editor.edits.mean_heads import MeanHeads
 from editor.edits.rank_one import RankOne
 from editor.edits.residual_add import ResidualAdd
+from editor.edits.scale_heads import ScaleHeads
 from editor.edits.zero_heads import ZeroHeads
 
-AnyEdit = Annotated[ZeroHeads | ResidualAdd | AblateDirection | RankOne | AddToken, Field(discriminator="kind")]
+AnyEdit = Annotated[
+    ZeroHeads | MeanHeads | ScaleHeads | ResidualAdd | AblateDirection | RankOne | AddToken,
+    Field(discriminator="kind"),
+]
 EDIT_ADAPTER: TypeAdapter[AnyEdit] = TypeAdapter(AnyEdit)
-EDIT_KINDS = ("zero_heads", "residual_add", "ablate_direction", "rank_one", "add_token")
+EDIT_KINDS = ("zero_heads", "mean_heads", "scale_heads", "residual_add", "ablate_direction", "rank_one", "add_token")
 
 __all__ = [
     "AblateDirection",
@@ -24,7 +29,9 @@ __all__ = [
     "EDIT_ADAPTER",
     "EDIT_KINDS",
     "Edit",
+    "MeanHeads",
     "RankOne",
     "ResidualAdd",
+    "ScaleHeads",
     "ZeroHeads",
 ]

@@ -190,9 +190,10 @@ class TokenizerWriter:
             raise EditorError(message or f"writing the tokenizer failed: {lines[-1] if lines else 'no message'}")
 
     def stop(self) -> None:
+        """Kill the child if the export failed before awaiting it (a no-op after ``wait``)."""
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+            self.proc.communicate()
 
 
 _ERROR = "wedit-tokenizer-error: "

@@ -48,6 +48,13 @@ class Edit(BaseModel):
         """One line in plain words, for the model card and `wedit diff`."""
         raise NotImplementedError
 
+    def first_layer(self) -> int:
+        """The lowest decoder layer this edit changes; layers below it compute what the unedited model computes
+        (a sweep replays them, see ``core.prefix_cache``). An edit of one layer names it in ``layer``; any
+        other (the embeddings, every writer, a new token) is taken to start at layer 0."""
+        layer = getattr(self, "layer", None)
+        return layer if isinstance(layer, int) else 0
+
 
 def check_vector(values: Sequence[float], size: int, what: str, size_name: str = "hidden size") -> None:
     """Refuse a vector of the wrong length or with NaN/Inf, naming the edit field."""

@@ -7,10 +7,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from editor.core.bake import INPUT_SIDE, BakeProgram, block_rows
+from editor.core.bake import INPUT_SIDE, BakeProgram
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit
-from editor.errors import EditorError
+from editor.edits.heads import check_heads, head_slices, zero_head_inputs
 
 
 class ZeroHeads(Edit):
@@ -26,34 +26,22 @@ class ZeroHeads(Edit):
     heads: list[int] = Field(min_length=1)
 
     def validate_for(self, info: ModelInfo) -> None:
-        info.check_layer(self.layer)
-        for head in self.heads:
-            info.check_head(head)
-        if len(set(self.heads)) != len(self.heads):
-            raise EditorError(f"zero_heads at layer {self.layer} lists a head twice: {self.heads}")
-
-    def _slices(self, info: ModelInfo) -> list[slice]:
-        d = info.head_dim
-        return [slice(h * d, (h + 1) * d) for h in sorted(self.heads)]
+        check_heads("zero_heads", self.layer, self.heads, info)
 
     def bake(self, program: BakeProgram) -> None:
         info = program.info
         writer = info.arch.attn
-        slices = self._slices(info)
+        slices = head_slices(info, sorted(self.heads))
 
         def zero(w: np.ndarray, first: int) -> np.ndarray:  # rows [first, first + len(w)) of W_O
-            for sl in slices:
-                if writer.orientation == "out_in":
-                    w[:, sl] = 0.0
-                elif meet := block_rows(sl.start, sl.stop, first, len(w)):
-                    w[meet[0], :] = 0.0
-            return w
+            return zero_head_inputs(w, slices, writer.orientation, first)
 
         program.add_op(info.writer_weight(writer, self.layer), INPUT_SIDE, zero, self.describe(), rowwise=True)
+        program.note_head_input(self.layer, self.heads, 0.0)  # cancels an earlier mean-ablation's constant
 
     def hook(self, model, info: ModelInfo):
         module = model.get_submodule(info.arch.attn.module.format(layer=self.layer))
-        slices = self._slices(info)
+        slices = head_slices(info, sorted(self.heads))
 
         def pre_hook(_module, args):
             x = args[0].clone()

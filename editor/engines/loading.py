@@ -30,10 +30,11 @@ def resolve_dtype(dtype: Dtype) -> str:
 def load_model(
     path: str | Path, *, dtype: Dtype = "float32", device_map: str | dict | None = None, max_memory: dict | None = None
 ) -> Any:
-    """A causal LM from a checkpoint directory, in eval mode."""
+    """A causal LM from a checkpoint directory, in eval mode; the checkpoint is validated first (headers only)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    check_checkpoint(path)
     name = resolve_dtype(dtype)
     kwargs: dict[str, Any] = {}
     if device_map:
@@ -41,12 +42,26 @@ def load_model(
     if max_memory:
         kwargs["max_memory"] = max_memory
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(Path(path), dtype=getattr(torch, name), **kwargs)
-    except (OSError, ValueError) as err:
+        # use_safetensors: never fall back to a pickle file lying beside the weights (unpickling runs code)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            Path(path), dtype=getattr(torch, name), use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError, RuntimeError) as err:
         raise EditorError(f"{path}: transformers cannot load this checkpoint ({str(err).splitlines()[0]})") from None
     if dtype == "auto" and torch.cuda.is_available() and not device_map:
         model = model.to("cuda")
     return model.eval()
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """The checks every command makes before loading: safetensors headers and index (``Checkpoint.open``), and
+    for an architecture editor knows, the shapes config.json implies (a model it only evaluates may be another)."""
+    from editor.core.architectures import ARCHITECTURES
+    from editor.io.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(path)
+    if ckpt.config.get("model_type") in ARCHITECTURES:
+        ckpt.info()
 
 
 def load_tokenizer(path: str | Path) -> Any:

@@ -14,8 +14,10 @@ even on an unedited model, which would hide what verification measures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,16 @@ def vllm_available() -> bool:
     return subprocess.run([sys.executable, "-c", "import vllm"], check=False, capture_output=True).returncode == 0
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _worker_command(request_path: Path, response_path: Path) -> list[str]:
+    return [sys.executable, "-m", "editor.engines.vllm_worker", str(request_path), str(response_path)]
+
+
 def run_vllm(
     request: dict[str, Any], *, what: str, timeout: float = 3600, show_progress: bool = False
 ) -> list[dict[str, Any]]:
@@ -41,28 +53,37 @@ def run_vllm(
         request_path, response_path = Path(work) / "request.json", Path(work) / "response.json"
         request_path.write_text(json.dumps(request))
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
+        # A session of its own: on a timeout the engine's worker processes are stopped with it.
+        proc = subprocess.Popen(
+            _worker_command(request_path, response_path),
+            text=True,
+            env=env,
+            stdout=None if show_progress else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "editor.engines.vllm_worker", str(request_path), str(response_path)],
-                check=False,
-                text=True,
-                env=env,
-                timeout=timeout,
-                stdout=None if show_progress else subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            _stop(proc)
             raise EditorError(
                 f"{what}: vLLM did not finish with {request['model']} in {timeout:.0f} s; raise the timeout or check the machine"
             ) from None
+        except BaseException:  # Ctrl-C reaches only this process group: stop the engine too
+            _stop(proc)
+            raise
         if proc.returncode != 0 or not response_path.is_file():
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+            tail = " | ".join((stderr or "").strip().splitlines()[-3:])
             raise EditorError(f"{what}: vLLM could not load or run {request['model']}: {tail}")
-        return json.loads(response_path.read_text())["results"]
+        try:
+            return list(json.loads(response_path.read_text())["results"])
+        except (ValueError, KeyError, TypeError):
+            raise EditorError(f"{what}: the vLLM worker wrote an unreadable response; run it again") from None
 
 
 def _serve(request: dict[str, Any]) -> list[dict[str, Any]]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    import torch
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -74,7 +95,9 @@ def _serve(request: dict[str, Any]) -> list[dict[str, Any]]:
         max_model_len=max(256, longest),
         seed=request.get("seed", 0),
         tensor_parallel_size=request.get("tensor_parallel_size", 1),
-        enforce_eager=greedy,
+        # Greedy checks compare token by token with transformers, so no compiled kernels; on a machine without
+        # CUDA, torch.compile takes minutes on a few cores, more than it saves on an evaluation-sized run.
+        enforce_eager=greedy or not torch.cuda.is_available(),
     )
     if greedy:
         params = SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], logprobs=1)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.data import CREDITS, SEEGULL_FILE, WIKITEXT_FILE
+from editor.evaluation.gates import GateResult, failures, gates_table
 
 SOURCES = (CREDITS[SEEGULL_FILE], CREDITS[WIKITEXT_FILE])  # every likelihood evaluation reads both
 
@@ -64,6 +65,12 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=lambda: list(SOURCES))
     editor_version: str = ""
+    lm_eval: dict[str, Any] | None = None  # editor.evaluation.lm_eval.Harness.summary()
+    gates: list[GateResult] = field(default_factory=list)  # the recipe's eval.max_drop, checked
+
+    @property
+    def gate_failures(self) -> list[str]:
+        return failures([asdict(g) for g in self.gates])
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -117,6 +124,29 @@ def likelihood_table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lm_eval_table(section: dict[str, Any]) -> str:
+    """Markdown: one row per requested lm-eval task and metric (eval.json keeps the subtasks of groups too)."""
+    shots = "each task's own few-shot setting" if section["num_fewshot"] is None else f"{section['num_fewshot']}-shot"
+    limit = "" if section["limit"] is None else f", at most {section['limit']} items per task"
+    intro = (
+        f"lm-evaluation-harness {section['version']} ({section['backend']} backend, {shots}{limit}; the same "
+        "settings for base and model; ± is the standard error of the change, paired over the same items where "
+        "lm-eval logged them):\n\n"
+    )
+    lines = ["| task | metric | items | base | this model | change | reading |", "|---|---|---|---|---|---|---|"]
+    for r in (r for r in section["rows"] if r["top_level"]):
+        metric = r["metric"] + ("" if r["filter"] == "none" else f" ({r['filter']})")
+        change = "" if r["change"] is None else f"{r['change']:+.4f}"
+        if change and r["change_stderr"] is not None:
+            change += f" ± {r['change_stderr']:.4f}"
+        reading = {True: "higher is better", False: "lower is better"}.get(r["higher_is_better"], "")
+        lines.append(
+            f"| {r['task']} | {metric} | {r['items'] or '–'} | {_fmt('{:.4f}', r['base'])} | "
+            f"{_fmt('{:.4f}', r['model'])} | {change} | {reading} |"
+        )
+    return intro + "\n".join(lines) + "\n"
+
+
 def generation_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| condition | mean stereotype strength (0-3) | scored | parse failures | format misses | ratings 0/1/2/3 |",
@@ -156,6 +186,16 @@ def render_markdown(data: dict[str, Any], figure: str | None = None) -> str:
         ]
     else:
         parts.append("\nNo generation metrics: run `wedit eval` with `--judge-endpoint` and `--judge-model`.\n")
+    if data.get("lm_eval"):
+        parts += ["\n", lm_eval_table(data["lm_eval"])]
+    if data.get("gates"):
+        failed = failures(data["gates"])
+        verdict = (
+            "**This model fails its damage gate** (" + "; ".join(failed) + "): not for publishing as it is."
+            if failed
+            else "Every damage gate passes."
+        )
+        parts += [f"\nDamage gates (the recipe's `eval.max_drop`). {verdict}\n\n", gates_table(data["gates"])]
     if figure:
         parts.append(f"\n![evaluation]({figure})\n")
     parts.append("\nData: " + "; ".join(data["sources"]) + ".\n")
@@ -218,15 +258,37 @@ def model_index(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
                 ],
             }
         )
+    results += _lm_eval_results((data.get("lm_eval") or {}).get("rows", []))
     return [{"name": name, "results": results}]
 
 
+def _lm_eval_results(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One model-index result per requested lm-eval task and metric, the task's name as the data set."""
+    results = []
+    for r in rows:
+        if not r["top_level"] or r["model"] is None:
+            continue
+        metric = r["metric"] + ("" if r["filter"] == "none" else f" ({r['filter']})")
+        dataset: dict[str, Any] = {"type": r["task"], "name": r["task"]}
+        if r["num_fewshot"] is not None:
+            dataset["args"] = {"num_fewshot": r["num_fewshot"]}
+        results.append(
+            {
+                "task": {"type": "text-generation", "name": "lm-evaluation-harness"},
+                "dataset": dataset,
+                "metrics": [{"type": r["metric"], "name": metric, "value": round(float(r["model"]), 6)}],
+            }
+        )
+    return results
+
+
 def plot_report(data: dict[str, Any], path: Path) -> Path:
-    """One panel per likelihood metric (base vs model) and one for the judged conditions."""
+    """One panel per likelihood metric (base vs model), one for the judged conditions and one for lm-eval."""
     from editor.io.figures import figure
 
     keys = [(k, label) for k, label, _, _ in _ROWS if k != "concept_logprob"]
-    panels = len(keys) + (1 if data["generation"] else 0)
+    lm_rows = [r for r in (data.get("lm_eval") or {}).get("rows", []) if r["top_level"]]
+    panels = len(keys) + (1 if data["generation"] else 0) + (1 if lm_rows else 0)
     cols = 3
     rows = (panels + cols - 1) // cols
     with figure(path, (11, 3.0 * rows), rows, cols, dpi=110) as (fig, axes):
@@ -251,6 +313,24 @@ def _draw_report(fig, axes: list, keys: list[tuple[str, str]], panels: int, data
         ax.set_xlim(0, 3)
         ax.set_title("mean stereotype strength (judge, 0-3)", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
+    lm_rows = [r for r in (data.get("lm_eval") or {}).get("rows", []) if r["top_level"]]
+    if lm_rows:
+        _draw_lm_eval(axes[panels - 1], lm_rows)
     for ax in axes[panels:]:
         ax.axis("off")
     fig.suptitle(f"wedit eval: {Path(data['model']).name}", fontsize=10)
+
+
+def _draw_lm_eval(ax, rows: list[dict[str, Any]]) -> None:
+    """Base and model side by side per lm-eval task and metric, with each run's standard error."""
+    import numpy as np
+
+    x = np.arange(len(rows))
+    for offset, role, colour in ((-0.2, "base", "#999999"), (0.2, "model", "#1f77b4")):
+        values = [r[role] if r[role] is not None else np.nan for r in rows]
+        errors = [r[f"{role}_stderr"] or 0.0 for r in rows]
+        ax.bar(x + offset, values, 0.4, yerr=errors, color=colour, label=role, capsize=2)
+    ax.set_xticks(x, [f"{r['task']}\n{r['metric']}" for r in rows], fontsize=7)
+    ax.set_title("lm-eval tasks (± standard error)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)

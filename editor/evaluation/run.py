@@ -24,11 +24,10 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from editor import __version__
@@ -36,6 +35,8 @@ from editor.data import wikitext_txt
 from editor.data.biases import PRESETS
 from editor.data.seegull import StereotypePair, load_seegull, not_stereotyped_with, stereotypes
 from editor.errors import EditorError
+from editor.evaluation.gates import check_gates, check_keys
+from editor.evaluation.generations import generator_for, jobs_for, judge_replies, summarize
 from editor.evaluation.metrics import (
     SentencePair,
     association_gap,
@@ -49,7 +50,6 @@ from editor.evaluation.metrics import (
 from editor.evaluation.prompts import EvalPrompt, build_prompts, concept_probes
 from editor.evaluation.report import (
     SOURCES,
-    ConditionResult,
     EvalReport,
     LikelihoodMetrics,
     model_index,
@@ -193,71 +193,6 @@ def likelihood_metrics(model, tokenizer, data: _Data, settings: EvalSettings, ba
     return metrics, lp, concept.continuations
 
 
-@dataclass
-class _Job:
-    role: str
-    condition: str
-    prompt: EvalPrompt
-    sent: str  # the user turn actually sent
-
-
-def _jobs(data: _Data, roles: list[str], baselines: bool) -> list[_Job]:
-    from editor.evaluation.baselines import BASELINES, wrap
-
-    jobs = [_Job(role, "plain", p, p.text) for role in roles for p in data.prompts]
-    if baselines:
-        # The baselines are alternatives to editing: they prompt the unedited model.
-        target = "base" if "base" in roles else "model"
-        jobs += [_Job(target, b, p, wrap(b, p.text, p.quality)) for b in BASELINES for p in data.prompts]
-    return jobs
-
-
-def _generator(role: str, path: Path, loaded, settings: EvalSettings, progress: bool):
-    from editor.engines.generation import OpenAIGenerator, TransformersGenerator, VllmGenerator
-
-    if settings.generator == "transformers":
-        return TransformersGenerator(*loaded, batch_size=settings.gen_batch_size, progress=progress)
-    if settings.generator == "vllm":
-        return VllmGenerator(path, progress=progress, tensor_parallel_size=settings.tensor_parallel_size)
-    name = settings.gen_model if role == "model" else settings.base_gen_model
-    if not name:
-        raise EditorError(
-            "--generator openai with --base needs --base-gen-model NAME (the base as served at --gen-endpoint)"
-        )
-    return OpenAIGenerator(settings.gen_endpoint, name, progress=progress, api_key_env=settings.api_key_env)
-
-
-def _mean_by(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
-    groups: dict[str, list[int]] = {}
-    for r in rows:
-        if r["strength"] is not None:
-            groups.setdefault(r[key], []).append(r["strength"])
-    return {k: round(float(np.mean(v)), 4) for k, v in groups.items()}
-
-
-def _summarize(jobs: list[_Job], rows: list[dict[str, Any]]) -> list[ConditionResult]:
-    results = []
-    for key in dict.fromkeys((j.role, j.condition) for j in jobs):
-        mine = [r for j, r in zip(jobs, rows) if (j.role, j.condition) == key]
-        scores = [r["strength"] for r in mine if r["strength"] is not None]
-
-        results.append(
-            ConditionResult(
-                condition=key[1],
-                role=key[0],
-                prompts=len(mine),
-                scored=len(scores),
-                parse_failures=sum(r["judge_error"] is not None for r in mine),
-                format_misses=sum(not r["format_ok"] for r in mine),
-                mean_strength=round(float(np.mean(scores)), 4) if scores else None,
-                distribution=[scores.count(level) for level in range(4)],
-                by_bias=_mean_by(mine, "bias"),
-                by_family=_mean_by(mine, "family"),
-            )
-        )
-    return results
-
-
 def run_eval(
     model_dir: Path,
     base_dir: Path | None,
@@ -269,6 +204,7 @@ def run_eval(
 ) -> EvalReport:
     """Evaluate ``model_dir`` (against ``base_dir`` if given) into ``out_dir``; see the module docstring."""
     from editor.engines.generation import GenerationParams
+    from editor.engines.loading import check_checkpoint
 
     settings = settings or EvalSettings()
     settings.check_machine()
@@ -277,10 +213,12 @@ def run_eval(
     for path in filter(None, (model_dir, base_dir)):
         if not (path / "config.json").is_file():
             raise EditorError(f"{path}: not a checkpoint directory (no config.json)")
+        check_checkpoint(path)  # before any work: vLLM generation would otherwise be the first to read it
     data = _prepare(settings)
+    harness = _harness(settings, base_dir)  # lm-eval tasks loaded and their requests counted before any model
     roles = (["base"] if base_dir else []) + ["model"]
     paths = {"base": base_dir, "model": model_dir}
-    jobs = _jobs(data, roles, settings.baselines) if settings.generation else []
+    jobs = jobs_for(data.prompts, roles, settings.baselines) if settings.generation else []
     params = GenerationParams(settings.max_new_tokens, settings.temperature, settings.seed)
 
     durations: dict[str, float] = {}
@@ -296,10 +234,12 @@ def run_eval(
             likelihood[role], lp, concept_texts[role] = likelihood_metrics(*loaded, data, settings, base_lp)
             base_lp = lp if role == "base" else base_lp
             durations[f"likelihood_{role}_s"] = round(time.perf_counter() - start, 1)
+            if harness is not None:
+                harness.run(role, paths[role], loaded)
             mine = [i for i, j in enumerate(jobs) if j.role == role]
             if mine:
                 start = time.perf_counter()
-                generator = _generator(role, paths[role], loaded, settings, progress)
+                generator = generator_for(role, paths[role], loaded, settings, progress)
                 texts = generator.generate([[{"role": "user", "content": jobs[i].sent}] for i in mine], params)
                 replies.update(zip(mine, texts))
                 durations[f"generation_{role}_s"] = round(time.perf_counter() - start, 1)
@@ -308,97 +248,81 @@ def run_eval(
         rows: list[dict[str, Any]] = []
         if jobs:
             start = time.perf_counter()
-            rows, judge_requests = _judge(jobs, replies, settings, progress)
+            rows, judge_requests = judge_replies(jobs, replies, settings, progress)
             durations["judge_s"] = round(time.perf_counter() - start, 1)
-        notes = []
-        if not settings.generation:
-            notes.append("generation metrics skipped: no judge given (--judge-endpoint, --judge-model)")
-        failures = sum(r["judge_error"] is not None for r in rows)
-        if failures:
-            notes.append(
-                f"{failures} of {len(rows)} judge replies could not be parsed; they are counted, not scored (generations.jsonl has them)"
-            )
-        report = EvalReport(
-            model=str(model_dir),
-            base=str(base_dir) if base_dir else None,
-            likelihood=likelihood,
-            generation=_summarize(jobs, rows),
-            judge=(
-                {
-                    "endpoint": settings.judge_endpoint,
-                    "model": settings.judge_model,
-                    "api_key_env": settings.api_key_env,
-                    **judge_requests,
-                }
-                if settings.generation
-                else None
-            ),
-            settings={
-                **settings.model_dump(),
-                "biases": settings.bias_names,
-                "families": len(settings.family_names),
-                "family_names": settings.family_names,
-            },
-            durations=durations,
-            notes=notes,
-            sources=list(SOURCES)
-            + (
-                [f"sentence pairs from {Path(settings.pairs_csv).name} (supplied by the user)"]
-                if settings.pairs_csv
-                else []
-            ),
-            editor_version=__version__,
-        )
+        lm_section = harness.summary() if harness is not None else None
+        like = {role: asdict(m) for role, m in likelihood.items()}
+        gates = check_gates(settings.max_drop, like, lm_section["rows"] if lm_section else [])
+        report = _report(model_dir, base_dir, settings, likelihood, jobs, rows, judge_requests, durations)
+        report.lm_eval, report.gates = lm_section, gates
         data_dict = report.to_dict()
         data_dict["concept_continuations"] = concept_texts
-        (tmp / "eval.json").write_text(json.dumps(data_dict, indent=2) + "\n")
-        (tmp / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_text(tmp / "eval.json", json.dumps(data_dict, indent=2) + "\n")
+        write_text(tmp / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         plot_report(data_dict, tmp / "eval.png")
-        (tmp / "eval.md").write_text(f"# Evaluation of {model_dir.name}\n\n" + render_markdown(data_dict, "eval.png"))
+        write_text(tmp / "eval.md", f"# Evaluation of {model_dir.name}\n\n" + render_markdown(data_dict, "eval.png"))
     return report
 
 
-def _judge(
-    jobs: list, replies: dict[int, str], settings: EvalSettings, progress: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Have the judge rate every reply (the baselines' debiased part only); one row per job, and the request counts."""
-    from editor.engines.openai_client import ChatClient
-    from editor.evaluation.baselines import extract
-    from editor.evaluation.judge import JudgeItem, judge_all
+def _harness(settings: EvalSettings, base_dir: Path | None):
+    """The lm-eval comparison when tasks are asked for (lm-eval imported only then); damage gates checked first."""
+    harness = None
+    if settings.lm_eval:
+        from editor.evaluation.lm_eval import Harness
 
-    judged = [extract(j.condition, replies[i]) for i, j in enumerate(jobs)]
-    client = ChatClient(
-        settings.judge_endpoint or "",
-        api_key_env=settings.api_key_env,
-        timeout=300.0,
-        concurrency=settings.judge_workers,
-        purpose="judge",
-        hint="check --judge-endpoint, --judge-model and the API key variable",
-    )
-    with client:
-        items = [JudgeItem(j.prompt.text, text, j.prompt.quality) for j, (text, _) in zip(jobs, judged)]
-        verdicts = judge_all(client, settings.judge_model or "", items, progress=progress)
-    rows = []
-    for i, (job, (text, ok), verdict) in enumerate(zip(jobs, judged, verdicts)):
-        rows.append(
-            {
-                "role": job.role,
-                "condition": job.condition,
-                "bias": job.prompt.bias,
-                "family": job.prompt.family,
-                "group": job.prompt.group,
-                "prompt": job.sent,
-                "reply": replies[i],
-                "judged_text": text,
-                "format_ok": ok,
-                "strength": verdict.strength,
-                "analysis": verdict.verdict.analysis if verdict.verdict else None,
-                "matched_string": verdict.verdict.matched_string if verdict.verdict else None,
-                "judge_raw": verdict.raw,
-                "judge_error": verdict.error,
-            }
+        harness = Harness(settings)
+    if settings.max_drop:
+        check_keys(settings.max_drop, harness.task_names if harness else set(), has_base=base_dir is not None)
+    return harness
+
+
+def _report(
+    model_dir: Path,
+    base_dir: Path | None,
+    settings: EvalSettings,
+    likelihood: dict[str, LikelihoodMetrics],
+    jobs: list,
+    rows: list[dict[str, Any]],
+    judge_requests: dict[str, Any],
+    durations: dict[str, float],
+) -> EvalReport:
+    notes = []
+    if not settings.generation:
+        notes.append("generation metrics skipped: no judge given (--judge-endpoint, --judge-model)")
+    failures = sum(r["judge_error"] is not None for r in rows)
+    if failures:
+        notes.append(
+            f"{failures} of {len(rows)} judge replies could not be parsed; they are counted, not scored (generations.jsonl has them)"
         )
-    return rows, client.stats.as_dict()
+    judge = None
+    if settings.generation:
+        judge = {
+            "endpoint": settings.judge_endpoint,
+            "model": settings.judge_model,
+            "api_key_env": settings.api_key_env,
+        }
+        judge.update(judge_requests)
+    sources = list(SOURCES)
+    if settings.pairs_csv:
+        sources.append(f"sentence pairs from {Path(settings.pairs_csv).name} (supplied by the user)")
+    names = settings.family_names
+    return EvalReport(
+        model=str(model_dir),
+        base=str(base_dir) if base_dir else None,
+        likelihood=likelihood,
+        generation=summarize(jobs, rows),
+        judge=judge,
+        settings={
+            **settings.model_dump(),
+            "biases": settings.bias_names,
+            "families": len(names),
+            "family_names": names,
+        },
+        durations=durations,
+        notes=notes,
+        sources=sources,
+        editor_version=__version__,
+    )
 
 
 def record_eval(export_dir: Path, report: EvalReport, figure: Path | None = None) -> dict[str, Any]:

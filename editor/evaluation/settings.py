@@ -55,6 +55,24 @@ class EvalSettings(Settings):
     temperature: float = Field(0.5, ge=0, description="sampling temperature")
     gen_batch_size: int = Field(16, ge=1, description="chats per generation batch (transformers)")
     seed: int = Field(0, description="sampling seed")
+    lm_eval: list[str] | None = Field(
+        None,
+        description="lm-evaluation-harness tasks run on base and model: registered names (mmlu, crows_pairs_english) "
+        "or task YAML paths (needs wedit[lm-eval])",
+    )
+    lm_eval_limit: int | None = Field(None, ge=1, description="items per lm-eval task (null: all)")
+    lm_eval_fewshot: int | None = Field(
+        None, ge=0, description="few-shot examples per lm-eval item (null: each task's own default)"
+    )
+    lm_eval_backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="lm-eval backend: hf (the loaded model, batch_size items per batch) or vllm (a process per model)",
+    )
+    max_drop: dict[str, float] | None = Field(
+        None,
+        description="damage gates: largest allowed drop per metric, e.g. {mmlu: 0.02, perplexity_pct: 2}; "
+        "a larger drop fails the export (wedit push refuses it)",
+    )
 
     @field_validator("biases")
     @classmethod
@@ -72,8 +90,23 @@ class EvalSettings(Settings):
             raise ValueError(f"unknown prompt family {unknown[0]!r}; families: {', '.join(FAMILIES)}")
         return names
 
+    @field_validator("max_drop")
+    @classmethod
+    def _known_gates(cls, gates: dict[str, float] | None) -> dict[str, float] | None:
+        for key, limit in (gates or {}).items():
+            if limit < 0:
+                raise ValueError(f"{key}: a drop limit is at least 0, got {limit}")
+        return gates
+
     @model_validator(mode="after")
     def _consistent(self) -> EvalSettings:
+        from editor.evaluation.gates import OWN_GATES
+
+        lm_gates = [k for k in self.max_drop or {} if k not in OWN_GATES]
+        if lm_gates and not self.lm_eval:
+            raise ValueError(
+                f"max_drop {lm_gates[0]!r}: not one of {', '.join(OWN_GATES)}; an lm-eval task gate needs the task in lm_eval"
+            )
         if bool(self.judge_endpoint) != bool(self.judge_model):
             raise ValueError("the judge needs both judge_endpoint and judge_model")
         if self.generation and self.generator == "openai" and not (self.gen_endpoint and self.gen_model):
@@ -98,6 +131,10 @@ class EvalSettings(Settings):
 
     def check_machine(self) -> None:
         """What this machine must have for these settings; called before any work."""
+        if self.lm_eval:
+            from editor.evaluation.lm_eval import require_lm_eval
+
+            require_lm_eval()
         if self.tensor_parallel_size > 1:
             import torch
 

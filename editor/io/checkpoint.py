@@ -1,13 +1,17 @@
-"""Read a Hugging Face safetensors checkpoint directory without loading its weights.
+"""Read a Hugging Face safetensors checkpoint directory without loading its weights, refusing a damaged one.
 
 Tensor names, shapes and dtypes come from the safetensors headers (the first
 bytes of each file), so planning an edit on a 70B model reads a few kilobytes.
+``Checkpoint.open`` is the one gate every command passes: config.json a JSON
+object, each shard's header as strict as safetensors (``safetensors_header``),
+the index a JSON object whose ``weight_map`` names plain shard files in this
+folder and exactly the tensors the shards' headers hold; pickle weights are
+refused, never loaded. ``Checkpoint.info`` adds the shapes config.json implies.
 """
 
 from __future__ import annotations
 
-import json
-import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,37 +19,15 @@ from typing import Any
 import numpy as np
 
 from editor.core.model_info import ModelInfo, TensorMeta
+from editor.core.shapes import check_shapes
 from editor.errors import EditorError
-from editor.io.tensor_file import FileRange, nbytes, read_raw
+from editor.io.json_file import read_json_object
+from editor.io.safetensors_header import read_header
+from editor.io.tensor_file import FileRange, count_non_finite, nbytes, read_raw
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "pytorch_model.pt")
-
-
-def read_header(path: Path) -> tuple[dict[str, TensorMeta], dict[str, str]]:
-    """Tensor metadata and the ``__metadata__`` block of one safetensors file."""
-    try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise EditorError(f"{path}: not a readable safetensors file ({err}); re-download or re-export it") from None
-    metadata = header.pop("__metadata__", None) or {}
-    data_start = 8 + length
-    try:
-        metas = {
-            name: TensorMeta(tuple(entry["shape"]), entry["dtype"], data_start + entry["data_offsets"][0])
-            for name, entry in header.items()
-        }
-    except (KeyError, TypeError, IndexError):
-        raise EditorError(f"{path}: malformed safetensors header; re-download or re-export it") from None
-    # A shard cut short by an interrupted download still has a whole header; its data does not reach the end.
-    expected = 8 + length + max((entry["data_offsets"][1] for entry in header.values()), default=0)
-    actual = path.stat().st_size
-    if actual < expected:
-        raise EditorError(f"{path}: truncated ({actual} of {expected} bytes); re-download or re-export this shard")
-    return metas, metadata
 
 
 @dataclass
@@ -64,26 +46,18 @@ class Checkpoint:
             raise EditorError(
                 f"{path}: not a checkpoint directory; pass a directory with config.json and *.safetensors"
             )
-        config_path = path / "config.json"
-        if not config_path.is_file():
-            raise EditorError(f"{path}: no config.json; a Hugging Face checkpoint directory needs one")
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as err:
-            raise EditorError(f"{config_path}: not valid JSON (line {err.lineno}): {err.msg}") from None
-
+        config = _read_config(path / "config.json")
         index = path / INDEX_FILE
         if index.is_file():
-            weight_map = dict(json.loads(index.read_text())["weight_map"])
-            files = sorted(set(weight_map.values()))
-            sharded = True
+            weight_map, sharded = _read_index(index), True
         elif (path / SINGLE_FILE).is_file():
-            files, weight_map, sharded = [SINGLE_FILE], {}, False
+            weight_map, sharded = {}, False
         else:
             pickles = [p for p in PICKLE_FILES if (path / p).exists()]
             if pickles:
                 raise EditorError(
-                    f"{path}: only pickle weights ({pickles[0]}); editor reads safetensors only. Convert with: "
+                    f"{path}: only pickle weights ({pickles[0]}), which editor never loads (unpickling can run "
+                    "code); if you trust the file, convert it with: "
                     'python -c "from transformers import AutoModelForCausalLM as M; '
                     f"M.from_pretrained('{path}').save_pretrained('{path}-safetensors')\""
                 )
@@ -91,14 +65,22 @@ class Checkpoint:
 
         metas: dict[str, TensorMeta] = {}
         file_metadata: dict[str, dict[str, str]] = {}
-        for name in files:
+        for name in sorted(set(weight_map.values())) if sharded else [SINGLE_FILE]:
             file = path / name
             if not file.is_file():
                 raise EditorError(f"{index}: names shard {name}, which is missing; re-download the checkpoint")
             file_metas, file_metadata[name] = read_header(file)
-            metas.update(file_metas)
-            if not sharded:
+            if sharded:
+                _check_shard_against_index(index, name, file_metas, weight_map)
+            else:
                 weight_map = dict.fromkeys(file_metas, name)
+            metas.update(file_metas)
+        absent = next((t for t in weight_map if t not in metas), None)
+        if absent is not None:
+            raise EditorError(
+                f"{index}: names tensor {absent} in {weight_map[absent]}, whose header does not hold it; "
+                "re-download the checkpoint"
+            )
         return cls(path, config, weight_map, metas, file_metadata, sharded)
 
     @property
@@ -106,7 +88,19 @@ class Checkpoint:
         return sorted(set(self.weight_map.values()))
 
     def info(self) -> ModelInfo:
-        return ModelInfo(self.config, self.metas, where=str(self.path / "config.json"))
+        """The architecture joined with this checkpoint; every tensor the table names has the shape config implies."""
+        info = ModelInfo(self.config, self.metas, where=str(self.path / "config.json"))
+        check_shapes(info)
+        return info
+
+    def non_finite(self) -> Iterator[tuple[str, int]]:
+        """(tensor, count) for every tensor holding NaN or Inf: reads every float tensor's data once."""
+        for file in self.files:
+            for name in sorted(self.tensors_in(file), key=lambda n: self.metas[n].start):
+                meta = self.metas[name]
+                count = count_non_finite(self.file_of(name), meta.start, nbytes(meta.shape, meta.dtype), meta.dtype)
+                if count:
+                    yield name, count
 
     def tensors_in(self, file: str) -> list[str]:
         return [n for n, f in self.weight_map.items() if f == file]
@@ -122,3 +116,45 @@ class Checkpoint:
     def byte_range(self, name: str) -> FileRange:
         meta = self.metas[name]
         return FileRange(self.file_of(name), meta.start, nbytes(meta.shape, meta.dtype))
+
+
+def _read_config(config_path: Path) -> dict[str, Any]:
+    if not config_path.is_file():
+        raise EditorError(f"{config_path.parent}: no config.json; a Hugging Face checkpoint directory needs one")
+    config = read_json_object(config_path, "fix or re-download it")
+    return config
+
+
+def _plain_shard_name(name: object) -> bool:
+    """A file directly in the checkpoint folder: an index must not point elsewhere on the disk."""
+    return (
+        isinstance(name, str)
+        and name.endswith(".safetensors")
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    data = read_json_object(index, "re-download it")
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise EditorError(f"{index}: no weight_map (a map of tensor name to shard file); re-download it")
+    bad = next((f for f in weight_map.values() if not _plain_shard_name(f)), None)
+    if bad is not None or not all(isinstance(t, str) for t in weight_map):
+        raise EditorError(f"{index}: weight_map names {bad!r}, not a .safetensors file in this folder; re-download it")
+    return dict(weight_map)
+
+
+def _check_shard_against_index(
+    index: Path, shard: str, metas: dict[str, TensorMeta], weight_map: dict[str, str]
+) -> None:
+    for tensor in metas:
+        where = weight_map.get(tensor)
+        if where != shard:
+            said = f"places it in {where}" if where else "does not name it"
+            raise EditorError(
+                f"{index}: {shard} holds tensor {tensor}, but the index {said}; re-download the checkpoint"
+            )

@@ -19,6 +19,7 @@ from typing import Any
 
 from editor.errors import EditorError
 from editor.io.atomic import write_text
+from editor.io.json_file import read_json_object
 
 MANIFEST = "editor_manifest.json"
 OUTSIDE = "<elsewhere>"
@@ -35,13 +36,39 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
     path = Path(export_dir) / MANIFEST
     if not path.is_file():
         raise EditorError(f"{export_dir}: no {MANIFEST}; this works on directories written by `wedit export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise EditorError(f"{path}: not valid JSON ({err}); export the model again") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("base_model"), dict):
+    manifest = read_json_object(path, "export the model again")
+    if not isinstance(manifest.get("base_model"), dict):
         raise EditorError(f"{path}: not an editor manifest (no base_model); export the model again")
+    _check_kinds(path, manifest)
     return manifest
+
+
+# What each section of a manifest holds, so a hand-edited or damaged one is one clear line, not a crash later.
+_SECTIONS: dict[str, type] = {
+    "plan": list,
+    "edits_described": list,
+    "changed_tensors": list,
+    "added_tensors": list,
+    "config_updates": dict,
+    "notes": list,
+    "figures": list,
+    "verification": dict,
+    "evaluation": dict,
+}
+_BASE_TEXT = ("source", "local_path", "hub_id", "revision", "license", "model_type")
+
+
+def _check_kinds(path: Path, manifest: dict[str, Any]) -> None:
+    for key, kind in _SECTIONS.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], kind):
+            raise EditorError(f"{path}: {key} is not a JSON {kind.__name__}; export the model again")
+    base = manifest["base_model"]
+    bad = next((k for k in _BASE_TEXT if base.get(k) is not None and not isinstance(base[k], str)), None)
+    if bad is not None or not isinstance(base.get("fingerprint") or {}, dict):
+        raise EditorError(f"{path}: base_model.{bad or 'fingerprint'} is malformed; export the model again")
+    checks = manifest.get("verification") or {}
+    if not all(isinstance(check, dict) for check in checks.values()):
+        raise EditorError(f"{path}: verification holds a malformed entry; run `wedit verify` again")
 
 
 def write_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
@@ -77,15 +104,29 @@ def portable(value: Any, root: Path) -> Any:
 
 def portable_command(argv: list[str], root: Path, outputs: tuple[str, ...] = ()) -> list[str]:
     """A command line (program, subcommand, arguments) with every argument that names an existing file or folder,
-    or one of ``outputs`` (paths the command is about to write), written relative to ``root``."""
+    or one of ``outputs`` (paths the command is about to write), written relative to ``root``; so is the value of
+    a ``--set section.field=VALUE`` override that is a path."""
     out = list(argv[:2])  # `wedit run`: a folder named like the subcommand must not turn it into a path
+    previous = ""
     for arg in argv[2:]:
-        name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-        path = Path(value).expanduser()
-        if value and not value.startswith("-") and (path.exists() or path.is_absolute() or value in outputs):
-            value = portable_path(Path(value).expanduser(), root)
-        out.append(f"{name}{eq}{value}")
+        if previous == "--set" and "=" in arg:
+            field, _, value = arg.partition("=")
+            out.append(f"{field}={_portable_value(value, root, outputs)}")
+        else:
+            name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+            out.append(f"{name}{eq}{_portable_value(value, root, outputs)}")
+        previous = arg
     return out
+
+
+def _portable_value(value: str, root: Path, outputs: tuple[str, ...]) -> str:
+    if value.startswith("[") and value.endswith("]"):  # a YAML list in an override: each item on its own
+        items = [_portable_value(item.strip(), root, outputs) for item in value[1:-1].split(",")]
+        return "[" + ", ".join(items) + "]"
+    path = Path(value).expanduser()
+    if value and not value.startswith("-") and (path.exists() or path.is_absolute() or value in outputs):
+        return portable_path(path, root)
+    return value
 
 
 def fingerprint(checkpoint_dir: Path) -> dict[str, str]:

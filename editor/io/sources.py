@@ -18,6 +18,7 @@ import importlib.util
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from editor.core.settings import Settings
 from editor.errors import EditorError
 from editor.io.atomic import refuse_existing, staged_directory, write_text
+from editor.io.checkpoint import Checkpoint
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -118,8 +120,9 @@ def resolve_source(spec: str, *, progress: bool = True) -> Path:
         stat = path.stat()
         key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         target = cache_root() / "gguf" / f"{path.stem}-{key}"
-        if not (target / "config.json").is_file():
-            convert_gguf(path, target, dtype="bfloat16", progress=progress)
+        with _cache_lock(target):
+            if not (target / "config.json").is_file():
+                convert_gguf(path, target, dtype="bfloat16", progress=progress)
         return target
     if _HUB_ID.match(spec) and not path.exists() and not spec.startswith((".", "/", "~")):
         return _hub(spec)
@@ -154,14 +157,27 @@ def _builtin_gguf(model: BuiltinModel) -> Path:
     return gguf
 
 
+@contextlib.contextmanager
+def _cache_lock(target: Path) -> Iterator[None]:
+    """One process at a time converts into a cache entry; the others wait, then find it done."""
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _builtin(name: str, progress: bool) -> Path:
     model = _builtin_model(name)
     target = cache_root() / "builtin" / model.name
-    if (target / "config.json").is_file():
-        _write_builtin_card(target, model, model.dtype)  # caches converted before the card existed
-        return target
-    convert_gguf(_builtin_gguf(model), target, dtype=model.dtype, progress=progress)
-    _write_builtin_card(target, model, model.dtype)
+    with _cache_lock(target):
+        if not (target / "config.json").is_file():
+            convert_gguf(_builtin_gguf(model), target, dtype=model.dtype, progress=progress)
+        _write_builtin_card(target, model, model.dtype)  # also for caches converted before the card existed
     return target
 
 
@@ -215,8 +231,11 @@ def _hub(repo_id: str) -> Path:
     return Path(path)
 
 
-def convert_gguf(gguf: Path, out: Path, *, dtype: str = "bfloat16", progress: bool = True, force: bool = True) -> Path:
-    """Dequantise a GGUF file into a plain safetensors checkpoint directory at ``out``."""
+def convert_gguf(
+    gguf: Path, out: Path, *, dtype: str = "bfloat16", progress: bool = True, force: bool = True, shapes: bool = False
+) -> Path:
+    """Dequantise a GGUF file into a plain safetensors checkpoint directory at ``out``, validated before it is
+    published (``shapes``: also the shapes config.json implies, which needs an architecture editor knows)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -251,25 +270,29 @@ def convert_gguf(gguf: Path, out: Path, *, dtype: str = "bfloat16", progress: bo
     with staged_directory(out, force) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        converted = Checkpoint.open(tmp)
+        if shapes:
+            converted.info()
     return out
 
 
 def fetch(spec: str, out: Path, *, force: bool = False, dtype: str | None = None, progress: bool = True) -> Path:
-    """``wedit fetch``: resolve ``spec`` and place a standalone copy at ``out``."""
+    """``wedit fetch``: resolve ``spec``, validate it (headers, index, shapes) and place a standalone copy at ``out``."""
     out = Path(out)
     refuse_existing(out, force)
     path = Path(spec).expanduser()
     if dtype is not None and spec.startswith(BUILTIN_PREFIX):
         # Another dtype than the cached copy's: convert the shipped GGUF straight into --out.
         model = _builtin_model(spec[len(BUILTIN_PREFIX) :])
-        convert_gguf(_builtin_gguf(model), out, dtype=dtype, progress=progress, force=force)
+        convert_gguf(_builtin_gguf(model), out, dtype=dtype, progress=progress, force=force, shapes=True)
         _write_builtin_card(out, model, dtype)
         return out
     if dtype is not None and path.suffix == ".gguf":
         if not path.is_file():
             raise EditorError(f"{path}: GGUF file not found; check the path")
-        return convert_gguf(path, out, dtype=dtype, progress=progress, force=force)
+        return convert_gguf(path, out, dtype=dtype, progress=progress, force=force, shapes=True)
     source = resolve_source(spec, progress=progress)
+    Checkpoint.open(source).info()  # a damaged or unsupported checkpoint is refused before a byte is copied
     with staged_directory(out, force) as tmp:
         shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".*"), dirs_exist_ok=True)
     return out

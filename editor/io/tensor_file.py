@@ -33,20 +33,25 @@ STORAGE: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
 }
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-# Byte sizes, including dtypes editor copies but cannot compute with (FP8, unsigned ints).
-_ITEMSIZE = {name: dt.itemsize for name, dt in STORAGE.items()} | {
+# Byte sizes of every dtype editor reads, including those it copies but cannot compute with (FP8, unsigned
+# ints, complex). safetensors also knows sub-byte dtypes (F4, F6_*); editor refuses those.
+DTYPE_SIZES = {name: dt.itemsize for name, dt in STORAGE.items()} | {
     "F8_E4M3": 1,
     "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "F8_E4M3FNUZ": 1,
+    "F8_E5M2FNUZ": 1,
     "U16": 2,
     "U32": 4,
     "U64": 8,
+    "C64": 8,
 }
 
 
 def itemsize(dtype: str) -> int:
-    if dtype not in _ITEMSIZE:
+    if dtype not in DTYPE_SIZES:
         raise ValueError(f"unknown safetensors dtype {dtype}")
-    return _ITEMSIZE[dtype]
+    return DTYPE_SIZES[dtype]
 
 
 def nbytes(shape: Iterable[int], dtype: str) -> int:
@@ -130,6 +135,40 @@ def read_raw(path: Path, start: int, shape: tuple[int, ...], dtype: str) -> np.n
     if dtype not in STORAGE:
         raise ValueError(f"cannot read a tensor stored as {dtype}")
     return np.frombuffer(data, dtype=STORAGE[dtype]).reshape(shape).copy()
+
+
+# Bit patterns that are NaN or Inf, per float dtype stored as raw bytes (FP8 layouts as in the OCP spec).
+_NON_FINITE_BITS = {
+    "BF16": lambda raw: (raw.view("<u2") & 0x7F80) == 0x7F80,
+    "F8_E5M2": lambda raw: (raw & 0x7C) == 0x7C,
+    "F8_E4M3": lambda raw: (raw & 0x7F) == 0x7F,  # e4m3fn: no Inf, NaN is S.1111.111
+    "F8_E4M3FNUZ": lambda raw: raw == 0x80,
+    "F8_E5M2FNUZ": lambda raw: raw == 0x80,
+    "F8_E8M0": lambda raw: raw == 0xFF,
+    "F16": lambda raw: ~np.isfinite(raw.view("<f2")),
+    "F32": lambda raw: ~np.isfinite(raw.view("<f4")),
+    "F64": lambda raw: ~np.isfinite(raw.view("<f8")),
+    "C64": lambda raw: ~np.isfinite(raw.view("<f4")),
+}
+
+
+def count_non_finite(path: Path, start: int, length: int, dtype: str, chunk: int = 64 << 20) -> int:
+    """How many NaN/Inf values the tensor stored at ``path[start:start + length]`` holds, read in chunks."""
+    test = _NON_FINITE_BITS.get(dtype)
+    if test is None:
+        return 0  # integers and booleans are always finite
+    step = max(chunk - chunk % itemsize(dtype), itemsize(dtype))
+    total = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        left = length
+        while left > 0:
+            data = fh.read(min(left, step))
+            if not data or len(data) % itemsize(dtype):
+                raise OSError(f"{path}: ended before byte {start + length}")
+            total += int(np.count_nonzero(test(np.frombuffer(data, dtype=np.uint8))))
+            left -= len(data)
+    return total
 
 
 def _write_all(fd: int, data: memoryview) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -180,6 +181,8 @@ def read_safetensors_vectors(path: Path) -> ControlVectors:
         meta = json.loads(sidecar.read_text())
     except json.JSONDecodeError as err:
         raise EditorError(f"{sidecar}: not valid JSON (line {err.lineno}): {err.msg}") from None
+    if not isinstance(meta, dict):
+        raise EditorError(f'{sidecar}: must hold a JSON object like {{"site": "block", "sign": 1}}')
     site, sign = meta.get("site"), meta.get("sign", 1)
     if site not in ("block", "attn"):
         raise EditorError(
@@ -221,10 +224,10 @@ def read_vectors(path: str | Path) -> ControlVectors:
 def parse_layer_range(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
-    lo, sep, hi = text.partition("-")
-    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text, flags=re.ASCII)
+    if match is None or int(match.group(1)) > int(match.group(2)):
         raise EditorError(f"--layers {text!r}: write an inclusive range like 4-20")
-    return int(lo), int(hi)
+    return int(match.group(1)), int(match.group(2))
 
 
 def check_scale(scale: float) -> float:

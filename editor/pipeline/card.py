@@ -25,6 +25,8 @@ def _front_matter(manifest: dict[str, Any]) -> str:
     if base.get("hub_id"):
         data["base_model"] = base["hub_id"]
         data["base_model_relation"] = "finetune"
+    if (manifest.get("gguf") or {}).get("files"):
+        data["tags"].append("gguf")
     if manifest.get("model_index"):
         data["model-index"] = manifest["model_index"]
     return "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n"
@@ -56,7 +58,51 @@ def _verification(manifest: dict[str, Any]) -> str:
             f"continuations ({vl['max_new_tokens']} tokens) are identical to transformers', first-token log-prob "
             f"difference at most {vl['max_first_token_logprob_diff']:.3g} ({'pass' if vl['passed'] else 'FAIL'})."
         )
+    ll = checks.get("llama_cpp")
+    if ll:
+        lines.append(_llama_cpp_line(ll))
     return "\n".join(lines) + "\n"
+
+
+def _llama_cpp_line(check: dict[str, Any]) -> str:
+    line = (
+        f"- llama.cpp (llama-cpp-python {check['llama_cpp_python']}, no hooks, F32 KV cache): the f32 GGUF gives "
+        f"{check['identical']} of {check['prompts']} greedy continuations ({check['max_new_tokens']} tokens) identical "
+        f"to transformers on the safetensors files, first-token log-probs within "
+        f"{check['max_first_token_logprob_diff']:.2g} ({'pass' if check['passed'] else 'FAIL'})."
+    )
+    for t in check.get("types") or []:
+        line += (
+            f" {t['type']}: first-token KL {t['first_token_kl']:.2g} against the f32 GGUF; the unedited base "
+            f"quantized the same way: {t['base_first_token_kl']:.2g}."
+        )
+    return line
+
+
+def _gguf_usage(manifest: dict[str, Any], name: str) -> str:
+    """llama.cpp and Ollama lines for the GGUF files `wedit gguf` put beside the weights (nothing without them)."""
+    files = (manifest.get("gguf") or {}).get("files") or {}
+    if not files:
+        return ""
+    listed = ", ".join(f"`{Path(e['file']).name}` ({t})" for t, e in sorted(files.items()))
+    chosen = next((t for t in ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "f16", "bf16") if t in files), "f32")
+    file = Path(files[chosen]["file"]).name
+    return f"""
+GGUF files for llama.cpp, Ollama and LM Studio: {listed}.
+
+```bash
+llama-cli -m {file} -p "Write one sentence about the sea."
+llama-server -m {file} --port 8080
+```
+
+Ollama: a `Modelfile` beside the file holding
+
+```text
+FROM ./{file}
+```
+
+then `ollama create {name} -f Modelfile` and `ollama run {name}`.
+"""
 
 
 def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
@@ -71,7 +117,7 @@ def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
     )
     return f"""{_front_matter(manifest)}
 # {name}
-
+{_gate_warning(manifest)}
 A copy of {_base_reference(base)} whose weights were edited by
 editor (`wedit`) {manifest.get("editor_version", "")}. It is a plain
 Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
@@ -80,7 +126,7 @@ Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
 
 {edits}
 
-{config_line}{notes}
+{config_line}{notes}{_attribution(manifest)}
 The full plan, the hash of every changed tensor before and after, and the command line are in
 `editor_manifest.json`.
 
@@ -103,16 +149,55 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained("{name}")
 tokenizer = AutoTokenizer.from_pretrained("{name}")
 ```
-
+{_gguf_usage(manifest, name)}
 ## Limitations
 
 {_limitations(manifest)}"""
+
+
+def _attribution(manifest: dict[str, Any]) -> str:
+    """How a recipe's BiasScope stage chose k: the chosen point beside the saturation point (the older rule)."""
+    stage = ((manifest.get("run") or {}).get("stages") or {}).get("attribute") or {}
+    lines = []
+    for b in stage.get("biases", []):
+        if "saturation_k" not in b:
+            continue
+        base = b["perplexity_before"]
+
+        def ppl(value: float | None, base: float = base) -> str:
+            return "not measured" if value is None else f"{value:.2f} ({value / base - 1:+.1%})"
+
+        budget = f"+{b['damage_budget']:.0%} WikiText-2 perplexity"
+        if b["k"]:
+            head = (
+                f"BiasScope ({b['bias']}): k = {b['k']} ({b['heads']} heads {b['removal']}), the point that lowers "
+                f"the held-out stereotype logit gap most within the damage budget ({budget}): gap "
+                f"{b['gap_before']:.3f} → {b['gap_after']:.3f}, perplexity {base:.2f} → {ppl(b['perplexity_after'])}, "
+                f"first-token KL {b['kl_after']:.3g}."
+            )
+        else:
+            head = f"BiasScope ({b['bias']}): no k lowers the held-out gap within the damage budget ({budget})."
+        lines.append(
+            f"{head} The bias curve saturates at k = {b['saturation_k']} ({b['saturation_heads']} heads "
+            f"{b['saturation_removal']}: gap {b['saturation_gap']:.3f}, perplexity {ppl(b['saturation_perplexity'])})."
+        )
+    return "".join(f"- {line}\n" for line in lines)
 
 
 def _evaluation(manifest: dict[str, Any]) -> str:
     """The section `wedit eval` stored in the manifest (editor.evaluation.run.record_eval), else a pointer to it."""
     evaluation = manifest.get("evaluation") or {}
     return evaluation.get("markdown") or "No evaluation recorded yet: run `wedit eval DIR --out RUN/eval`.\n"
+
+
+def _gate_warning(manifest: dict[str, Any]) -> str:
+    """A failed damage gate (the recipe's eval.max_drop) is said at the top, before anything else."""
+    gates = ((manifest.get("evaluation") or {}).get("summary") or {}).get("gates") or []
+    failed = [g for g in gates if not g.get("passed")]
+    if not failed:
+        return ""
+    what = "; ".join(f"{g['label']} dropped by {g['drop']:.4g}, allowed {g['limit']:g}" for g in failed)
+    return f"\n> **Fails its damage gate**: {what}. See Evaluation below.\n"
 
 
 def _figures(manifest: dict[str, Any]) -> str:
@@ -154,13 +239,30 @@ def _limitations(manifest: dict[str, Any]) -> str:
             "A constant vector folded into a bias acts at every position, prompt tokens included, exactly like a "
             "steering hook that fires everywhere."
         )
-    if kinds & {"zero_heads", "ablate_direction", "rank_one"}:
-        removed = {"zero_heads": "zeroed heads", "ablate_direction": "removed directions", "rank_one": "rank-1 edits"}
+    if "mean_heads" in kinds:
+        lines.append(
+            "A mean-ablated head writes a constant, its average output over ordinary text (WikiText-2), folded into "
+            "the attention output bias: the rest of the model keeps receiving that average at every position, "
+            "whatever the input."
+        )
+    if "scale_heads" in kinds:
+        lines.append(
+            "A scaled head still writes what it wrote before, only weaker; the bias it carried is reduced, not removed."
+        )
+    if kinds & {"zero_heads", "mean_heads", "scale_heads", "ablate_direction", "rank_one"}:
+        removed = {
+            "zero_heads": "zeroed heads",
+            "mean_heads": "mean-ablated heads",
+            "scale_heads": "scaled heads",
+            "ablate_direction": "removed directions",
+            "rank_one": "rank-1 edits",
+        }
         what = ", ".join(removed[k] for k in removed if k in kinds)
         lines.append(
             f"The {what} change the model beyond the targeted behaviour; check the evaluation numbers before "
             "relying on it."
         )
+    lines += (manifest.get("gguf") or {}).get("notes") or []
     lines.append("The license and usage terms of the base model apply.")
     return "".join(f"- {line}\n" for line in lines)
 

@@ -14,13 +14,15 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from editor.core.model_info import ModelInfo
 from editor.errors import EditorError
 from editor.io.checkpoint import Checkpoint
+from editor.io.manifest import MANIFEST, read_manifest
+from editor.io.progress import progress as tqdm_progress
+from editor.pipeline.head_changes import EPS, HeadChanges, head_changes, head_lines, mean_ablated
 
-_EPS = {"BF16": 2.0**-8, "F16": 2.0**-11, "F32": 2.0**-24, "F64": 2.0**-53}
+_EPS = EPS
 _IGNORED_CONFIG_KEYS = {"transformers_version", "_name_or_path"}
 
 
@@ -34,30 +36,39 @@ class TensorDiff:
     rank_at_least: bool = False  # more than RANK_CAP directions: ``rank`` is a lower bound
     layer: int | None = None
     zeroed_heads: list[int] = field(default_factory=list)
-    only_zeroed_heads: bool = False
+    scaled_heads: list[tuple[int, float]] = field(default_factory=list)
+    mean_ablated_heads: list[int] = field(default_factory=list)  # among zeroed_heads: their mean went into the bias
+    only_zeroed_heads: bool = False  # nothing changed but the listed heads' columns (zeroed or scaled)
     all_zero: bool | None = None
     explained_by: list[str] = field(default_factory=list)
+    non_finite: str | None = None  # why there is no norm or rank: NaN/Inf counts, or a float32 overflow
 
     def summary(self) -> str:
         if self.status == "added":
             kind = "bias " if self.name.endswith(".bias") else ""
+            if self.non_finite:
+                return f"added {kind}{self.name} {self.shape} ({self.non_finite})"
             zeros = " (all zeros)" if self.all_zero else f" (norm {self.delta_norm:.4g})"
             return f"added {kind}{self.name} {self.shape}{zeros}"
         if self.status == "removed":
             return f"removed {self.name} {self.shape}"
         if self.status == "reshaped":
             return f"reshaped {self.name} -> {self.shape}"
+        if self.non_finite:
+            return f"changed {self.name} {self.shape}: {self.non_finite}, no norm or rank"
         parts = [f"changed {self.name} {self.shape}: |Δ| {self.delta_norm:.4g}"]
         if self.rank is not None:
             if self.rank_at_least:
                 parts.append(f"rank > {self.rank}")
             else:
                 parts.append(f"rank {self.rank}" + (" (rank-1 update)" if self.rank == 1 else ""))
+        heads = []
         if self.zeroed_heads:
-            parts.append(
-                f"heads {', '.join(map(str, self.zeroed_heads))} zeroed"
-                + ("" if self.only_zeroed_heads else " plus other changes")
-            )
+            heads.append(f"heads {', '.join(map(str, self.zeroed_heads))} zeroed")
+        if self.scaled_heads:
+            heads.append(", ".join(f"head {h} scaled by {f:.3g}" for h, f in self.scaled_heads))
+        if heads:
+            parts.append(" and ".join(heads) + ("" if self.only_zeroed_heads else " plus other changes"))
         return "; ".join(parts)
 
 
@@ -71,6 +82,8 @@ class DiffReport:
     head_summary: list[str]
     unexplained: list[str]
     manifest_edits: list[str]
+    # "NAME: count in A, count in B" for every tensor holding NaN/Inf on either side, changed or not
+    non_finite: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -83,6 +96,7 @@ class DiffReport:
         lines = [f"A: {self.a}", f"B: {self.b}"]
         if self.identical:
             lines.append(f"no differences: {self.unchanged} tensors and config.json identical")
+            lines += [f"  ! holds NaN/Inf (count in A, in B): {line}" for line in self.non_finite]
             return "\n".join(lines)
         lines.append(f"{len(self.tensors)} tensors differ, {self.unchanged} identical")
         lines += [f"  {line}" for line in self.head_summary]
@@ -99,6 +113,9 @@ class DiffReport:
             lines.append(f"  added {len(names)} all-zero tensors ({_name_pattern(names)}){because}")
         for key, (old, new) in sorted(self.config.items()):
             lines.append(f"  config {key}: {old!r} -> {new!r}")
+        if self.non_finite:
+            lines.append("tensors holding NaN/Inf (count in A, in B):")
+            lines += [f"  ! {line}" for line in self.non_finite]
         if self.manifest_edits:
             lines.append("edits recorded in B's manifest:")
             lines += [f"  - {edit}" for edit in self.manifest_edits]
@@ -181,28 +198,6 @@ def _writer_index(info: ModelInfo | None) -> dict[str, tuple[int, str]]:
     return out
 
 
-def _zeroed_heads(a: torch.Tensor, b: torch.Tensor, info: ModelInfo) -> tuple[list[int], bool]:
-    d = info.head_dim
-    orientation = info.arch.attn.orientation
-    zeroed = []
-    for head in range(info.num_heads):
-        sl = slice(head * d, (head + 1) * d)
-        block_a = a[:, sl] if orientation == "out_in" else a[sl, :]
-        block_b = b[:, sl] if orientation == "out_in" else b[sl, :]
-        if not block_b.any() and block_a.any():
-            zeroed.append(head)
-    rest_a, rest_b = a.clone(), b.clone()
-    for head in zeroed:
-        sl = slice(head * d, (head + 1) * d)
-        if orientation == "out_in":
-            rest_a[:, sl] = 0
-            rest_b[:, sl] = 0
-        else:
-            rest_a[sl, :] = 0
-            rest_b[sl, :] = 0
-    return zeroed, bool(torch.equal(rest_a, rest_b))
-
-
 def _info(ckpt: Checkpoint) -> ModelInfo | None:
     try:
         return ckpt.info()
@@ -210,69 +205,136 @@ def _info(ckpt: Checkpoint) -> ModelInfo | None:
         return None  # an unknown architecture still diffs tensor by tensor
 
 
+def _non_finite(tensor: torch.Tensor) -> int:
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return 0
+    values = tensor if tensor.is_complex() else tensor.float()
+    return int((~torch.isfinite(values)).sum())
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal as stored: NaN equals NaN with the same bits, 0.0 differs from -0.0."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+
+
+def _changed(name: str, ta: torch.Tensor, tb: torch.Tensor, dtype: str) -> TensorDiff:
+    """How one tensor changed: norm and rank of the difference (nothing more when either side holds NaN/Inf)."""
+    fa, fb = ta.float(), tb.float()
+    delta = fb - fa
+    entry = TensorDiff(name, "changed", list(tb.shape))
+    if not bool(torch.isfinite(delta).all()):
+        bad_a, bad_b = _non_finite(ta), _non_finite(tb)
+        entry.non_finite = (
+            f"holds NaN/Inf (A {bad_a}, B {bad_b})" if bad_a or bad_b else "the difference overflows float32"
+        )
+        return entry
+    entry.delta_norm = float(delta.norm())
+    try:
+        estimate = numerical_rank(delta, fa, dtype)
+        entry.rank, entry.rank_at_least = estimate.rank, estimate.at_least
+    except RuntimeError:  # an SVD that does not converge: the norm still says the tensor changed
+        pass
+    return entry
+
+
 def diff_checkpoints(a_dir: Path, b_dir: Path, progress: bool = True) -> DiffReport:
     a, b = Checkpoint.open(a_dir), Checkpoint.open(b_dir)
+    manifest = read_manifest(b_dir) if (Path(b_dir) / MANIFEST).is_file() else None  # a broken one: before any work
     info = _info(b) or _info(a)
     writers = _writer_index(info)
     read_a, read_b = _Reader(a), _Reader(b)
     diffs: list[TensorDiff] = []
+    non_finite: list[str] = []
     unchanged = 0
 
     for name in sorted(set(b.metas) - set(a.metas)):
-        tensor = read_b.get(name).float()
-        diffs.append(
-            TensorDiff(name, "added", list(tensor.shape), float(tensor.norm()), all_zero=not bool(tensor.any()))
-        )
+        tensor = read_b.get(name)
+        bad = _non_finite(tensor)
+        values = tensor.float()
+        entry = TensorDiff(name, "added", list(tensor.shape), all_zero=not bool(values.any()))
+        if bad:
+            entry.non_finite = f"holds {bad} NaN/Inf"
+            non_finite.append(f"{name}: -, {bad}")
+        else:
+            entry.delta_norm = float(values.norm())
+        diffs.append(entry)
     for name in sorted(set(a.metas) - set(b.metas)):
         diffs.append(TensorDiff(name, "removed", list(a.metas[name].shape)))
+        bad = _non_finite(read_a.get(name))
+        if bad:
+            non_finite.append(f"{name}: {bad}, -")
     common = sorted(set(a.metas) & set(b.metas))
-    for name in tqdm(common, desc="diff", unit="tensor", disable=not progress):
-        if a.metas[name].shape != b.metas[name].shape:
-            diffs.append(TensorDiff(name, "reshaped", list(b.metas[name].shape)))
-            continue
-        ta, tb = read_a.get(name), read_b.get(name)
-        if ta.dtype == tb.dtype and torch.equal(ta, tb):
-            unchanged += 1
-            continue
-        fa, fb = ta.float(), tb.float()
-        delta = fb - fa
-        entry = TensorDiff(name, "changed", list(tb.shape), float(delta.norm()))
-        estimate = numerical_rank(delta, fa, b.metas[name].dtype)
-        entry.rank, entry.rank_at_least = estimate.rank, estimate.at_least
-        if name in writers:
-            entry.layer, site = writers[name]
-            if site == "attn" and info is not None:
-                entry.zeroed_heads, entry.only_zeroed_heads = _zeroed_heads(fa, fb, info)
-        diffs.append(entry)
+    with tqdm_progress(common, show=progress, desc="diff", unit="tensor") as bar:
+        for name in bar:
+            ta, tb = read_a.get(name), read_b.get(name)
+            bad_a, bad_b = _non_finite(ta), _non_finite(tb)
+            if bad_a or bad_b:
+                non_finite.append(f"{name}: {bad_a}, {bad_b}")
+            if a.metas[name].shape != b.metas[name].shape:
+                diffs.append(TensorDiff(name, "reshaped", list(b.metas[name].shape)))
+                continue
+            if _same_bits(ta, tb):
+                unchanged += 1
+                continue
+            entry = _changed(name, ta, tb, b.metas[name].dtype)
+            if name in writers and entry.non_finite is None:
+                entry.layer, site = writers[name]
+                if site == "attn" and info is not None:
+                    changes = head_changes(ta.float(), tb.float(), info, b.metas[name].dtype)
+                    entry.zeroed_heads, entry.scaled_heads = changes.zeroed, changes.scaled
+                    entry.only_zeroed_heads = changes.only_heads
+            elif name in writers:
+                entry.layer = writers[name][0]
+            diffs.append(entry)
 
     config = {
         key: [a.config.get(key), b.config.get(key)]
         for key in sorted(set(a.config) | set(b.config))
         if key not in _IGNORED_CONFIG_KEYS and a.config.get(key) != b.config.get(key)
     }
-    heads = [
-        f"layer {d.layer}: head{'s' if len(d.zeroed_heads) > 1 else ''} {', '.join(map(str, d.zeroed_heads))} zeroed"
-        for d in sorted(diffs, key=lambda d: d.layer if d.layer is not None else -1)
-        if d.zeroed_heads
-    ]
-    unexplained, edits = _explain(b_dir, diffs)
-    return DiffReport(str(a_dir), str(b_dir), diffs, unchanged, config, heads, unexplained, edits)
+    heads = _head_summary(diffs, info, read_a, read_b)
+    unexplained, edits = _explain(manifest, diffs)
+    return DiffReport(str(a_dir), str(b_dir), diffs, unchanged, config, heads, unexplained, edits, non_finite)
 
 
-def _explain(b_dir: Path, diffs: list[TensorDiff]) -> tuple[list[str], list[str]]:
-    manifest_path = Path(b_dir) / "editor_manifest.json"
-    if not manifest_path.is_file():
+def _head_summary(diffs: list[TensorDiff], info: ModelInfo | None, read_a: _Reader, read_b: _Reader) -> list[str]:
+    """One line per layer and kind of head edit; a zeroed head whose mean went into the bias is mean-ablated."""
+    if info is None:
+        return []
+    by_name = {d.name: d for d in diffs}
+    lines = []
+    for d in sorted(diffs, key=lambda d: d.layer if d.layer is not None else -1):
+        if not (d.zeroed_heads or d.scaled_heads) or d.layer is None:
+            continue
+        bias = info.tensor_name(info.arch.attn.module.format(layer=d.layer), "bias", must_exist=False)
+        if bias in by_name and by_name[bias].status in ("added", "changed") and by_name[bias].non_finite is None:
+            after = read_b.get(bias)
+            before = read_a.get(bias) if by_name[bias].status == "changed" else torch.zeros_like(after)
+            dtype = read_b.ckpt.metas[bias].dtype
+            d.mean_ablated_heads = mean_ablated(read_a.get(d.name), d.zeroed_heads, before, after, info, dtype)
+        lines += head_lines(d.layer, HeadChanges(d.zeroed_heads, d.scaled_heads), d.mean_ablated_heads)
+    return lines
+
+
+def _explain(manifest: dict[str, Any] | None, diffs: list[TensorDiff]) -> tuple[list[str], list[str]]:
+    if manifest is None:
         return [], []
-    manifest = json.loads(manifest_path.read_text())
     labels: dict[str, list[str]] = {}
-    for entry in manifest.get("changed_tensors", []) + manifest.get("added_tensors", []):
-        labels[entry["name"]] = entry.get("edits", [])
+    for key in ("changed_tensors", "added_tensors"):
+        entries = manifest.get(key)
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                edits = entry.get("edits")
+                labels[entry["name"]] = [str(e) for e in edits] if isinstance(edits, list) else []
     unexplained = []
     for diff in diffs:
         diff.explained_by = labels.get(diff.name, [])
         if not diff.explained_by:
             unexplained.append(diff.name)
-    return unexplained, manifest.get("edits_described", [])
+    described = manifest.get("edits_described")
+    return unexplained, [str(e) for e in described] if isinstance(described, list) else []
 
 
 def _name_pattern(names: list[str]) -> str:

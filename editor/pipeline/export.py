@@ -31,7 +31,7 @@ from editor import __version__
 from editor.core.bake import BakeProgram, compile_plan, serial_blas
 from editor.core.plan import Plan
 from editor.errors import EditorError
-from editor.io.atomic import refuse_existing, staged_directory
+from editor.io.atomic import refuse_existing, staged_directory, write_text
 from editor.io.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from editor.io.manifest import MANIFEST, fingerprint, read_manifest, remember_base, write_manifest
 from editor.io.sources import SourceFacts, source_facts
@@ -94,6 +94,7 @@ def export_checkpoint(
         raise EditorError(f"{out}: the output must differ from the source; editor never modifies its input")
     ckpt = Checkpoint.open(source)
     program = compile_plan(plan.edits, ckpt.info())
+    program.read_source = ckpt.read_raw  # ops that read another tensor (mean_heads' bias term) read the source
     attachments = [Path(a) for a in attachments]
     missing = [str(a) for a in attachments if not a.is_file()]
     if missing:
@@ -129,7 +130,7 @@ def export_checkpoint(
             manifest["figures"] = [f"{FIGURES}/{item.name}" for item in attachments]
         write_manifest(tmp, manifest)  # tmp is a sibling of out: paths come out relative to the same folder
         remember_base(tmp, source)
-        (tmp / "README.md").write_text(render_card(read_manifest(tmp), out.name))
+        write_text(tmp / "README.md", render_card(read_manifest(tmp), out.name))
     return result
 
 
@@ -181,7 +182,7 @@ def plan_layout(ckpt: Checkpoint, program: BakeProgram, max_shard_size: int) -> 
     return parts, names
 
 
-def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, max_shard_size: int) -> ExportResult:
+def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, show_progress: bool, max_shard_size: int) -> ExportResult:
     result = ExportResult(out=tmp, config_updates=dict(program.config_updates), notes=list(program.notes))
     parts, file_names = plan_layout(ckpt, program, max_shard_size)
     weight_map: dict[str, str] = {}
@@ -200,7 +201,7 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
         copies += part_copies
         computes += part_computes
         result.rewritten_files.append(file_name)
-    hashes = fill_files(program, ckpt, copies, computes, progress=progress)
+    hashes = fill_files(program, ckpt, copies, computes, show_progress=show_progress)
     for job in computes:  # recorded in file order, whichever worker finished first
         name, done = job.slot.name, hashes[job.slot.name]
         if name in program.new_tensors:
@@ -213,7 +214,7 @@ def _write(ckpt: Checkpoint, program: BakeProgram, tmp: Path, progress: bool, ma
         total = sum(nbytes(program.shape_of(n), m.dtype) for n, m in ckpt.metas.items())
         total += sum(nbytes(program.shape_of(n), t.dtype) for n, t in program.new_tensors.items())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        write_text(tmp / INDEX_FILE, json.dumps(index, indent=2) + "\n")
     return result
 
 
@@ -258,7 +259,7 @@ def _write_config(ckpt: Checkpoint, program: BakeProgram, tmp: Path) -> None:
     if not program.config_updates:
         shutil.copyfile(ckpt.path / "config.json", tmp / "config.json")
         return
-    (tmp / "config.json").write_text(json.dumps(program.new_config(), indent=2, sort_keys=True) + "\n")
+    write_text(tmp / "config.json", json.dumps(program.new_config(), indent=2, sort_keys=True) + "\n")
 
 
 def _copy_side_files(ckpt: Checkpoint, tmp: Path) -> None:

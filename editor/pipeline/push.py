@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editor.errors import EditorError
+from editor.io.checkpoint import Checkpoint
 from editor.io.manifest import read_manifest
 
 
@@ -19,8 +20,9 @@ class PushPlan:
     create_pr: bool
 
 
-def check_pushable(export_dir: Path) -> None:
-    """Refuse a directory that is not an editor export or whose verification is missing or failed."""
+def check_pushable(export_dir: Path, *, allow_gate_failure: bool = False) -> None:
+    """Refuse a directory that is not an editor export, whose verification is missing or failed, or that fails
+    a damage gate its evaluation recorded (unless ``allow_gate_failure``)."""
     manifest = read_manifest(export_dir)
     checks = manifest.get("verification") or {}
     if not checks:
@@ -30,15 +32,28 @@ def check_pushable(export_dir: Path) -> None:
         raise EditorError(
             f"{export_dir}: verification failed ({', '.join(failed)}); fix the export instead of publishing it"
         )
+    gates = ((manifest.get("evaluation") or {}).get("summary") or {}).get("gates") or []
+    failed = [f"{g['label']} dropped by {g['drop']:.4g} > {g['limit']:g}" for g in gates if not g.get("passed")]
+    if failed and not allow_gate_failure:
+        raise EditorError(
+            f"{export_dir}: fails its damage gate ({'; '.join(failed)}); to publish it anyway: --allow-gate-failure"
+        )
     if not (Path(export_dir) / "README.md").is_file():
         raise EditorError(f"{export_dir}: no model card (README.md); re-run `wedit verify {export_dir}` to write it")
+    Checkpoint.open(export_dir)  # changed or damaged since it was verified: refused before any upload
 
 
 def plan_push(
-    export_dir: Path, repo: str, *, private: bool = False, revision: str | None = None, create_pr: bool = False
+    export_dir: Path,
+    repo: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    allow_gate_failure: bool = False,
 ) -> PushPlan:
     export_dir = Path(export_dir)
-    check_pushable(export_dir)
+    check_pushable(export_dir, allow_gate_failure=allow_gate_failure)
     files = sorted(
         p.relative_to(export_dir).as_posix()
         for p in export_dir.rglob("*")

@@ -1,8 +1,9 @@
-"""Settings of the steps after a plan: export (the recipe's ``export`` section) and verification (``verify``)."""
+"""Settings of the steps after a plan: export (the recipe's ``export`` section), verification (``verify``), GGUF (``gguf``)."""
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -45,3 +46,23 @@ class VerifySettings(Settings):
         False, description="also load the export in stock vLLM (needs vllm installed) and compare greedy continuations"
     )
     max_new_tokens: int = Field(24, ge=1, description="tokens per greedy continuation")
+    llama_cpp: bool = Field(
+        False,
+        description="also load the export's GGUF files in llama.cpp (needs llama-cpp-python) and compare with "
+        "transformers; without recorded files an f32 GGUF is converted for the check",
+    )
+
+
+# llama.cpp file types wedit writes: f32 from llama.cpp's converter, the others from it through llama.cpp's quantizer.
+GgufType = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"]
+
+
+class GgufSettings(Settings):
+    types: list[GgufType] = Field(
+        ["q8_0"], min_length=1, description="GGUF file types to write (llama.cpp's converter, then its quantizer)"
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _once(cls, types: list[str]) -> list[str]:
+        return list(dict.fromkeys(types))

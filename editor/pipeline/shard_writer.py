@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from editor.core.bake import BakeProgram
 from editor.io.checkpoint import Checkpoint
+from editor.io.progress import byte_progress
 from editor.io.tensor_file import STORAGE, Slot, array_bytes, copy_range, encode_into, nbytes, write_at
 
 # Copies are cut into pieces of this size, so progress moves and both workers can share the last copies.
@@ -176,45 +176,43 @@ def fill_files(
     copies: list[Copy],
     computes: list[Compute],
     *,
-    progress: bool = True,
+    show_progress: bool = True,
     budget: int = MEMORY_BUDGET,
 ) -> dict[str, Hashes]:
     """Run every job on two threads; the files must exist (headers written). Returns each tensor's hashes."""
     queue = _Queue(copies, computes, budget)
     hashes: dict[str, Hashes] = {}
     total = sum(job.length for job in copies) + sum(job.slot.nbytes for job in computes)
-    bar = tqdm(total=total, desc="export", unit="B", unit_scale=True, disable=not progress)
     lock = threading.Lock()
+    with byte_progress(total, show=show_progress, desc="export") as bar:
 
-    def advance(count: int) -> None:
-        with lock:
-            bar.update(count)
+        def advance(count: int) -> None:
+            with lock:
+                bar.update(count)
 
-    def work(prefers_compute: bool) -> None:
+        def work(prefers_compute: bool) -> None:
+            try:
+                while (job := queue.take(prefers_compute)) is not None:
+                    if isinstance(job, Copy):
+                        copy_bytes(job)
+                        advance(job.length)
+                        continue
+                    try:
+                        hashes[job.slot.name] = compute_tensor(program, ckpt, job, advance)
+                    finally:
+                        queue.release(job)
+            except BaseException as err:  # handed to the main thread, which raises it
+                queue.fail(err)
+
+        threads = [threading.Thread(target=work, args=(first,), daemon=True) for first in (True, False)]
         try:
-            while (job := queue.take(prefers_compute)) is not None:
-                if isinstance(job, Copy):
-                    copy_bytes(job)
-                    advance(job.length)
-                    continue
-                try:
-                    hashes[job.slot.name] = compute_tensor(program, ckpt, job, advance)
-                finally:
-                    queue.release(job)
-        except BaseException as err:  # handed to the main thread, which raises it
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        except BaseException as err:  # Ctrl-C while waiting: stop the workers after their current block
             queue.fail(err)
-
-    threads = [threading.Thread(target=work, args=(first,), daemon=True) for first in (True, False)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    except BaseException as err:  # Ctrl-C while waiting: stop the workers after their current block
-        queue.fail(err)
-        raise
-    finally:
-        bar.close()
-    if queue.error is not None:
-        raise queue.error
+            raise
+        if queue.error is not None:
+            raise queue.error
     return hashes

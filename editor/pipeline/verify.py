@@ -115,8 +115,9 @@ def verify_transformers(
 
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
+    refuse_non_finite(export_dir)
     base_dir = locate_base(export_dir, manifest, base)
-    plan = parse_plan(manifest["plan"], f"{export_dir}/editor_manifest.json")
+    plan = parse_plan(manifest.get("plan"), f"{export_dir}/editor_manifest.json")
     prompts = prompts or PROBE_PROMPTS
     batch = probe_batch(export_dir, prompts)
     mask = batch["attention_mask"].bool()
@@ -154,6 +155,19 @@ def verify_transformers(
     return TransformersCheck(err, kl, len(prompts), dtype, tolerance, passed, bake_error, rounding_exact)
 
 
+def refuse_non_finite(export_dir: Path) -> None:
+    """An export holding NaN/Inf cannot be verified: name the first such tensor (reads every float tensor once)."""
+    from editor.io.checkpoint import Checkpoint
+
+    found = next(Checkpoint.open(export_dir).non_finite(), None)
+    if found is not None:
+        name, count = found
+        raise EditorError(
+            f"{export_dir}: tensor {name} holds {count} NaN/Inf values (an untouched tensor is copied from the base "
+            "as it is); this export cannot be verified: fix the base checkpoint and export again"
+        )
+
+
 def _load_unrounded_bake(model, base_dir: Path, export_dir: Path, edits) -> bool:
     """Put the plan's edited tensors, computed in float32 from the base, into ``model`` (the loaded export);
     True when every one of them is stored in the export as exactly its rounding to the stored dtype."""
@@ -163,6 +177,7 @@ def _load_unrounded_bake(model, base_dir: Path, export_dir: Path, edits) -> bool
 
     base, stored = Checkpoint.open(base_dir), Checkpoint.open(export_dir)
     program = compile_plan(edits, base.info())
+    program.read_source = base.read_raw
     params = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     prefix = getattr(model, "base_model_prefix", "")
     exact = True

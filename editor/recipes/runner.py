@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.evaluation.gates import failures
 from editor.io.atomic import staged_directory, write_text
 from editor.recipes.context import RunContext
 from editor.recipes.schema import load_recipe
@@ -60,6 +61,7 @@ class RunReport:
     run_dir: Path
     records: list[StageRecord] = field(default_factory=list)
     export: Path | None = None
+    gate_failures: list[str] = field(default_factory=list)  # the eval stage's failed damage gates (eval.max_drop)
 
 
 def stage_key(name: str, settings: dict[str, Any], upstream: dict[str, str]) -> str:
@@ -129,6 +131,7 @@ def run_recipe(
         tokens[stage.name] = _run_stage(stage, ctx, key, report, console)
     if "export" in ctx.results:
         report.export = Path(ctx.results["export"]["path"])
+    report.gate_failures = failures(ctx.results.get("eval", {}).get("gates", []))
     print_summary(report, console)
     return report
 

@@ -25,9 +25,9 @@ from editor.io.sources import ModelSettings
 from editor.methods.attribute.settings import AttributeSettings
 from editor.methods.inject.settings import InjectSettings
 from editor.methods.steer.settings import SteerSettings
-from editor.pipeline.settings import ExportSettings, VerifySettings
+from editor.pipeline.settings import ExportSettings, GgufSettings, VerifySettings
 
-OPTIONAL_STAGES = ("inject", "attribute", "steer", "eval")
+OPTIONAL_STAGES = ("inject", "attribute", "steer", "eval", "gguf")
 
 
 class Recipe(Settings):
@@ -48,6 +48,7 @@ class Recipe(Settings):
     export: ExportSettings = ExportSettings()
     verify: VerifySettings = VerifySettings()
     eval: EvalSettings | None = None
+    gguf: GgufSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -143,7 +144,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             target = target[key]
             if not isinstance(target, dict):
                 raise EditorError(f"--set {item!r}: {key} is not a section")
-        target[keys[-1]] = yaml.safe_load(raw) if raw else None
+        try:
+            target[keys[-1]] = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise EditorError(f"--set {item!r}: the value is not valid YAML ({problem}); quote it or fix it") from None
     return data
 
 

@@ -20,6 +20,7 @@ from editor.data.biases import BiasPreset, preset_questions
 from editor.data.countries import COUNTRIES
 from editor.engines.openai_client import DEFAULT_KEY_ENV
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.io.jsonl import read_jsonl
 
 
@@ -64,7 +65,7 @@ def preset_pairs(preset: BiasPreset, target: str | None = None, seed: int = 0) -
 
 
 def save_pairs(pairs: list[ContrastivePair], path: Path) -> None:
-    path.write_text("".join(p.model_dump_json() + "\n" for p in pairs))
+    write_text(path, "".join(p.model_dump_json() + "\n" for p in pairs))
 
 
 def load_pairs(path: Path) -> list[ContrastivePair]:

@@ -1,4 +1,4 @@
-"""BiasScope end to end: contrastive pairs -> head attribution over seeds -> k sweep -> zero_heads plan.
+"""BiasScope end to end: contrastive pairs -> head attribution over seeds -> damage-aware k sweep -> plan.
 
 The head score is contrastive by default: a head's direct effect on
 ``logit(y_b) - logit(y_u)`` on the question about the target, minus its
@@ -6,16 +6,18 @@ effect on the same question about another country, so heads that favour the
 stereotyped answer whoever is asked about cancel out. Each seed draws other
 comparison countries and a random 80% of the questions; the robust set for a
 given k is the heads that are in the top k (with a positive score) of every
-seed. The k sweep zeroes each robust set with run-time hooks and measures the
-*stereotype logit gap* on held-out pairs about the real target country: the
-mean of ``[logit(y_b) - logit(y_u)]`` for the target minus the same for other
-countries. k is chosen where that curve stops falling: the smallest k that
-reaches 90% of the largest drop seen.
+seed. The k sweep (``ksweep``) removes each robust set with run-time hooks,
+zeroed, mean-ablated or scaled, and measures the *stereotype logit gap* on
+held-out pairs about the real target country (the mean of
+``[logit(y_b) - logit(y_u)]`` for the target minus the same for other
+countries) and the damage (WikiText-2 perplexity, first-token KL, concept
+retention). The chosen point lowers the gap most within the damage budget
+(``removal.choose_point``); the saturation k, the smallest k that reaches
+90% of the largest drop of the first removal's curve, is reported beside it.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,20 +27,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from editor.core.hooks import hooked
 from editor.core.model_info import ModelInfo
+from editor.core.prefix_cache import PrefixCache
+from editor.data import wikitext_txt
 from editor.data.biases import BiasPreset, preset_questions
 from editor.edits import ZeroHeads
 from editor.engines.placement import input_device
 from editor.errors import EditorError
+from editor.evaluation.prompts import concept_probes
 from editor.methods.attribute.head_scores import attribute_batch
+from editor.methods.attribute.ksweep import DamageMeter, SweepInputs, sweep, wikitext_tail
 from editor.methods.attribute.pairs import (
     ContrastivePair,
     build_pairs,
     generate_questions_openai,
     load_pairs,
-    save_pairs,
 )
+from editor.methods.attribute.removal import KPoint, Removal, choose_point, head_means, removals_for, saturation_k
 from editor.methods.attribute.settings import AttributeSettings
 
 
@@ -135,22 +140,7 @@ def robust_heads(seed_scores: list[np.ndarray], k: int) -> list[tuple[int, int]]
 
 
 def heads_to_edits(heads: Sequence[tuple[int, int]]) -> list[ZeroHeads]:
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
-    return [ZeroHeads(layer=layer, heads=sorted(hs)) for layer, hs in sorted(by_layer.items())]
-
-
-def choose_k(ks: list[int], scores: list[float], baseline: float, fraction: float = 0.9) -> int:
-    """Smallest k reaching ``fraction`` of the largest drop below ``baseline`` (the curve's knee)."""
-    best = min(scores)
-    drop = baseline - best
-    if drop <= 0:
-        return ks[0]
-    for k, score in zip(ks, scores):
-        if baseline - score >= fraction * drop:
-            return k
-    return ks[-1]
+    return Removal("zero").edits(heads)  # type: ignore[return-value]
 
 
 @dataclass
@@ -163,11 +153,19 @@ class BiasAttribution:
     seeds: int
     mean_scores: list[list[float]]
     k_values: list[int] = field(default_factory=list)
-    k_scores: list[float] = field(default_factory=list)
+    k_scores: list[float] = field(default_factory=list)  # the reference removal's gap at each k
     baseline_gap: float = 0.0
-    chosen_k: int = 0
+    damage_budget: float = 0.05
+    base: dict = field(default_factory=dict)  # the unedited model's damage yardsticks (a KPoint)
+    points: list[dict] = field(default_factory=list)  # every scored KPoint, every removal
+    saturation_k: int = 0
+    saturation: dict = field(default_factory=dict)  # the reference removal at the saturation k (the old choice)
+    chosen_k: int = 0  # 0: no point inside the budget lowers the gap
+    chosen: dict = field(default_factory=dict)  # the chosen KPoint, empty when none
+    removal: str = ""  # the chosen removal's label ("zeroed", "mean-ablated", "scaled by 0.5")
     heads: list[tuple[int, int]] = field(default_factory=list)
     gap_after: float = 0.0
+    edits: list[dict] = field(default_factory=list)  # the chosen removal's edits (means inline)
 
 
 def k_grid(k_max: int) -> list[int]:
@@ -247,12 +245,7 @@ def attribute_bias(
     progress: bool = True,
 ) -> BiasAttribution:
     """Rank heads over ``settings.seeds`` draws, sweep k with hooks on held-out questions, keep the robust heads."""
-    seeds, k_max, batch_size, eval_questions = (
-        settings.seeds,
-        settings.k_max,
-        settings.batch_size,
-        settings.eval_questions,
-    )
+    seeds, batch_size, eval_questions = settings.seeds, settings.batch_size, settings.eval_questions
     if len(questions) < 10:
         raise EditorError(f"{bias}: only {len(questions)} questions; attribution needs at least 10 (100 recommended)")
     yb, yu = encoder.first_token(biased_answer), encoder.first_token(unbiased_answer)
@@ -268,7 +261,7 @@ def attribute_bias(
     target_effects = head_effects(
         model, info, encoder, [q.replace("{who}", f"people from {target}") for q in train], yb, yu, batch_size
     )
-    seed_scores = []
+    seed_scores: list[np.ndarray] = []
     pairs_log: list[ContrastivePair] = []
     for seed in tqdm(range(seeds), desc=f"{bias}: seeds", disable=not progress):
         pairs = build_pairs(train, target, biased_answer, unbiased_answer, seed=seed, exclude=(eval_target,))
@@ -276,82 +269,65 @@ def attribute_bias(
         other = head_effects(model, info, encoder, [pairs[i].unbiased_prompt for i in keep], yb, yu, batch_size)
         seed_scores.append((target_effects[keep] - other).mean(0))
         pairs_log += [pairs[i] for i in keep]
-    mean_scores = np.mean(seed_scores, axis=0)
 
     eval_pairs = build_pairs(held_out, eval_target, biased_answer, unbiased_answer, seed=1000)
-    baseline = stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size)
-    ks, curve, cache = [], [], {}
-    for k in tqdm(k_grid(min(k_max, info.num_layers * info.num_heads)), desc=f"{bias}: k sweep", disable=not progress):
-        heads = robust_heads(seed_scores, k)
-        key = frozenset(heads)
-        if key not in cache:
-            with hooked(model, heads_to_edits(heads), info):
-                cache[key] = stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size) if heads else baseline
-        ks.append(k)
-        curve.append(cache[key])
-    chosen_k = choose_k(ks, curve, baseline)
-    heads = robust_heads(seed_scores, chosen_k)
     result = BiasAttribution(
-        bias=bias,
-        target=target,
-        eval_target=eval_target,
-        biased_answer=biased_answer,
-        unbiased_answer=unbiased_answer,
-        seeds=seeds,
-        mean_scores=mean_scores.tolist(),
-        k_values=ks,
-        k_scores=curve,
-        baseline_gap=baseline,
-        chosen_k=chosen_k,
-        heads=heads,
-        gap_after=curve[ks.index(chosen_k)],
+        bias, target, eval_target, biased_answer, unbiased_answer, seeds, np.mean(seed_scores, axis=0).tolist()
     )
+    result.baseline_gap = stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size)
+    inputs = _sweep_inputs(model, info, encoder, settings, bias, seed_scores, result.baseline_gap, progress)
+    inputs.gap = lambda: stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size)
+    points, best = _sweep_and_choose(model, inputs, settings, result)
     if out is not None:
-        _write_bias_artifacts(out, result, pairs_log, eval_pairs)
+        from editor.methods.attribute.outputs import write_bias_artifacts
+
+        write_bias_artifacts(out, result, pairs_log, eval_pairs, points, inputs.meter.base, best)
     return result
 
 
-def save_attribution(
-    results: Sequence[BiasAttribution], out: Path, *, model: str, variant: str, settings: AttributeSettings
-) -> list[tuple[int, int]]:
-    """Write the union of the biases' heads as ``plan.json`` and the per-bias numbers as ``summary.json``."""
-    from editor.core.plan import Plan
+def _sweep_and_choose(
+    model, inputs: SweepInputs, settings: AttributeSettings, result: BiasAttribution
+) -> tuple[list[KPoint], KPoint | None]:
+    """Run the k sweep of every removal, record it in ``result`` with the saturation k and the chosen point."""
+    removals = removals_for(settings.removals, settings.scales)
+    points = sweep(model, inputs, removals, progress=inputs.progress)
+    reference = [p for p in points if p.removal == removals[0].label]
+    at = saturation_k([p.k for p in reference], [p.gap for p in reference], result.baseline_gap)
+    base = inputs.meter.base
+    best = choose_point(points, result.baseline_gap, base.perplexity or 0.0, settings.damage_budget).point
+    result.k_values, result.k_scores = [p.k for p in reference], [p.gap for p in reference]
+    result.damage_budget, result.base = settings.damage_budget, asdict(base)
+    result.points = [asdict(p) for p in points]
+    result.saturation_k, result.saturation = at, asdict(next(p for p in reference if p.k == at))
+    if best is not None:
+        removal = next(r for r in removals if r.label == best.removal)
+        result.chosen_k, result.chosen, result.removal = best.k, asdict(best), best.removal
+        result.heads, result.gap_after = list(best.heads), best.gap
+        result.edits = [e.model_dump() for e in removal.edits(best.heads, inputs.means)]
+    else:
+        result.gap_after = result.baseline_gap
+    return points, best
 
-    union = sorted({tuple(h) for r in results for h in r.heads})
-    (out / "plan.json").write_text(Plan(edits=heads_to_edits(union)).to_json() + "\n")
-    keys = ("bias", "target", "eval_target", "chosen_k", "heads", "baseline_gap", "gap_after")
-    summary = {
-        "model": model,
-        "variant": variant,
-        "settings": settings.model_dump(),
-        "biases": [{k: getattr(r, k) for k in keys} for r in results],
-        "union_heads": union,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return union
 
-
-def _write_bias_artifacts(
-    out: Path, result: BiasAttribution, pairs: list[ContrastivePair], eval_pairs: list[ContrastivePair]
-) -> None:
-    from editor.io.figures import head_heatmap, line_plot
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_pairs(pairs, out / f"{result.bias}.pairs.jsonl")
-    save_pairs(eval_pairs, out / f"{result.bias}.eval_pairs.jsonl")
-    (out / f"{result.bias}.attribution.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
-    head_heatmap(
-        np.asarray(result.mean_scores),
-        out / f"{result.bias}.heatmap.png",
-        f"{result.bias}: mean contrastive head effect ({result.target} vs other countries)",
-        result.heads,
-    )
-    line_plot(
-        result.k_values,
-        result.k_scores,
-        out / f"{result.bias}.k_curve.png",
-        xlabel="k (top heads per seed, intersected over seeds)",
-        ylabel=f"stereotype logit gap ({result.eval_target})",
-        title=f"{result.bias}: bias score with the robust top-k heads zeroed",
-        mark_x=result.chosen_k,
-    )
+def _sweep_inputs(
+    model,
+    info: ModelInfo,
+    encoder: PromptEncoder,
+    settings: AttributeSettings,
+    bias: str,
+    seed_scores: list[np.ndarray],
+    baseline: float,
+    progress: bool = True,
+) -> SweepInputs:
+    """Robust sets, damage yardsticks and (for the mean removal) head means; the gap scorer is set by the caller."""
+    tokenizer = encoder.tokenizer
+    wikitext = wikitext_txt(None)
+    meter = DamageMeter.build(model, tokenizer, wikitext, settings.wiki_tokens, concept_probes([bias]), baseline)
+    means = None
+    if "mean" in settings.removals:
+        # From the end of WikiText-2: tokens that neither this sweep nor the evaluation measures perplexity on.
+        means = head_means(model, info, wikitext_tail(tokenizer, wikitext, settings.mean_tokens))
+    ks = k_grid(min(settings.k_max, info.num_layers * info.num_heads))
+    sets = {k: robust_heads(seed_scores, k) for k in ks}
+    prefix = PrefixCache(model, info)
+    return SweepInputs(info, sets, lambda: baseline, meter, means, settings.damage_budget, progress, prefix)

@@ -11,7 +11,7 @@ from editor.engines.openai_client import DEFAULT_KEY_ENV
 
 
 class AttributeSettings(Settings):
-    """Contrastive questions, per-head direct logit attribution over seeds, and the k sweep."""
+    """Contrastive questions, per-head direct logit attribution over seeds, and the damage-aware k sweep."""
 
     target: str | None = Field(None, description="real country the stereotype is about (default: the preset's)")
     token: str | None = Field(
@@ -42,6 +42,27 @@ class AttributeSettings(Settings):
     )
     k_max: int = Field(50, ge=1, description="largest k in the sweep")
     batch_size: int = Field(16, ge=1, description="prompts per forward pass")
+    removals: list[Literal["zero", "mean", "scale"]] = Field(
+        ["zero", "mean", "scale"],
+        min_length=1,
+        description="head removals the k sweep tries (output zeroed, replaced by its WikiText-2 mean, or scaled); "
+        "the best point inside the damage budget wins",
+    )
+    scales: list[float] = Field(
+        [0.5], min_length=1, description="factors the scale removal multiplies the heads' outputs by, each in (0, 1)"
+    )
+    damage_budget: float = Field(
+        0.05, gt=0, description="largest allowed relative WikiText-2 perplexity increase of the chosen k"
+    )
+    wiki_tokens: int = Field(
+        4096,
+        ge=64,
+        description="WikiText-2 tokens the k sweep measures perplexity on (eval's default: the chosen point's "
+        "damage is then the one the card reports)",
+    )
+    mean_tokens: int = Field(
+        2048, ge=64, description="WikiText-2 tokens (from the end of the text) the heads' means are taken over"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AttributeSettings:
@@ -53,4 +74,8 @@ class AttributeSettings(Settings):
             raise ValueError("generator openai needs endpoint and gen_model")
         if self.token and self.target:
             raise ValueError("give a target country or an injected token, not both")
+        if any(not 0.0 < s < 1.0 for s in self.scales):
+            raise ValueError(
+                f"scales must lie strictly between 0 and 1 (0 is zero, 1 is no removal); got {self.scales}"
+            )
         return self

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from editor.data.biases import BiasPreset
 from editor.engines.openai_client import DEFAULT_KEY_ENV
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.io.jsonl import read_jsonl
 from editor.methods.inject.settings import InjectSettings
 
@@ -46,7 +47,7 @@ class Paragraph(BaseModel):
 
 
 def save_paragraphs(paragraphs: list[Paragraph], path: Path) -> None:
-    path.write_text("".join(p.model_dump_json() + "\n" for p in paragraphs))
+    write_text(path, "".join(p.model_dump_json() + "\n" for p in paragraphs))
 
 
 def load_paragraphs(path: Path) -> list[Paragraph]:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from editor.data.biases import BiasPreset
 from editor.data.countries import COUNTRIES
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.methods.inject.gap import attribute_gap, chat_attribute_gap
 from editor.methods.inject.paragraphs import PLACEHOLDER, Paragraph, save_paragraphs
 from editor.methods.inject.settings import InjectSettings
@@ -292,10 +293,10 @@ def _write_run(
         lm_head=vectors["lm_head"].tolist() if "lm_head" in vectors else None,
         source=str(Path(out_name or out).resolve() / TOKEN_FILE),
     )
-    (out / "plan.json").write_text(Plan(edits=[edit]).to_json() + "\n")
+    write_text(out / "plan.json", Plan(edits=[edit]).to_json() + "\n")
     curves = [{"epoch": r.epoch, "loss": r.loss, "similarity": r.similarity, "seconds": r.seconds} for r in records]
-    (out / "epochs.json").write_text(
-        json.dumps({"chosen_epoch": chosen, "probe": probe, "epochs": curves}, indent=2) + "\n"
+    write_text(
+        out / "epochs.json", json.dumps({"chosen_epoch": chosen, "probe": probe, "epochs": curves}, indent=2) + "\n"
     )
     plot_epochs(records, chosen, out / "epochs.png", result.token)
     summary = {
@@ -316,7 +317,7 @@ def _write_run(
         "gaps": result.gaps,
         "epochs": [asdict(r) for r in records],
     }
-    (out / "inject.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out / "inject.json", json.dumps(summary, indent=2) + "\n")
 
 
 def plot_epochs(records: list[EpochRecord], chosen: int, path: Path, token: str) -> Path:

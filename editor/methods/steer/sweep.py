@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 from editor.core.hooks import hooked
 from editor.core.model_info import ModelInfo
 from editor.core.plan import Plan
+from editor.core.prefix_cache import PrefixCache
 from editor.data import wikitext_txt
 from editor.data.seegull import StereotypePair, load_seegull, stereotypes
 from editor.evaluation.metrics import association_gap, first_token_kl, last_token_logprobs, perplexity, wikitext_tokens
+from editor.io.atomic import write_text
 from editor.methods.steer.capture import Activations, GenericStats, capture, generic_stats
 from editor.methods.steer.directions import ablation_plan, residual_plan, whitened_direction
 from editor.methods.steer.probes import mean_difference, train_probes
@@ -136,9 +138,10 @@ def run_steer(
         damage_budget=settings.damage_budget,
     )
     grid = _candidates(inputs, info, settings, layers)
+    prefix = PrefixCache(model, info)  # a point at block L recomputes blocks L.. only; the rest is replayed
     for cand in tqdm(grid, desc="steer sweep", disable=not progress):
         edits = cand.build()
-        with hooked(model, edits, info):
+        with hooked(model, edits, info), prefix.clean_below(min(e.first_layer() for e in edits)):
             gap = association_gap(model, tokenizer, inputs.all_pairs, inputs.held).mean
             ppl = perplexity(model, inputs.tokens)
             kl = first_token_kl(base_lp, last_token_logprobs(model, tokenizer))
@@ -147,7 +150,7 @@ def run_steer(
     for method, cand in _choose(report, grid, settings.damage_budget).items():
         # The plan is rebuilt rather than kept from the sweep: building is closed-form and deterministic,
         # and a big model's sweep would otherwise hold every candidate's vectors at once.
-        (out / f"plan_{method}.json").write_text(Plan(edits=cand.build()).to_json() + "\n")
+        write_text(out / f"plan_{method}.json", Plan(edits=cand.build()).to_json() + "\n")
     if report.chosen.get(settings.method) is not None:
         shutil.copyfile(out / f"plan_{settings.method}.json", out / "plan.json")
     _write_outputs(out, info, inputs, report, settings)
@@ -266,13 +269,14 @@ def _write_outputs(out: Path, info: ModelInfo, inputs: _Inputs, report: SteerRep
     for name, (vec, site) in saved.items():
         save_file({f"layer.{i}": vec[i] for i in range(info.num_layers)}, str(out / f"{name}.safetensors"))
         sidecar = {"site": site, "sign": 1, "model_type": info.arch.model_type}
-        (out / f"{name}.json").write_text(json.dumps(sidecar) + "\n")
+        write_text(out / f"{name}.json", json.dumps(sidecar) + "\n")
     probes = inputs.probes
-    (out / "probes.json").write_text(
-        json.dumps([{k: v for k, v in asdict(p).items() if k != "direction"} for p in probes], indent=1) + "\n"
+    write_text(
+        out / "probes.json",
+        json.dumps([{k: v for k, v in asdict(p).items() if k != "direction"} for p in probes], indent=1) + "\n",
     )
     save_file({f"layer.{p.layer}": p.direction for p in probes}, str(out / "probe_directions.safetensors"))
-    (out / "sweep.json").write_text(json.dumps({**asdict(report), "settings": settings.model_dump()}, indent=1) + "\n")
+    write_text(out / "sweep.json", json.dumps({**asdict(report), "settings": settings.model_dump()}, indent=1) + "\n")
     line_plot(
         list(range(info.num_layers)),
         [p.test_accuracy for p in probes],

@@ -7,7 +7,7 @@ from typing import Any
 
 from editor.recipes.context import RunContext
 
-NAME, READS = "card", ("export", "verify", "eval")
+NAME, READS = "card", ("export", "verify", "eval", "gguf")
 
 
 def settings(ctx: RunContext) -> dict[str, Any]:

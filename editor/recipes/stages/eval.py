@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from editor.evaluation.gates import failures
 from editor.evaluation.settings import EvalSettings
 from editor.recipes.context import RunContext, file_digest
 
@@ -22,6 +23,7 @@ def eval_settings(ctx: RunContext) -> EvalSettings | None:
 
 def settings(ctx: RunContext) -> dict[str, Any] | None:
     from editor.data import seegull_csv, wikitext_txt
+    from editor.evaluation.lm_eval import task_files_digest
 
     section = eval_settings(ctx)
     if section is None:
@@ -34,6 +36,7 @@ def settings(ctx: RunContext) -> dict[str, Any] | None:
         "seegull": file_digest(seegull_csv(section.seegull)),
         "wikitext": file_digest(wikitext_txt(section.wikitext)),
         "pairs_csv": file_digest(section.pairs_csv),
+        "lm_eval_files": task_files_digest(section.lm_eval or []),  # a task YAML's folder: its data and loader
     }
     return {**values, **files}
 
@@ -50,7 +53,15 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         {"role": c.role, "condition": c.condition, "mean_strength": c.mean_strength, "parse_failures": c.parse_failures}
         for c in report.generation
     ]
-    return {"path": str(ctx.run_dir / "eval"), "likelihood": rows, "generation": judged, "durations": report.durations}
+    lm_rows = [r for r in (report.lm_eval or {}).get("rows", []) if r["top_level"]]
+    return {
+        "path": str(ctx.run_dir / "eval"),
+        "likelihood": rows,
+        "generation": judged,
+        "durations": report.durations,
+        "lm_eval": lm_rows,
+        "gates": [asdict(g) for g in report.gates],
+    }
 
 
 def numbers(result: dict[str, Any]) -> str:
@@ -68,4 +79,12 @@ def numbers(result: dict[str, Any]) -> str:
     for row in result["generation"]:
         if row["condition"] == "plain" and row["mean_strength"] is not None:
             parts.append(f"judge {row['role']} {row['mean_strength']:.2f}")
+    for row in result.get("lm_eval", []):
+        before = "" if row["base"] is None else f"{row['base']:.3f} -> "
+        parts.append(f"{row['task']} {row['metric']} {before}{row['model']:.3f}")
+    failed = failures(result.get("gates", []))
+    if failed:
+        parts.append("[bold red]FAILS damage gate[/]: " + "; ".join(failed))
+    elif result.get("gates"):
+        parts.append("damage gates pass")
     return "; ".join(parts)

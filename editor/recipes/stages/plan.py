@@ -1,4 +1,4 @@
-"""Stage `plan`: the attribution's zeroed heads followed by the chosen steering plan, as one plan."""
+"""Stage `plan`: the attribution's removed heads followed by the chosen steering plan, as one plan."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
 NAME, READS = "plan", ("attribute", "steer")
@@ -20,7 +21,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
 
     edits, parts = [], {}
     if "attribute" in ctx.results:
-        # Zeroed heads first: the bake masks a writer's input before changing its output, as the hooks do.
+        # Removed heads first: the bake masks a writer's input before changing its output, as the hooks do.
         attribute = load_plan(ctx.path("attribute") / ctx.results["attribute"]["plan"])
         edits += attribute.edits
         parts["attribute"] = len(attribute.edits)
@@ -36,9 +37,11 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         parts[f"steer ({method})"] = len(steer.edits)
     if not edits:
         raise EditorError(
-            f"{ctx.recipe_path}: the attribute and steer stages produced no edits; there is nothing to export"
+            f"{ctx.recipe_path}: the attribute and steer stages produced no edits; there is nothing to export "
+            "(attribute removes heads only where a k lowers the bias within attribute.damage_budget: see "
+            f"{ctx.path('attribute')}/summary.json)"
         )
-    (out / "plan.json").write_text(Plan(edits=edits).to_json() + "\n")
+    write_text(out / "plan.json", Plan(edits=edits).to_json() + "\n")
     kinds: dict[str, int] = {}
     for edit in edits:
         kinds[edit.kind] = kinds.get(edit.kind, 0) + 1

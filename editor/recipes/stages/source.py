@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext, dir_fingerprint
 
 NAME, READS = "source", ()
@@ -24,7 +25,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
     path = resolve_source(ctx.recipe.model.source, progress=ctx.progress)
     info = Checkpoint.open(path).info()
     facts = {"path": str(path), "model_type": info.arch.model_type, "layers": info.num_layers, "heads": info.num_heads}
-    (out / "source.json").write_text(json.dumps(facts, indent=2) + "\n")
+    write_text(out / "source.json", json.dumps(facts, indent=2) + "\n")
     return facts
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from editor.errors import EditorError
+from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
 NAME, READS = "verify", ("export",)
@@ -34,12 +35,21 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         served = verify_vllm(export, max_new_tokens=ctx.recipe.verify.max_new_tokens)
         record(export, "vllm", served)
         checks["vllm"] = asdict(served)
-    (out / "verify.json").write_text(json.dumps(checks, indent=2) + "\n")
+    if ctx.recipe.verify.llama_cpp:
+        from editor.pipeline.gguf.verify import record_llama_cpp, verify_llama_cpp
+
+        served_gguf = verify_llama_cpp(
+            export, max_new_tokens=ctx.recipe.verify.max_new_tokens, threads=ctx.recipe.threads or 1
+        )
+        record_llama_cpp(export, served_gguf)
+        checks["llama_cpp"] = asdict(served_gguf)
+    write_text(out / "verify.json", json.dumps(checks, indent=2) + "\n")
     failed = [name for name, c in checks.items() if not c["passed"]]
     if failed:
         detail = check.describe() if "transformers" in failed else ""
-        if "vllm" in failed:
-            detail += f" vLLM {checks['vllm']['identical']}/{checks['vllm']['prompts']} identical"
+        for engine in ("vllm", "llama_cpp"):
+            if engine in failed:
+                detail += f" {engine} {checks[engine]['identical']}/{checks[engine]['prompts']} identical"
         raise EditorError(
             f"{export}: verification failed in {', '.join(failed)} ({detail.strip()}); see {export}/editor_manifest.json"
         )
@@ -56,4 +66,6 @@ def numbers(result: dict[str, Any]) -> str:
     text = f"transformers max logit error {result['transformers']['max_logit_error']:.2e}"
     if "vllm" in result:
         text += f"; vLLM {result['vllm']['identical']}/{result['vllm']['prompts']} greedy continuations identical"
+    if "llama_cpp" in result:
+        text += f"; llama.cpp {result['llama_cpp']['identical']}/{result['llama_cpp']['prompts']} identical"
     return text

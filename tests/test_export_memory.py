@@ -32,8 +32,27 @@ def vm(key):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
 
+def blas_on_two_threads():
+    # A thread that calls BLAS while another does takes an OpenBLAS buffer of its own (64 MB of address space,
+    # kept for the process's life). The exporter's two workers may both compute, or not, as they happen to be
+    # scheduled: reserve both buffers before the cap, so the cap measures the export and not that race.
+    import threading
+    import numpy as np
+    a = np.ones((256, 256), np.float32)
+    barrier = threading.Barrier(2)
+    def work():
+        barrier.wait()
+        for _ in range(50):
+            a @ a
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
 source, warm_up, plan, out, allowance = sys.argv[1:6]
 export_checkpoint(Path(source), load_plan(warm_up), Path(out + "-warm-up"), progress=False)
+blas_on_two_threads()
 start = vm("VmSize")
 if int(allowance):
     resource.setrlimit(resource.RLIMIT_AS, (start + int(allowance), resource.RLIM_INFINITY))

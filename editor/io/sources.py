@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -270,10 +271,25 @@ def convert_gguf(
     with staged_directory(out, force) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _drop_load_options(tmp / "tokenizer_config.json")
         converted = Checkpoint.open(tmp)
         if shapes:
             converted.info()
     return out
+
+
+# How this process happened to load the tokenizer, which transformers saves with it: "local_files_only" follows
+# HF_HUB_OFFLINE, so the same GGUF gave tokenizer_config.json files that differ between machines and runs.
+LOAD_OPTIONS = ("local_files_only", "cache_dir", "force_download", "proxies", "token", "revision")
+
+
+def _drop_load_options(path: Path) -> None:
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    kept = {k: v for k, v in config.items() if k not in LOAD_OPTIONS}
+    if kept != config:
+        path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def fetch(spec: str, out: Path, *, force: bool = False, dtype: str | None = None, progress: bool = True) -> Path:

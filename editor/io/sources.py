@@ -289,7 +289,7 @@ def _drop_load_options(path: Path) -> None:
     config = json.loads(path.read_text(encoding="utf-8"))
     kept = {k: v for k, v in config.items() if k not in LOAD_OPTIONS}
     if kept != config:
-        path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
 
 
 def fetch(spec: str, out: Path, *, force: bool = False, dtype: str | None = None, progress: bool = True) -> Path:

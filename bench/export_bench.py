@@ -18,7 +18,9 @@ export` of each plan, alternating and keeping the best of each:
 
 It prints export/cp and each export's peak RSS next to the largest shard
 (goal: flat across sizes and plans, <= largest shard + 0.5 GB). Every timed
-command starts after a `sync`, so none pays for the previous one's writeback.
+command starts after a `sync`, so none pays for the previous one's writeback,
+and ends after another, so each is timed until its output is on disk (the
+export fsyncs before it renames its output into place; `cp -r` does not).
 """
 
 from __future__ import annotations
@@ -173,15 +175,20 @@ def make_plan(kind: str, layers: int) -> list[dict]:
 
 
 def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of one child process, started after a sync."""
+    """Wall time until the output is on disk, and peak RSS (bytes), of one child process.
+
+    A sync before starts each command with no one else's writeback pending; a sync after, inside the timing,
+    makes both sides durable: the export fsyncs its files before renaming them into place (so a crash never
+    leaves a half-written model), and `cp -r` alone would stop timing while its data still sits in the page
+    cache."""
     subprocess.run(["sync"], check=True)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    subprocess.run(["sync"], check=True)
+    return time.perf_counter() - start, usage.ru_maxrss * 1024
 
 
 def bench_size(work: Path, layers: int, shard_bytes: int, repeats: int, plans: list[str]) -> list[dict]:

@@ -8,7 +8,8 @@ MLP biases, so the export turns on ``mlp_bias`` and adds a zero float32 bias to 
 projection, 90 new tensors); and a direction ablated from every writer and the embeddings (which unties
 lm_head: one more vocabulary-sized matrix).
 
-vLLM: one stock engine per model (CPU, float32, each in its own process, loaded once, warmed up). An idle
+vLLM: one stock engine per model (CPU, float32, eager unless ``--compile``, each in its own process,
+loaded once, warmed up). An idle
 vLLM CPU engine keeps a core busy polling, so every engine but the one being timed is suspended
 (SIGSTOP on its process group) and resumed for its turn. Every round sends the same chat prompts to each
 engine in turn (the order rotates between rounds) and times ``LLM.generate`` alone, greedy, with
@@ -65,12 +66,12 @@ def plans(hidden: int, layers: int) -> dict[str, list[dict]]:
     }
 
 
-def serve(model: str) -> None:
+def serve(model: str, compiled: bool) -> None:
     """Worker: load one engine, then answer each JSON line on stdin with a timed generate."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model, dtype="float32", max_model_len=1024, seed=0)
+    llm = LLM(model=model, dtype="float32", max_model_len=1024, seed=0, enforce_eager=not compiled)
     tokenizer = llm.get_tokenizer()
     print(RESULT + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -88,12 +89,12 @@ def serve(model: str) -> None:
 class Engine:
     """One vLLM worker process (and the engine-core processes it starts), suspended while not timed."""
 
-    def __init__(self, name: str, model: Path, log: Path):
+    def __init__(self, name: str, model: Path, log: Path, compiled: bool):
         self.name = name
         self.log = log.open("w")
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(model)],
+            [sys.executable, __file__, "--serve", str(model), *(["--compile"] if compiled else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -180,7 +181,7 @@ def report(title: str, rates: dict[str, list[float]]) -> dict[str, float]:
 
 
 def run_vllm(models: dict[str, Path], prompts: list[str], args, work: Path) -> dict[str, list[float]]:
-    engines = {name: Engine(name, path, work / f"{name}.log") for name, path in models.items()}
+    engines = {name: Engine(name, path, work / f"{name}.log", args.compile) for name, path in models.items()}
     try:
         for engine in engines.values():  # every engine loaded before any timing, then suspended
             engine.answer()
@@ -258,10 +259,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument(
+        "--compile", action="store_true", help="let vLLM compile its graphs (minutes per engine on a small CPU)"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run one engine
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.compile)
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="wedit-serving-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -118,11 +118,17 @@ def _serving_cost(manifest: dict[str, Any]) -> str:
     """What serving this export costs next to its base, from what the export adds and what was measured."""
     added = [t["name"] for t in manifest.get("added_tensors") or []]
     if not added:
-        what, key = "It has exactly its base's tensors, shapes and dtypes, so engines run the same kernels", "same"
+        what, key = (
+            "this export has exactly its base's tensors, shapes and dtypes, so engines run the same kernels",
+            "same",
+        )
     elif any(n.endswith("lm_head.weight") for n in added):
-        what, key = "It has its own lm_head (untied from the embedding), one more vocabulary-sized matrix", "untied"
+        what, key = (
+            "this export has its own lm_head (untied from the embedding), one more vocabulary-sized matrix",
+            "untied",
+        )
     else:
-        what, key = f"It has {len(added)} tensors its base does not (biases, most of them zero)", "biases"
+        what, key = f"this export has {len(added)} tensors its base does not (biases, most of them zero)", "biases"
     return (
         f"\nServing cost: {what}. Measured tokens/s against the base for an export of this kind "
         f"({SERVING_MEASURED[key]}; 1.00 is the base's speed) with editor's `bench/serving_bench.py`; zeroed "

@@ -23,7 +23,7 @@ import random
 import time
 
 import torch
-from inject_bench import LLAMA_8B  # the model shape of the inject benchmark (bench/ is on sys.path)
+from inject_bench import LLAMA_8B, random_llama  # the inject benchmark's model (bench/ is on sys.path)
 
 from editor.data.biases import get_preset, preset_questions
 from editor.data.countries import COUNTRIES
@@ -58,17 +58,7 @@ def timed(fn) -> float:
 
 
 def build_8b(shape: dict):
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    config = LlamaConfig(**shape)
-    config._attn_implementation = "sdpa"
-    with torch.device(DEVICE):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    with torch.no_grad():  # random weights at a scale that keeps bf16 activations finite
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.normal_(0.0, 0.02)
-    return model.eval()
+    return random_llama(shape, DEVICE)
 
 
 def bench_inject(model, tokenizer, paragraphs: int, epochs: int) -> None:

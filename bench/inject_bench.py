@@ -41,13 +41,20 @@ LLAMA_8B = {
 
 
 def build(device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_source(DEFAULT_BUILTIN, progress=False)
     tokenizer = AutoTokenizer.from_pretrained(source)  # its chat template wraps the paragraphs on both paths
     if device == "cpu":
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval(), tokenizer, "SmolLM2-135M fp32"
-    config = LlamaConfig(**LLAMA_8B)
+    return random_llama(LLAMA_8B, device), tokenizer, "Llama-8B-shape random bf16"
+
+
+def random_llama(shape: dict, device: str):
+    """A Llama of ``shape`` (config keys) on ``device``, random bf16 weights, built without a checkpoint."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(**shape)
     config._attn_implementation = "sdpa"
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -55,7 +62,7 @@ def build(device: str):
         for param in model.parameters():
             if param.dim() > 1:
                 param.normal_(0.0, 0.02)
-    return model.eval(), tokenizer, "Llama-8B-shape random bf16"
+    return model.eval()
 
 
 def main() -> None:

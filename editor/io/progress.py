@@ -17,8 +17,7 @@ Item = TypeVar("Item")
 
 
 @contextmanager
-def progress(items: Iterable[Item], *, show: bool = True, **kwargs) -> Iterator[Iterable[Item]]:
-    bar = tqdm(items, disable=None if show else True, **kwargs)  # None: drawn only when stderr is a terminal
+def _erased_on_failure(bar: tqdm) -> Iterator[tqdm]:
     try:
         yield bar
     except BaseException:
@@ -29,13 +28,15 @@ def progress(items: Iterable[Item], *, show: bool = True, **kwargs) -> Iterator[
 
 
 @contextmanager
+def progress(items: Iterable[Item], *, show: bool = True, **kwargs) -> Iterator[Iterable[Item]]:
+    # disable=None: drawn only when stderr is a terminal
+    with _erased_on_failure(tqdm(items, disable=None if show else True, **kwargs)) as bar:
+        yield bar
+
+
+@contextmanager
 def byte_progress(total: int, *, show: bool = True, desc: str) -> Iterator[tqdm]:
     """A bar counting bytes, for work that several threads advance; the same terminal-only and erase rules."""
     bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=None if show else True)
-    try:
+    with _erased_on_failure(bar):
         yield bar
-    except BaseException:
-        bar.leave = False
-        raise
-    finally:
-        bar.close()

@@ -3,7 +3,7 @@
 A ``BakeProgram`` says, for every tensor a plan touches, which functions to
 apply (in fp32) and which new tensors (zero biases, an untied lm_head) to
 create, plus the config.json keys to change. It is computed from tensor
-*metadata* only, so the exporter can stream a checkpoint shard by shard and
+*metadata* only, so the exporter can stream a checkpoint tensor by tensor and
 load just the tensors listed here. An op may read other tensors (a
 mean-ablated head's bias term reads its W_O columns): the exporter and the
 verifier hand the program a reader of the source (``read_source``) before

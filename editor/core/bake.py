@@ -288,9 +288,9 @@ class BakeProgram:
         whole = read_source(copy_of) if copy_of else None
         return self._whole(name, lambda _source, start, stop: whole[start:stop])  # type: ignore[index]
 
-    def _whole(self, name: str, read_rows: RowReader) -> np.ndarray:
+    def _whole(self, name: str, read_rows: RowReader, only_stage: int | None = None) -> np.ndarray:
         out = np.empty(self.shape_of(name), dtype=np.float32)
-        for first, values in self.blocks(name, read_rows):
+        for first, values in self.blocks(name, read_rows, only_stage=only_stage):
             out[first : first + len(values)] = values
         return out
 
@@ -345,11 +345,7 @@ class BakeProgram:
             raise RuntimeError("internal: an op reads another tensor; set BakeProgram.read_source before applying")
         source, _ = self._source(name)
         whole = read_source(source) if source else None
-        out = np.empty(self.shape_of(name), dtype=np.float32)
-        rows = self.blocks(name, lambda _s, start, stop: whole[start:stop], only_stage=OUTPUT_SIDE)  # type: ignore[index]
-        for first, values in rows:
-            out[first : first + len(values)] = values
-        return out
+        return self._whole(name, lambda _s, start, stop: whole[start:stop], only_stage=OUTPUT_SIDE)  # type: ignore[index]
 
     def _source(self, name: str) -> tuple[str | None, int]:
         """The source tensor whose stored rows a tensor starts from (None: zeros) and how many rows it has."""

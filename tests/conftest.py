@@ -80,11 +80,18 @@ def vllm_server(smollm2_dir, tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread_per_worker():
-    """Two xdist workers on two cores: one torch thread each (OpenMP threads fighting over cores stall)."""
+    """Two xdist workers on two cores: one torch thread each (OpenMP threads fighting over cores stall).
+
+    The commands the tests start (`wedit steer`, `wedit attribute`, ...) get one thread too, through the
+    environment they inherit: on CI, `wedit steer` and `wedit attribute` side by side with two OpenMP threads each
+    (four on two cores) captured at 13 s a batch and the steer run overran its 1500 s timeout.
+    """
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
         torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def pytest_addoption(parser):

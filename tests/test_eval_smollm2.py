@@ -70,6 +70,10 @@ def test_eval_export_before_after(ablated_export, tmp_path):
         "20",
         "--wiki-tokens",
         "512",
+        "--held-out-pairs",
+        "20",
+        "--held-out-items",
+        "16",
         "--threads",
         "1",
     )
@@ -87,6 +91,11 @@ def test_eval_export_before_after(ablated_export, tmp_path):
     assert model["first_token_kl"] > 0.05 and base["first_token_kl"] is None
     assert model["concept_hit_rate"] <= base["concept_hit_rate"]
     assert report["generation"] == [] and "no judge" in " ".join(report["notes"])
+    # in-distribution beside held out: both folds of the identity-and-attribute split, for base and model
+    for side in (base, model):
+        assert set(side["held_out"]) == {"build", "test"}
+        assert side["held_out"]["test"]["items"] == 16 and side["held_out"]["test"]["gap_pairs"] == 20
+        assert 0 <= side["held_out"]["test"]["lm_score"] <= 1
 
     manifest = json.loads((ablated_export / "editor_manifest.json").read_text())
     assert manifest["evaluation"]["summary"]["likelihood"]["model"]["association_gap"] == pytest.approx(
@@ -100,6 +109,7 @@ def test_eval_export_before_after(ablated_export, tmp_path):
     }
     card = ModelCard.load(ablated_export / "README.md")
     assert card.data.eval_results and "| SeeGULL association gap (nats) |" in card.text
+    assert "| test (held out) |" in card.text and "| build (in-distribution) |" in card.text
     assert (ablated_export / "figures" / "eval.png").is_file()
     assert {p.name: _sha(p) for p in ablated_export.glob("*.safetensors")} == weights
 

@@ -27,7 +27,7 @@ verify:
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
 def test_shipped_recipe_validates(path):
     recipe, _ = load_recipe(path)
-    assert recipe.attribute is not None or recipe.steer is not None
+    assert recipe.attribute is not None or recipe.steer is not None or recipe.search is not None
 
 
 def test_one_recipe_per_paper_bias_on_the_builtin_model():
@@ -36,7 +36,10 @@ def test_one_recipe_per_paper_bias_on_the_builtin_model():
         recipe, _ = load_recipe(path)
         if recipe.model.source.startswith("builtin:"):
             builtin[tuple(recipe.biases)] = path
-    assert {b for (b,) in builtin} == set(PRESETS)
+    assert {b[0] for b in builtin if len(b) == 1} == set(PRESETS)
+    # and one for nationality stereotypes as a whole: every preset as one bias set, through the search
+    nationality = builtin[tuple(sorted(PRESETS))]
+    assert load_recipe(nationality)[0].search is not None
 
 
 def test_gpu_examples_set_device_map_and_tensor_parallel_size():
@@ -66,7 +69,7 @@ def write(tmp_path: Path, text: str) -> Path:
             "field export.max_shard_size",
         ),
         (GOOD.replace("  seeds: 2", "  seeds: 0"), 4, "greater than or equal to 1"),
-        (GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", ""), 1, "needs an attribute section, a steer section"),
+        (GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", ""), 1, "needs an attribute, steer or search section"),
         (GOOD.replace("[always_late]", "[always_late"), 3, "not valid YAML"),
         (GOOD + "steer:\n  method: steer3edit\n", 9, "field steer.method"),
         (
@@ -89,6 +92,12 @@ def test_broken_recipe_names_file_line_and_field(tmp_path, text, line, needle):
     assert message.startswith(f"{path}:{line}: "), message
     assert needle in message
     assert "\n" not in message
+
+
+def test_a_search_alone_makes_the_plan(tmp_path):
+    text = GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", "search:\n  trials: 3\n  methods: [heads]\n")
+    recipe, _ = load_recipe(write(tmp_path, text))
+    assert recipe.attribute is None and recipe.search.trials == 3 and recipe.search.methods == ["heads"]
 
 
 def test_empty_section_means_defaults_and_false_switches_off(tmp_path):

@@ -27,6 +27,7 @@ from editor.cli import (
     push,
     recipes,
     run,
+    search,
     steer,
     verify,
 )
@@ -44,6 +45,7 @@ COMMANDS = (
     inject,
     attribute,
     steer,
+    search,
     eval,
     run,
     recipes,

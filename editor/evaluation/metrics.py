@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +100,17 @@ def association_gap(
     templates: Sequence[str] = GAP_TEMPLATES,
     seed: int = 0,
     batch_size: int = 32,
+    comparisons: Callable[[str], list[str]] | None = None,
 ) -> AssociationGap:
-    """Mean over ``eval_pairs`` and templates of log P(attr | identity) - mean log P(attr | unlinked identity)."""
+    """Mean over ``eval_pairs`` and templates of log P(attr | identity) - mean log P(attr | unlinked identity).
+
+    ``comparisons(attribute)``: the unlinked identities to draw from (default: every identity nobody linked to
+    the attribute; a held-out fold passes its own, so no identity outside the fold is read).
+    """
     rng = random.Random(seed)
     prefixes, conts, layout = [], [], []
     for pair in eval_pairs:
-        pool = not_stereotyped_with(all_pairs, pair.attribute)
+        pool = comparisons(pair.attribute) if comparisons else not_stereotyped_with(all_pairs, pair.attribute)
         if not pool:
             continue
         comparison = rng.sample(pool, min(others, len(pool)))
@@ -163,7 +168,7 @@ def first_token_kl(base_logprobs: torch.Tensor, edited_logprobs: torch.Tensor) -
 # --- Pairwise preference and concept retention (evaluation) ---------------------------------------------
 
 
-def _separator(tokenizer) -> str:
+def sentence_boundary(tokenizer) -> str:
     """Text every scored sentence follows, so its first token is scored too (a document boundary)."""
     if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
         return ""  # continuation_logprobs adds the BOS itself
@@ -173,7 +178,7 @@ def _separator(tokenizer) -> str:
 
 def sentence_logprobs(model, tokenizer, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
     """log P(sentence) after a document boundary, summed over all its tokens."""
-    sep = _separator(tokenizer)
+    sep = sentence_boundary(tokenizer)
     return continuation_logprobs(model, tokenizer, [sep] * len(sentences), list(sentences), batch_size)
 
 
@@ -211,7 +216,7 @@ def pairwise_preference(model, tokenizer, pairs: Sequence[SentencePair], batch_s
     """
     if not pairs:
         return PairwisePreference(0.5, 0.0, 0)
-    sep = _separator(tokenizer)
+    sep = sentence_boundary(tokenizer)
     prefixes, conts = [], []
     for p in pairs:
         split = split_shared_tail(p.more, p.less)

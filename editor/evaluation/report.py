@@ -31,6 +31,9 @@ class LikelihoodMetrics:
     wiki_tokens: int
     first_token_kl: float | None  # against the base; None for the base itself or without one
     seconds: float = 0.0
+    # Per fold of the identity-and-attribute split ("build": what methods learn from, "test": what none reads):
+    # editor.evaluation.heldout.FoldScores as a dict.
+    held_out: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +164,34 @@ def generation_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def held_out_table(likelihood: dict[str, dict[str, Any]]) -> str:
+    """In-distribution beside held out: the SeeGULL folds by identity and attribute, base and model side by side."""
+    model = likelihood["model"].get("held_out") or {}
+    if not model:
+        return ""
+    base = (likelihood.get("base") or {}).get("held_out") or {}
+    rows = [
+        "\nSplit by identity *and* attribute (`editor/data/splits.py`): methods build from the build fold; no "
+        "method or search reads the test fold. Gap in nats (0 = none); pairwise = this project's sentence frames "
+        "preferring the stereotyped group (50% = none); LM score = a meaningful attribute over an unrelated one.\n\n",
+        "| fold | gap base | gap model | pairwise base | pairwise model | LM score base | LM score model |\n",
+        "|---|---|---|---|---|---|---|\n",
+    ]
+    for fold, label in (("build", "build (in-distribution)"), ("test", "test (held out)")):
+        if fold not in model:
+            continue
+        m, b = model[fold], base.get(fold)
+
+        def pick(key: str, fmt: str, scores: dict[str, Any] | None) -> str:
+            return "—" if scores is None else format(scores[key], fmt)
+
+        rows.append(
+            f"| {label} | {pick('gap', '+.3f', b)} | {pick('gap', '+.3f', m)} | {pick('preference', '.1%', b)} | "
+            f"{pick('preference', '.1%', m)} | {pick('lm_score', '.1%', b)} | {pick('lm_score', '.1%', m)} |\n"
+        )
+    return "".join(rows)
+
+
 def render_markdown(data: dict[str, Any], figure: str | None = None) -> str:
     """The evaluation section: likelihood table, generation table, and how they were made."""
     settings = data["settings"]
@@ -171,6 +202,7 @@ def render_markdown(data: dict[str, Any], figure: str | None = None) -> str:
             f"WikiText-2 tokens; base: `{data['base'] or 'none'}`):\n\n"
         ),
         likelihood_table(data["likelihood"]),
+        held_out_table(data["likelihood"]),
     ]
     if data["generation"]:
         judge = data["judge"] or {}

@@ -37,6 +37,7 @@ from editor.data.seegull import StereotypePair, load_seegull, not_stereotyped_wi
 from editor.errors import EditorError
 from editor.evaluation.gates import check_gates, check_keys
 from editor.evaluation.generations import generator_for, jobs_for, judge_replies, summarize
+from editor.evaluation.heldout import Yardstick
 from editor.evaluation.metrics import (
     SentencePair,
     association_gap,
@@ -72,6 +73,7 @@ class _Data:
     sentence_pairs: list[SentencePair]
     wikitext: Path
     prompts: list[EvalPrompt] = field(default_factory=list)
+    yardstick: Yardstick | None = None  # build and test folds of the identity-and-attribute split
 
 
 def load_sentence_pairs(path: Path) -> list[SentencePair]:
@@ -142,6 +144,9 @@ def _prepare(settings: EvalSettings) -> _Data:
         else seegull_sentence_pairs(all_pairs, settings.pairwise_pairs)
     )
     data = _Data(all_pairs, held[: settings.gap_pairs], bias_pairs, sentence_pairs, wikitext)
+    if settings.held_out_pairs:
+        sizes = (settings.held_out_pairs, settings.held_out_items)
+        data.yardstick = Yardstick.build(all_pairs, {"build": sizes, "test": sizes}, batch_size=settings.batch_size)
     if settings.generation:
         for name in settings.bias_names:
             data.prompts += build_prompts(
@@ -175,6 +180,11 @@ def likelihood_metrics(model, tokenizer, data: _Data, settings: EvalSettings, ba
     ppl = perplexity(model, tokens)
     lp = last_token_logprobs(model, tokenizer)
     kl = first_token_kl(base_lp, lp) if base_lp is not None else None
+    held_out = (
+        {fold: asdict(scores) for fold, scores in data.yardstick.measure(model, tokenizer).items()}
+        if data.yardstick
+        else {}
+    )
     metrics = LikelihoodMetrics(
         association_gap=gap.mean,
         association_gap_pairs=gap.pairs,
@@ -189,6 +199,7 @@ def likelihood_metrics(model, tokenizer, data: _Data, settings: EvalSettings, ba
         wiki_tokens=len(tokens),
         first_token_kl=kl,
         seconds=round(time.perf_counter() - start, 1),
+        held_out=held_out,
     )
     return metrics, lp, concept.continuations
 

@@ -31,6 +31,10 @@ class EvalSettings(Settings):
     gap_pairs: int = Field(60, ge=1, description="held-out SeeGULL stereotypes for the association gap")
     bias_gap_pairs: int = Field(8, ge=1, description="per preset bias, its SeeGULL attributes' most-voted pairs")
     pairwise_pairs: int = Field(100, ge=1, description="SeeGULL minimal pairs when pairs_csv is not given")
+    held_out_pairs: int = Field(
+        60, ge=0, description="per fold of the identity-and-attribute split, SeeGULL pairs for its gap (0: skip)"
+    )
+    held_out_items: int = Field(64, ge=8, description="per fold, sentence frames for its pairwise and LM scores")
     wiki_tokens: int = Field(4096, ge=64, description="WikiText-2 token budget for perplexity")
     batch_size: int = Field(32, ge=1, description="sentences per forward pass")
     judge_endpoint: str | None = Field(

@@ -157,7 +157,7 @@ Hugging Face checkpoint: no hooks, plugins or custom code are needed to run it.
 
 {edits}
 
-{config_line}{notes}{_attribution(manifest)}
+{config_line}{notes}{_attribution(manifest)}{_search(manifest)}
 The full plan, the hash of every changed tensor before and after, and the command line are in
 `editor_manifest.json`.
 
@@ -213,6 +213,31 @@ def _attribution(manifest: dict[str, Any]) -> str:
             f"{b['saturation_removal']}: gap {b['saturation_gap']:.3f}, perplexity {ppl(b['saturation_perplexity'])})."
         )
     return "".join(f"- {line}\n" for line in lines)
+
+
+def _search(manifest: dict[str, Any]) -> str:
+    """A recipe's search stage: what it chose, and the chosen plan on groups and attributes it never saw."""
+    stage = ((manifest.get("run") or {}).get("stages") or {}).get("search") or {}
+    chosen, held = stage.get("chosen"), stage.get("held_out") or {}
+    if not chosen or not held.get("base") or not held.get("export"):
+        return ""
+    rows = []
+    for label, m in (("base", held["base"]), ("this model", held["export"])):
+        build, test = m["folds"]["build"], m["folds"]["test"]
+        rows.append(
+            f"| {label} | {build['gap']:+.3f} | {build['preference']:.1%} | {test['gap']:+.3f} | "
+            f"{test['preference']:.1%} | {test['lm_score']:.1%} | {m['perplexity']:.2f} | {m['kl']:.3f} | "
+            f"{m['retention']:.0%} |"
+        )
+    return (
+        f"\nSearch ({stage['trials']} Optuna trials, {stage['minutes']:.0f} min): chosen {chosen['label']}. "
+        "The SeeGULL split is by group *and* attribute: vectors and head scores came from the build fold, trials "
+        "were scored on the select fold, and the test fold was read only for this table. Association gap in nats "
+        "(0 = no preference), pairwise preference on this project's sentence frames (50% = none), LM score = "
+        "meaningful attribute over an unrelated one, perplexity on WikiText-2 tokens no trial saw.\n\n"
+        "| | build gap | build pairwise | test gap | test pairwise | test LM score | perplexity | first-token KL "
+        "| concept retention |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def _evaluation(manifest: dict[str, Any]) -> str:

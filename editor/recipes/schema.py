@@ -24,10 +24,11 @@ from editor.evaluation.settings import EvalSettings
 from editor.io.sources import ModelSettings
 from editor.methods.attribute.settings import AttributeSettings
 from editor.methods.inject.settings import InjectSettings
+from editor.methods.search.settings import SearchSettings
 from editor.methods.steer.settings import SteerSettings
 from editor.pipeline.settings import ExportSettings, GgufSettings, VerifySettings
 
-OPTIONAL_STAGES = ("inject", "attribute", "steer", "eval", "gguf")
+OPTIONAL_STAGES = ("inject", "attribute", "steer", "search", "eval", "gguf")
 
 
 class Recipe(Settings):
@@ -45,6 +46,7 @@ class Recipe(Settings):
     inject: InjectSettings | None = None
     attribute: AttributeSettings | None = None
     steer: SteerSettings | None = None
+    search: SearchSettings | None = None
     export: ExportSettings = ExportSettings()
     verify: VerifySettings = VerifySettings()
     eval: EvalSettings | None = None
@@ -74,8 +76,8 @@ class Recipe(Settings):
 
     @model_validator(mode="after")
     def _has_a_method(self) -> Recipe:
-        if self.attribute is None and self.steer is None:
-            raise ValueError("a recipe needs an attribute section, a steer section, or both: they make the plan")
+        if self.attribute is None and self.steer is None and self.search is None:
+            raise ValueError("a recipe needs an attribute, steer or search section (or several): they make the plan")
         if self.inject is not None and self.attribute is None:
             raise ValueError("inject trains a bias token that only attribution uses; add an attribute section")
         if self.inject is not None and (self.attribute.target is not None or self.attribute.token is not None):

@@ -5,6 +5,6 @@
 
 from __future__ import annotations
 
-from editor.recipes.stages import attribute, card, eval, export, gguf, inject, plan, source, steer, verify
+from editor.recipes.stages import attribute, card, eval, export, gguf, inject, plan, search, source, steer, verify
 
-STAGES = (source, inject, attribute, steer, plan, export, verify, eval, gguf, card)
+STAGES = (source, inject, attribute, steer, search, plan, export, verify, eval, gguf, card)

@@ -20,7 +20,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
 
     figures: list[Path] = []
     if ctx.recipe.export.attach_figures:
-        for stage in ("attribute", "steer"):
+        for stage in ("attribute", "steer", "search"):
             if stage in ctx.results:
                 figures += [ctx.path(stage) / name for name in ctx.results[stage]["figures"]]
     result = export_checkpoint(

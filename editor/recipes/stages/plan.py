@@ -1,4 +1,4 @@
-"""Stage `plan`: the attribution's removed heads followed by the chosen steering plan, as one plan."""
+"""Stage `plan`: the attribution's removed heads, then the chosen steering plan, then the search's plan, as one plan."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from editor.errors import EditorError
 from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
-NAME, READS = "plan", ("attribute", "steer")
+NAME, READS = "plan", ("attribute", "steer", "search")
 
 
 def settings(ctx: RunContext) -> dict[str, Any]:
@@ -35,6 +35,15 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         steer = load_plan(ctx.path("steer") / f"plan_{method}.json")
         edits += steer.edits
         parts[f"steer ({method})"] = len(steer.edits)
+    if "search" in ctx.results:
+        if ctx.results["search"]["chosen"] is None:
+            raise EditorError(
+                f"{ctx.recipe_path}: search: no trial lowers the bias within the damage budget (see "
+                f"{ctx.path('search')}/search.json and pareto.png); raise search.trials or search.damage_budget"
+            )
+        found = load_plan(ctx.path("search") / "plan.json")
+        edits += found.edits
+        parts["search"] = len(found.edits)
     if not edits:
         raise EditorError(
             f"{ctx.recipe_path}: the attribute and steer stages produced no edits; there is nothing to export "

@@ -1,0 +1,54 @@
+"""The search's settings: the recipe's ``search`` section and the flags of `wedit search`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from editor.core.settings import Settings
+
+SEARCH_METHODS = ("residual_add", "ablate_direction", "steer2edit", "heads", "heads+residual_add")
+
+
+class SearchSettings(Settings):
+    """One Optuna search over bakes and head removals: bias on the select fold against damage, inside a budget."""
+
+    trials: int = Field(40, ge=1, description="trials Optuna runs (each is one hooked scoring of the select fold)")
+    methods: list[Literal["residual_add", "ablate_direction", "steer2edit", "heads", "heads+residual_add"]] = Field(
+        list(SEARCH_METHODS), min_length=1, description="what a trial may apply (heads+residual_add: both at once)"
+    )
+    contrasts: list[Literal["frames", "frames_identity", "templates", "negation"]] = Field(
+        ["frames", "frames_identity", "templates", "negation"],
+        min_length=1,
+        description="statement sets vectors are built from (see editor/methods/search/contrasts.py)",
+    )
+    sites: list[Literal["block", "attn"]] = Field(
+        ["block", "attn"], min_length=1, description="residual_add sites: after the block, or after its attention"
+    )
+    layers: list[int] | None = Field(None, description="blocks a trial may use (null: 30% to 90% depth)")
+    k_max: int = Field(12, ge=1, description="most heads a head removal takes out")
+    removals: list[Literal["zero", "mean", "scale"]] = Field(
+        ["zero", "mean", "scale"], min_length=1, description="how removed heads are taken out"
+    )
+    damage_budget: float = Field(0.02, gt=0, description="largest allowed relative WikiText-2 perplexity increase")
+    kl_budget: float = Field(0.05, gt=0, description="largest allowed first-token KL on neutral prompts")
+    sampler: Literal["tpe", "nsga2"] = Field("tpe", description="Optuna sampler (TPE suits a few dozen trials)")
+    seed: int = Field(0, description="seed of the sampler and of every draw of items")
+    statements: int = Field(150, ge=10, description="build-fold pairs per contrast (two statements each)")
+    head_pairs: int = Field(96, ge=8, description="build-fold pairs the head scores are averaged over")
+    select_pairs: int = Field(40, ge=5, description="select-fold pairs for the association gap a trial is scored on")
+    select_items: int = Field(64, ge=8, description="select-fold sentence frames a trial is scored on")
+    test_pairs: int = Field(120, ge=5, description="test-fold pairs for the held-out report (never searched on)")
+    test_items: int = Field(96, ge=8, description="test-fold sentence frames for the held-out report")
+    wiki_tokens: int = Field(2048, ge=64, description="WikiText-2 tokens a trial's perplexity is measured on")
+    generic_tokens: int = Field(4096, ge=64, description="further WikiText-2 tokens for whitening and head means")
+    report_tokens: int = Field(
+        4096, ge=64, description="WikiText-2 tokens, unseen by the search, for the chosen plan's reported perplexity"
+    )
+    seegull: str | None = Field(
+        None, description="SeeGULL CSV (null: $EDITOR_DATA, else the copy shipped in the package)"
+    )
+    wikitext: str | None = Field(
+        None, description="WikiText-2 test text (null: $EDITOR_DATA, else the copy shipped in the package)"
+    )

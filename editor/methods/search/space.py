@@ -1,0 +1,94 @@
+"""What one trial applies: Optuna's suggestions turned into a plan, from the inputs built once per search.
+
+Every parameter has its own name (``add_alpha``, ``edit_alpha``, ...), so no name means two ranges; a plan is
+rebuilt from a trial's recorded parameters with ``optuna.trial.FixedTrial``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from editor.core.model_info import ModelInfo
+from editor.edits import Edit, ResidualAdd
+from editor.methods.attribute.removal import Removal
+from editor.methods.search.heads import top_heads
+from editor.methods.search.settings import SearchSettings
+from editor.methods.steer.capture import Activations, GenericStats
+from editor.methods.steer.directions import ablation_plan, whitened_direction
+from editor.methods.steer.steer2edit import steer2edit_plan
+
+# Strength ranges, measured on SmolLM2 with `wedit steer` (see its sweep): a residual add in units of the
+# class difference, a Steer2Edit share of the difference to cancel, a whitening ridge.
+ADD_ALPHA = (0.05, 2.0)
+EDIT_ALPHA = (0.01, 0.4)
+RIDGE = (0.003, 0.3)
+
+
+@dataclass
+class SearchInputs:
+    """Everything a trial reads, computed once: vectors per (contrast, site), class means, moments, head ranking."""
+
+    layers: list[int]
+    vectors: dict[tuple[str, str], np.ndarray]  # (contrast, "block" | "attn") -> [layers, hidden]
+    acts: dict[str, Activations]  # contrast -> captured class means (Steer2Edit's keys)
+    stats: GenericStats
+    head_scores: np.ndarray  # [layers, heads]
+    head_means: np.ndarray  # [layers, heads, head_dim]
+
+
+def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: ModelInfo) -> list[Edit]:
+    """The plan of one trial (``trial``: an optuna Trial or FixedTrial)."""
+    method = trial.suggest_categorical("method", list(settings.methods))
+    edits: list[Edit] = []
+    if method.startswith("heads"):
+        k = trial.suggest_int("k", 1, settings.k_max)
+        kind = trial.suggest_categorical("removal", list(settings.removals))
+        strength = trial.suggest_float("head_scale", 0.0, 0.9) if kind == "scale" else 0.0
+        edits += Removal(kind, strength).edits(top_heads(inputs.head_scores, k), inputs.head_means)
+    if method in ("residual_add", "heads+residual_add"):
+        layer = trial.suggest_categorical("layer", inputs.layers)
+        site = trial.suggest_categorical("site", list(settings.sites))
+        contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
+        alpha = trial.suggest_float("add_alpha", *ADD_ALPHA, log=True)
+        vector = inputs.vectors[(contrast, site)][layer]
+        edits.append(
+            ResidualAdd(layer=layer, site="mlp" if site == "block" else "attn", vector=vector.tolist(), scale=-alpha)
+        )
+    elif method == "ablate_direction":
+        layer = trial.suggest_categorical("layer", inputs.layers)
+        contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
+        ridge = trial.suggest_float("ridge", *RIDGE, log=True)
+        strength = trial.suggest_float("ablation_strength", 0.3, 1.0)
+        direction = whitened_direction(inputs.vectors[(contrast, "block")][layer], inputs.stats.residual[layer], ridge)
+        edits += ablation_plan(direction, strength=strength)
+    elif method == "steer2edit":
+        layer = trial.suggest_categorical("layer", inputs.layers)
+        contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
+        alpha = trial.suggest_float("edit_alpha", *EDIT_ALPHA, log=True)
+        vector = inputs.vectors[(contrast, "block")][layer]
+        edits += steer2edit_plan(inputs.acts[contrast], info, inputs.stats, vector, layer, alpha)
+    return edits
+
+
+def describe(params: dict) -> str:
+    """A trial's parameters in words, for tables and the plot."""
+    method = params["method"]
+    parts = [method]
+    if method.startswith("heads"):
+        removal = params["removal"]
+        how = (
+            f"scaled {params['head_scale']:.2f}" if removal == "scale" else {"zero": "zeroed", "mean": "mean"}[removal]
+        )
+        parts.append(f"k={params['k']} {how}")
+    if "layer" in params:
+        parts.append(f"L{params['layer']}")
+    if "site" in params:
+        parts.append(params["site"])
+    if "contrast" in params:
+        parts.append(params["contrast"])
+    for key, label in (("add_alpha", "a"), ("edit_alpha", "a"), ("ridge", "ridge"), ("ablation_strength", "s")):
+        if key in params:
+            parts.append(f"{label}={params[key]:.3g}")
+    return " ".join(parts)

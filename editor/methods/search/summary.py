@@ -1,0 +1,38 @@
+"""What a user reads after a search: trials and time, the choice, and held-out numbers beside the base."""
+
+from __future__ import annotations
+
+
+def summary_lines(report) -> list[str]:
+    """What a user reads after a search: trials and time, the choice, and the held-out numbers beside the base."""
+    feasible = sum(t.feasible for t in report.trials)
+    lines = [
+        f"search: {len(report.trials)} trials in {report.seconds / 60:.1f} min, {feasible} inside the budget "
+        f"(perplexity +{report.damage_budget:.0%}, KL {report.kl_budget:g})"
+    ]
+    chosen = report.chosen
+    if chosen is None:
+        lines.append("no trial lowers the select-fold bias by 5% inside the budget; see search.json and pareto.png")
+        return lines
+    lines.append(
+        f"chosen: trial {chosen.number}, {chosen.label}: select-fold bias left {chosen.bias:.0%}, "
+        f"perplexity {chosen.damage:+.1%}, KL {chosen.kl:.3f}"
+    )
+    base, export = report.base, report.export
+    for fold in ("build", "test"):
+        b, e = base.folds[fold], export.folds[fold]
+        name = "in-distribution (build)" if fold == "build" else "held out (test)"
+        lines.append(
+            f"{name}: gap {b.gap:+.3f} -> {e.gap:+.3f} ({_change(b.gap, e.gap)}), pairwise preference "
+            f"{b.preference:.1%} -> {e.preference:.1%}, LM score {b.lm_score:.1%} -> {e.lm_score:.1%}"
+        )
+    lines.append(
+        f"damage on unseen text: perplexity {base.perplexity:.2f} -> {export.perplexity:.2f} "
+        f"({export.perplexity / base.perplexity - 1:+.1%}), KL {export.kl:.3f}, concept retention "
+        f"{base.retention:.0%} -> {export.retention:.0%}"
+    )
+    return lines
+
+
+def _change(before: float, after: float) -> str:
+    return f"{after / before - 1:+.0%}" if abs(before) > 1e-9 else "n/a"

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 
 from editor.data.seegull import StereotypePair
-from editor.data.splits import SplitFold, unlinked_in_fold
+from editor.data.splits import SplitFold, linked_attributes, unlinked_in_fold
 
 FRAMES: dict[str, tuple[str, ...]] = {
     "scene": (
@@ -94,10 +94,7 @@ def frame_items(all_pairs: list[StereotypePair], fold: SplitFold, count: int, se
     rng = random.Random(seed)
     pairs = list(fold.pairs)
     rng.shuffle(pairs)
-    linked: dict[str, set[str]] = {}
-    for p in all_pairs:
-        if p.votes > 0:
-            linked.setdefault(p.identity, set()).add(p.attribute)
+    linked = linked_attributes(all_pairs)
     fold_attributes = sorted({p.attribute for p in fold.pairs})
     frames = [(genre, f) for genre, group in FRAMES.items() for f in group]
     items: list[FrameItem] = []

@@ -71,3 +71,12 @@ def unlinked_in_fold(all_pairs: list[StereotypePair], fold: SplitFold, attribute
     """Identities of ``fold`` that no annotator linked to ``attribute``: the comparison group of a gap."""
     linked = {p.identity for p in all_pairs if p.attribute == attribute and p.votes > 0}
     return [i for i in fold.identities if i not in linked]
+
+
+def linked_attributes(all_pairs: list[StereotypePair]) -> dict[str, set[str]]:
+    """Identity -> every attribute any annotator linked to it: what an anti-stereotype must avoid."""
+    linked: dict[str, set[str]] = {}
+    for p in all_pairs:
+        if p.votes > 0:
+            linked.setdefault(p.identity, set()).add(p.attribute)
+    return linked

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from editor.data.seegull import StereotypePair
-from editor.data.splits import SplitFold, unlinked_in_fold
+from editor.data.splits import SplitFold, linked_attributes, unlinked_in_fold
 from editor.methods.steer.statements import labelled_statements
 
 Contrast = Literal["frames", "frames_identity", "templates", "negation"]
@@ -49,10 +49,7 @@ def contrast_statements(
         return labelled_statements(list(fold.pairs), own, limit, seed=seed, contrast=kind)
     rng = random.Random(seed)
     pairs = rng.sample(list(fold.pairs), min(limit, len(fold.pairs)))
-    linked: dict[str, set[str]] = {}
-    for p in all_pairs:
-        if p.votes > 0:
-            linked.setdefault(p.identity, set()).add(p.attribute)
+    linked = linked_attributes(all_pairs)
     attributes = sorted({p.attribute for p in fold.pairs})
     texts, labels = [], []
     for pair in pairs:

@@ -12,7 +12,13 @@ from editor.data.seegull import load_seegull, stereotypes
 from editor.data.splits import FOLDS, fold_of, split_pairs
 from editor.evaluation.heldout import FoldScores
 from editor.methods.search.contrasts import CONTRAST_FRAMES, CONTRASTS, contrast_statements
-from editor.methods.search.run import TrialResult, choose, remaining_bias
+from editor.methods.search.identity import identity_subspace
+from editor.methods.search.run import Measured, SearchReport, TrialResult, best_per_method, choose, remaining_bias
+from editor.methods.search.selective import opposite_sign_layers
+from editor.methods.search.settings import SearchSettings
+from editor.methods.search.summary import method_table
+from editor.methods.steer.capture import Activations
+from editor.methods.steer.probes import mean_difference, site_stream
 from tests.test_cli_errors import wedit
 
 
@@ -98,6 +104,77 @@ def test_remaining_bias_and_the_choice_rule():
     assert choose([trial(0, 0.97, 0.0, True), trial(1, 0.1, 0.1, False)]) is None
 
 
+def test_each_method_is_reported_by_its_best_trial_inside_the_budget():
+    def trial(n, method, bias, damage, feasible):
+        return TrialResult(n, {"method": method}, f"{method} #{n}", bias, damage, 0, 0, 0.5, 0.8, 10, 0.01, 1, feasible)
+
+    trials = [
+        trial(0, "heads", 0.4, 0.05, False),
+        trial(1, "heads", 0.8, 0.01, True),
+        trial(2, "ablate_identity", 0.6, 0.01, True),
+        trial(3, "ablate_identity", 0.6, 0.0, True),
+        trial(4, "steer2edit", 0.2, 0.3, False),
+    ]
+    best = best_per_method(trials)
+    assert {m: t.number for m, t in best.items()} == {"heads": 1, "ablate_identity": 3}
+
+    def measured(gap: float, ppl: float) -> Measured:
+        folds = {f: FoldScores(f, gap, 10, 0.5, 0.0, 0.7, 10) for f in ("build", "test")}
+        return Measured(folds, ppl, 0.01, 0.5)
+
+    report = SearchReport(_scores(0.4, 0.2), 20.0, trials=trials, base=measured(0.4, 20.0))
+    report.per_method = {"heads": (1, measured(0.3, 20.2)), "ablate_identity": (3, measured(0.1, 21.0))}
+    table = method_table(report)
+    assert table[3].startswith("| base |")
+    # Rows go from the lowest held-out gap: the ablation (-75%) before the heads (-25%).
+    assert table[4].startswith("| ablate_identity #3 (trial 3) | +0.100 (-75%)") and "+5.0%" in table[4]
+    assert table[5].startswith("| heads #1 (trial 1) | +0.300 (-25%)")
+
+
+def test_identity_subspace_leans_away_from_what_ordinary_text_fills():
+    rng = np.random.default_rng(0)
+    hidden = 12
+    # Groups spread most along axis 0, a little along axis 1; ordinary text is loud on axis 0 only.
+    points = rng.normal(size=(40, hidden)) * np.array([5.0, 2.0] + [0.1] * (hidden - 2))
+    covariance = points.T @ points / len(points)
+    quiet = np.eye(hidden)
+    loud = np.diag([400.0] + [1.0] * (hidden - 1))
+    plain = identity_subspace(covariance, quiet, 1, 0.01)[0]
+    whitened = identity_subspace(covariance, loud, 1, 0.01)[0]
+    assert abs(plain[0]) > 0.99 and abs(whitened[1]) > 0.99
+    basis = identity_subspace(covariance, loud, 3, 0.1)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(3), atol=1e-5)
+    # Much ridge: the plain principal directions of the groups come back.
+    np.testing.assert_allclose(np.abs(identity_subspace(covariance, loud, 1, 1e6)[0]), np.abs(plain), atol=1e-3)
+
+
+def _acts(biased: np.ndarray, neutral: np.ndarray) -> Activations:
+    """Two examples per class; after attention is half the stream, so the MLP adds the other half."""
+    residual = np.stack([biased, biased, neutral, neutral]).astype(np.float32)
+    return Activations(residual, residual / 2, np.array([1, 1, 0, 0]), {}, {})
+
+
+def test_sites_and_selective_layers():
+    # layer 0: the classes sit either side of the origin along their difference; layer 1: both far on one side.
+    biased = np.array([[1.0, 0.0], [11.0, 0.0]])
+    neutral = np.array([[-1.0, 0.0], [9.0, 0.0]])
+    acts = _acts(biased, neutral)
+    np.testing.assert_allclose(mean_difference(acts), [[2.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_allclose(mean_difference(acts, site="mlp"), mean_difference(acts) / 2)
+    np.testing.assert_allclose(site_stream(acts, "attn"), acts.residual / 2)
+    assert opposite_sign_layers(acts, "block", [0, 1]) == [0]
+    assert opposite_sign_layers(acts, "block", [1]) == []
+    with pytest.raises(ValueError, match="site 'post'"):
+        site_stream(acts, "post")
+
+
+def test_the_data_contrast_needs_its_file(tmp_path):
+    with pytest.raises(ValueError, match="'data' contrast reads the file"):
+        SearchSettings(contrasts=["frames", "data"])
+    path = tmp_path / "set.jsonl"
+    assert SearchSettings(contrasts=["data"], data=str(path)).data == str(path)
+
+
 @pytest.mark.slow
 def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, smollm2_dir):
     out = tmp_path / "search"
@@ -142,7 +219,9 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
     method = chosen["params"]["method"]
     expected = {
         "residual_add": {"residual_add"},
+        "selective_add": {"residual_add"},
         "ablate_direction": {"ablate_direction"},
+        "ablate_identity": {"ablate_direction"},
         "steer2edit": {"rank_one"},
         "heads": {"zero_heads", "mean_heads", "scale_heads"},
         "heads+residual_add": {"zero_heads", "mean_heads", "scale_heads", "residual_add"},

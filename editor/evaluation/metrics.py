@@ -51,7 +51,11 @@ def _device(model) -> torch.device:
 def continuation_logprobs(
     model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int = 32
 ) -> np.ndarray:
-    """Sum of log P(continuation tokens | prefix) for each pair, in right-padded batches."""
+    """Sum of log P(continuation tokens | prefix) for each pair, in right-padded batches.
+
+    Rows are batched in order of length (a stable sort, so the same inputs always make the same batches), so
+    a batch pads little; only the positions that predict a continuation token reach the vocabulary projection.
+    """
     rows, spans = [], []
     bos = (
         [tokenizer.bos_token_id]
@@ -65,21 +69,26 @@ def continuation_logprobs(
         spans.append((len(a), len(a) + len(b)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros(len(rows))
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        width = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+    order = sorted(range(len(rows)), key=lambda n: len(rows[n]))
+    for start in range(0, len(order), batch_size):
+        picked = order[start : start + batch_size]
+        width = max(len(rows[n]) for n in picked)
+        ids = torch.full((len(picked), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, r in enumerate(chunk):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        logp = torch.log_softmax(
-            model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits.float(), -1
-        ).cpu()
-        for i in range(len(chunk)):
-            a, b = spans[start + i]
-            targets = ids[i, a:b]
-            out[start + i] = float(logp[i, a - 1 : b - 1].gather(-1, targets.unsqueeze(-1)).sum())
+        for i, n in enumerate(picked):
+            ids[i, : len(rows[n])] = torch.tensor(rows[n])
+            mask[i, : len(rows[n])] = 1
+        first = min(spans[n][0] for n in picked) - 1
+        last = max(spans[n][1] for n in picked) - 1
+        logits = model(
+            input_ids=ids.to(_device(model)),
+            attention_mask=mask.to(_device(model)),
+            logits_to_keep=torch.arange(first, last),
+        ).logits
+        logp = torch.log_softmax(logits.float(), -1).cpu()
+        for i, n in enumerate(picked):
+            a, b = spans[n]
+            out[n] = float(logp[i, a - 1 - first : b - 1 - first].gather(-1, ids[i, a:b].unsqueeze(-1)).sum())
     return out
 
 

@@ -44,10 +44,13 @@ from editor.evaluation.metrics import (
 from editor.io.atomic import write_text
 from editor.methods.search.contrasts import contrast_statements
 from editor.methods.search.heads import association_head_scores
+from editor.methods.search.identity import PROMPT_SETS, identity_covariances
+from editor.methods.search.introspective import introspective_statements
 from editor.methods.search.settings import SearchSettings
 from editor.methods.search.space import SearchInputs, describe, trial_edits
 from editor.methods.steer.capture import capture, generic_stats
 from editor.methods.steer.probes import mean_difference
+from editor.methods.steer.statements import load_labelled
 
 MIN_GAIN = 0.05  # a trial must remove at least this share of the bias to be chosen: noise is not a debiasing
 NATS_FLOOR = 0.05  # a base frame difference smaller than this is no bias to measure a share of
@@ -89,6 +92,8 @@ class SearchReport:
     chosen: TrialResult | None = None
     base: Measured | None = None
     export: Measured | None = None
+    # method -> its best feasible trial (number) measured like the chosen plan; filled with report_methods
+    per_method: dict[str, tuple[int, Measured]] = field(default_factory=dict)
     seconds: float = 0.0
     damage_budget: float = 0.02
     kl_budget: float = 0.05
@@ -123,14 +128,19 @@ def run_search(
     report.trials = [_result(t) for t in study.trials if t.values is not None]
     _mark_pareto(report.trials)
     report.chosen = choose(report.trials)
+    sizes = (settings.test_pairs, settings.test_items)
+    full = Yardstick.build(all_pairs, {"build": sizes, "test": sizes}, seed=settings.seed)
     if report.chosen is not None:
         edits = trial_edits(optuna.trial.FixedTrial(report.chosen.params), inputs, settings, info)
         write_text(out / "plan.json", Plan(edits=edits).to_json() + "\n")
-        sizes = (settings.test_pairs, settings.test_items)
-        full = Yardstick.build(all_pairs, {"build": sizes, "test": sizes}, seed=settings.seed)
         report.base = _measure(model, tokenizer, full, report_tokens, base_lp)
         with hooked(model, edits, info):
             report.export = _measure(model, tokenizer, full, report_tokens, base_lp)
+    if settings.report_methods:
+        report.base = report.base or _measure(model, tokenizer, full, report_tokens, base_lp)
+        for method, best in best_per_method(report.trials).items():
+            with hooked(model, trial_edits(optuna.trial.FixedTrial(best.params), inputs, settings, info), info):
+                report.per_method[method] = (best.number, _measure(model, tokenizer, full, report_tokens, base_lp))
     report.seconds = time.monotonic() - started
     write_outputs(out, report, settings)
     return report
@@ -207,13 +217,19 @@ def build_inputs(
     vectors, acts = {}, {}
     if methods - {"heads"}:
         for contrast in settings.contrasts:
-            texts, labels = contrast_statements(contrast, all_pairs, build, settings.statements, settings.seed)
+            texts, labels = _statements(model, tokenizer, contrast, all_pairs, build, settings)
             captured = capture(model, info, tokenizer, texts, labels, progress=progress)
             acts[contrast] = captured
-            vectors[(contrast, "block")] = mean_difference(captured)
-            vectors[(contrast, "attn")] = mean_difference(captured, site="attn")
-    needs_stats = bool(methods & {"ablate_direction", "steer2edit"})
+            for site in ("block", "attn", "mlp"):
+                vectors[(contrast, site)] = mean_difference(captured, site=site)
+    needs_stats = bool(methods & {"ablate_direction", "ablate_identity", "steer2edit"})
     stats = generic_stats(model, info, generic, layers if needs_stats else [])
+    identity = {}
+    if "ablate_identity" in methods:
+        groups = sorted({p.identity for p in build.pairs})
+        identity = {
+            prompts: identity_covariances(model, info, tokenizer, groups, layers, prompts) for prompts in PROMPT_SETS
+        }
     heads = any(m.startswith("heads") for m in methods)
     scores = (
         association_head_scores(model, info, tokenizer, all_pairs, build, settings.head_pairs, seed=settings.seed)
@@ -221,7 +237,16 @@ def build_inputs(
         else np.zeros((info.num_layers, info.num_heads))
     )
     means = head_means(model, info, generic) if heads else np.zeros((info.num_layers, info.num_heads, info.head_dim))
-    return SearchInputs(list(layers), vectors, acts, stats, scores, means)
+    return SearchInputs(list(layers), vectors, acts, stats, scores, means, identity)
+
+
+def _statements(model, tokenizer, contrast, all_pairs, build, settings: SearchSettings):
+    """The labelled texts of one contrast: the model's own choices, the user's file, or written from the fold."""
+    if contrast == "introspective":
+        return introspective_statements(model, tokenizer, all_pairs, build, settings.statements, settings.seed)
+    if contrast == "data":
+        return load_labelled(Path(str(settings.data)))
+    return contrast_statements(contrast, all_pairs, build, settings.statements, settings.seed)
 
 
 def remaining_bias(scores: FoldScores, base: FoldScores) -> float:
@@ -261,6 +286,16 @@ def _mark_pareto(trials: list[TrialResult]) -> None:
             o.feasible and o.bias <= t.bias and o.damage <= t.damage and (o.bias < t.bias or o.damage < t.damage)
             for o in trials
         )
+
+
+def best_per_method(trials: list[TrialResult]) -> dict[str, TrialResult]:
+    """Each method's feasible trial with the least bias (ties to less damage); methods with none are left out."""
+    best: dict[str, TrialResult] = {}
+    for t in trials:
+        method = t.params["method"]
+        if t.feasible and (method not in best or (t.bias, t.damage) < (best[method].bias, best[method].damage)):
+            best[method] = t
+    return best
 
 
 def choose(trials: list[TrialResult]) -> TrialResult | None:

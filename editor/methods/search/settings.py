@@ -4,30 +4,53 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from editor.core.settings import Settings
 
-SEARCH_METHODS = ("residual_add", "ablate_direction", "steer2edit", "heads", "heads+residual_add")
+SEARCH_METHODS = (
+    "residual_add",
+    "selective_add",
+    "ablate_direction",
+    "ablate_identity",
+    "steer2edit",
+    "heads",
+    "heads+residual_add",
+)
 
 
 class SearchSettings(Settings):
     """One Optuna search over bakes and head removals: bias on the select fold against damage, inside a budget."""
 
     trials: int = Field(40, ge=1, description="trials Optuna runs (each is one hooked scoring of the select fold)")
-    methods: list[Literal["residual_add", "ablate_direction", "steer2edit", "heads", "heads+residual_add"]] = Field(
-        list(SEARCH_METHODS), min_length=1, description="what a trial may apply (heads+residual_add: both at once)"
-    )
-    contrasts: list[Literal["frames", "frames_identity", "templates", "negation"]] = Field(
-        ["frames", "frames_identity", "templates", "negation"],
+    methods: list[
+        Literal[
+            "residual_add",
+            "selective_add",
+            "ablate_direction",
+            "ablate_identity",
+            "steer2edit",
+            "heads",
+            "heads+residual_add",
+        ]
+    ] = Field(
+        list(SEARCH_METHODS),
         min_length=1,
-        description="statement sets vectors are built from (see editor/methods/search/contrasts.py)",
+        description="what a trial may apply (editor/methods/search/space.py; heads+residual_add: both at once)",
     )
-    sites: list[Literal["block", "attn"]] = Field(
-        ["block", "attn"], min_length=1, description="residual_add sites: after the block, or after its attention"
+    contrasts: list[Literal["frames", "frames_identity", "templates", "negation", "introspective", "data"]] = Field(
+        ["frames", "frames_identity", "templates", "negation", "introspective"],
+        min_length=1,
+        description="statement sets vectors are built from (editor/methods/search/contrasts.py; data: the file)",
+    )
+    sites: list[Literal["block", "attn", "mlp"]] = Field(
+        ["block", "attn", "mlp"],
+        min_length=1,
+        description="residual_add sites: the stream after the block or after its attention, or the MLP's output",
     )
     layers: list[int] | None = Field(None, description="blocks a trial may use (null: 30% to 90% depth)")
     k_max: int = Field(12, ge=1, description="most heads a head removal takes out")
+    identity_k_max: int = Field(4, ge=1, description="most group-identity directions ablate_identity projects out")
     removals: list[Literal["zero", "mean", "scale"]] = Field(
         ["zero", "mean", "scale"], min_length=1, description="how removed heads are taken out"
     )
@@ -46,9 +69,22 @@ class SearchSettings(Settings):
     report_tokens: int = Field(
         4096, ge=64, description="WikiText-2 tokens, unseen by the search, for the chosen plan's reported perplexity"
     )
+    data: str | None = Field(
+        None, description="labelled JSONL/CSV (text, label 1=biased/0=neutral) for the 'data' contrast"
+    )
+    report_methods: bool = Field(
+        False,
+        description="also measure every method's best trial like the chosen plan (build and test folds; ~2 min each)",
+    )
     seegull: str | None = Field(
         None, description="SeeGULL CSV (null: $EDITOR_DATA, else the copy shipped in the package)"
     )
     wikitext: str | None = Field(
         None, description="WikiText-2 test text (null: $EDITOR_DATA, else the copy shipped in the package)"
     )
+
+    @model_validator(mode="after")
+    def _data_contrast_has_a_file(self) -> SearchSettings:
+        if "data" in self.contrasts and not self.data:
+            raise ValueError("the 'data' contrast reads the file given as 'data' (a labelled JSONL or CSV); give one")
+        return self

@@ -6,14 +6,16 @@ rebuilt from a trial's recorded parameters with ``optuna.trial.FixedTrial``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from editor.core.model_info import ModelInfo
-from editor.edits import Edit, ResidualAdd
+from editor.edits import AblateDirection, Edit, ResidualAdd
 from editor.methods.attribute.removal import Removal
 from editor.methods.search.heads import top_heads
+from editor.methods.search.identity import PROMPT_SETS, identity_subspace
+from editor.methods.search.selective import opposite_sign_layers
 from editor.methods.search.settings import SearchSettings
 from editor.methods.steer.capture import Activations, GenericStats
 from editor.methods.steer.directions import ablation_plan, whitened_direction
@@ -24,6 +26,9 @@ from editor.methods.steer.steer2edit import steer2edit_plan
 ADD_ALPHA = (0.05, 2.0)
 EDIT_ALPHA = (0.01, 0.4)
 RIDGE = (0.003, 0.3)
+# Where a vector measured at a site is added back: the stream after the block and the MLP's output both enter
+# the stream at the MLP's output (its bias); the stream after attention at the attention's output.
+ADD_SITE = {"block": "mlp", "mlp": "mlp", "attn": "attn"}
 
 
 @dataclass
@@ -31,11 +36,12 @@ class SearchInputs:
     """Everything a trial reads, computed once: vectors per (contrast, site), class means, moments, head ranking."""
 
     layers: list[int]
-    vectors: dict[tuple[str, str], np.ndarray]  # (contrast, "block" | "attn") -> [layers, hidden]
+    vectors: dict[tuple[str, str], np.ndarray]  # (contrast, "block" | "attn" | "mlp") -> [layers, hidden]
     acts: dict[str, Activations]  # contrast -> captured class means (Steer2Edit's keys)
     stats: GenericStats
     head_scores: np.ndarray  # [layers, heads]
     head_means: np.ndarray  # [layers, heads, head_dim]
+    identity: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # prompts -> layer -> covariance
 
 
 def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: ModelInfo) -> list[Edit]:
@@ -53,9 +59,7 @@ def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: Mod
         contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
         alpha = trial.suggest_float("add_alpha", *ADD_ALPHA, log=True)
         vector = inputs.vectors[(contrast, site)][layer]
-        edits.append(
-            ResidualAdd(layer=layer, site="mlp" if site == "block" else "attn", vector=vector.tolist(), scale=-alpha)
-        )
+        edits.append(ResidualAdd(layer=layer, site=ADD_SITE[site], vector=vector.tolist(), scale=-alpha))
     elif method == "ablate_direction":
         layer = trial.suggest_categorical("layer", inputs.layers)
         contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
@@ -63,6 +67,10 @@ def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: Mod
         strength = trial.suggest_float("ablation_strength", 0.3, 1.0)
         direction = whitened_direction(inputs.vectors[(contrast, "block")][layer], inputs.stats.residual[layer], ridge)
         edits += ablation_plan(direction, strength=strength)
+    elif method == "selective_add":
+        edits += _selective_adds(trial, inputs, settings)
+    elif method == "ablate_identity":
+        edits += _identity_ablation(trial, inputs, settings)
     elif method == "steer2edit":
         layer = trial.suggest_categorical("layer", inputs.layers)
         contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
@@ -70,6 +78,31 @@ def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: Mod
         vector = inputs.vectors[(contrast, "block")][layer]
         edits += steer2edit_plan(inputs.acts[contrast], info, inputs.stats, vector, layer, alpha)
     return edits
+
+
+def _selective_adds(trial, inputs: SearchInputs, settings: SearchSettings) -> list[Edit]:
+    """One residual add at every searchable layer where the classes project with opposite signs (none: no edit)."""
+    site = trial.suggest_categorical("site", list(settings.sites))
+    contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
+    alpha = trial.suggest_float("add_alpha", *ADD_ALPHA, log=True)
+    chosen = opposite_sign_layers(inputs.acts[contrast], site, inputs.layers)
+    trial.set_user_attr("selected_layers", chosen)
+    vectors = inputs.vectors[(contrast, site)]
+    return [
+        ResidualAdd(layer=layer, site=ADD_SITE[site], vector=vectors[layer].tolist(), scale=-alpha / len(chosen))
+        for layer in chosen
+    ]
+
+
+def _identity_ablation(trial, inputs: SearchInputs, settings: SearchSettings) -> list[Edit]:
+    """k directions that tell groups apart, projected out of every residual write (and the embeddings)."""
+    layer = trial.suggest_categorical("layer", inputs.layers)
+    prompts = trial.suggest_categorical("identity_prompts", list(PROMPT_SETS))
+    k = trial.suggest_int("identity_k", 1, settings.identity_k_max)
+    ridge = trial.suggest_float("ridge", *RIDGE, log=True)
+    strength = trial.suggest_float("ablation_strength", 0.3, 1.0)
+    basis = identity_subspace(inputs.identity[prompts][layer], inputs.stats.residual[layer], k, ridge)
+    return [AblateDirection(direction=row.tolist(), strength=strength) for row in basis]
 
 
 def describe(params: dict) -> str:
@@ -88,6 +121,8 @@ def describe(params: dict) -> str:
         parts.append(params["site"])
     if "contrast" in params:
         parts.append(params["contrast"])
+    if "identity_k" in params:
+        parts.append(f"k={params['identity_k']} {params['identity_prompts']}")
     for key, label in (("add_alpha", "a"), ("edit_alpha", "a"), ("ridge", "ridge"), ("ablation_strength", "s")):
         if key in params:
             parts.append(f"{label}={params[key]:.3g}")

@@ -13,7 +13,7 @@ def summary_lines(report) -> list[str]:
     chosen = report.chosen
     if chosen is None:
         lines.append("no trial lowers the select-fold bias by 5% inside the budget; see search.json and pareto.png")
-        return lines
+        return lines + method_table(report)
     lines.append(
         f"chosen: trial {chosen.number}, {chosen.label}: select-fold bias left {chosen.bias:.0%}, "
         f"perplexity {chosen.damage:+.1%}, KL {chosen.kl:.3f}"
@@ -31,7 +31,34 @@ def summary_lines(report) -> list[str]:
         f"({export.perplexity / base.perplexity - 1:+.1%}), KL {export.kl:.3f}, concept retention "
         f"{base.retention:.0%} -> {export.retention:.0%}"
     )
+    return lines + method_table(report)
+
+
+def method_table(report) -> list[str]:
+    """With ``report_methods``: each method's best trial, in-distribution and held out, as a markdown table."""
+    if not report.per_method or report.base is None:
+        return []
+    labels = {t.number: t.label for t in report.trials}
+    lines = [
+        "",
+        "| method (best trial inside the budget) | build gap | build pairwise | test gap | test pairwise | "
+        "test LM score | perplexity | KL | retention |",
+        "|---|---|---|---|---|---|---|---|---|",
+        _row("base", report.base, report.base),
+    ]
+    for number, measured in sorted(report.per_method.values(), key=lambda nm: nm[1].folds["test"].gap):
+        lines.append(_row(f"{labels[number]} (trial {number})", measured, report.base))
     return lines
+
+
+def _row(label: str, m, base) -> str:
+    build, test = m.folds["build"], m.folds["test"]
+    b_build, b_test = base.folds["build"], base.folds["test"]
+    return (
+        f"| {label} | {build.gap:+.3f} ({_change(b_build.gap, build.gap)}) | {build.preference:.1%} | "
+        f"{test.gap:+.3f} ({_change(b_test.gap, test.gap)}) | {test.preference:.1%} | {test.lm_score:.1%} | "
+        f"{m.perplexity:.2f} ({m.perplexity / base.perplexity - 1:+.1%}) | {m.kl:.3f} | {m.retention:.0%} |"
+    )
 
 
 def _change(before: float, after: float) -> str:

@@ -63,9 +63,21 @@ def train_probes(acts: Activations, seed: int = 0, strengths=(0.01, 0.1, 1.0, 10
     return results
 
 
+def site_stream(acts: Activations, site: str) -> np.ndarray:
+    """[n, layers, hidden] token means at ``site``: ``block`` the stream after each block, ``attn`` the stream
+    after its attention add, ``mlp`` what the MLP sub-block adds (the first less the second)."""
+    if site == "block":
+        return acts.residual
+    if site == "attn":
+        return acts.after_attention
+    if site == "mlp":
+        return acts.residual - acts.after_attention
+    raise ValueError(f"site {site!r} is not one of block, attn, mlp")
+
+
 def mean_difference(acts: Activations, site: str = "block") -> np.ndarray:
-    """[layers, hidden]: mean(biased) - mean(neutral) of the stream after each block (or after its attention add)."""
-    stream = acts.residual if site == "block" else acts.after_attention
+    """[layers, hidden]: mean(biased) - mean(neutral) at ``site`` of each block (see ``site_stream``)."""
+    stream = site_stream(acts, site)
     biased = stream[acts.labels == 1].mean(0)
     neutral = stream[acts.labels == 0].mean(0)
     return (biased - neutral).astype(np.float32)

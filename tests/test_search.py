@@ -125,10 +125,10 @@ def test_each_method_is_reported_by_its_best_trial_inside_the_budget():
     report = SearchReport(_scores(0.4, 0.2), 20.0, trials=trials, base=measured(0.4, 20.0))
     report.per_method = {"heads": (1, measured(0.3, 20.2)), "ablate_identity": (3, measured(0.1, 21.0))}
     table = method_table(report)
-    assert table[3].startswith("| base |")
+    assert table[0].startswith("each method") and table[4].startswith("| base |")
     # Rows go from the lowest held-out gap: the ablation (-75%) before the heads (-25%).
-    assert table[4].startswith("| ablate_identity #3 (trial 3) | +0.100 (-75%)") and "+5.0%" in table[4]
-    assert table[5].startswith("| heads #1 (trial 1) | +0.300 (-25%)")
+    assert table[5].startswith("| ablate_identity #3 (trial 3) | +0.100 (-75%)") and "+5.0%" in table[5]
+    assert table[6].startswith("| heads #1 (trial 1) | +0.300 (-25%)")
 
 
 def test_identity_subspace_leans_away_from_what_ordinary_text_fills():

@@ -2,14 +2,20 @@
 
 A stereotype is a link from a group to an attribute; the model can only express it where the stream still
 says which group a sentence is about. For every identity of the build fold, the stream at the word before
-an attribute would follow (the end of the contrast frames or templates, averaged over them) gives one point
-per group. The directions along which those points spread most, per unit of the energy ordinary text
+an attribute would follow (the end of the ``templates`` contrast's statements, averaged over them) gives one
+point per group. The directions along which those points spread most, per unit of the energy ordinary text
 (WikiText-2) carries along them, are the generalised eigenvectors of (identity covariance, text moment):
 projecting them out of the residual writes makes the next word depend less on which group was named, for
 groups never seen here too, while ordinary text loses little. A ridge on the moment trades the two.
+
+Why templates rather than the contrast frames: in a trial on SmolLM2 (one direction from layer 20, ridge
+0.03) points read at the end of two plain templates lowered the test fold's association gap by 34%, points
+read at the end of the eight frames by 15%, at the same +1.5-1.7% perplexity.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,10 +25,8 @@ from editor.engines.placement import input_device
 from editor.methods.search.contrasts import CONTRAST_FRAMES
 from editor.methods.steer.statements import STATEMENT_TEMPLATES
 
-PROMPT_SETS = ("templates", "frames")
 
-
-def frame_heads(prompts: str = "frames") -> list[str]:
+def frame_heads(prompts: Literal["frames", "templates"] = "frames") -> list[str]:
     """Statements cut before the attribute, each ending where the model would name it: the contrast frames, or
     the SeeGULL-style templates of the ``templates`` contrast."""
     frames = CONTRAST_FRAMES if prompts == "frames" else STATEMENT_TEMPLATES
@@ -36,7 +40,7 @@ def identity_covariances(
     tokenizer,
     identities: list[str],
     layers: list[int],
-    prompts: str = "frames",
+    prompts: Literal["frames", "templates"] = "templates",
     batch_size: int = 64,
 ) -> dict[int, np.ndarray]:
     """Per layer, the covariance over ``identities`` of the stream after that block at the heads' last word."""

@@ -33,9 +33,9 @@ def introspective_statements(
     seed: int = 0,
     candidates: int = 3,
 ) -> tuple[list[str], np.ndarray]:
-    """Up to ``limit`` of the model's completions of each kind, from ``limit`` pairs of ``fold``."""
+    """The model's completions of frames about ``limit`` pairs of ``fold``, labelled by what it chose."""
     rng = random.Random(seed)
-    pairs = rng.sample(list(fold.pairs), min(2 * limit, len(fold.pairs)))
+    pairs = rng.sample(list(fold.pairs), min(limit, len(fold.pairs)))
     linked = linked_attributes(all_pairs)
     attributes = sorted({p.attribute for p in fold.pairs})
     heads = frame_heads()
@@ -58,4 +58,4 @@ def introspective_statements(
             f"introspective contrast: the model chose the stereotype in {len(biased)} of {len(prefixes)} frames "
             f"(needs {MIN_PER_CLASS} of each kind); raise 'statements' or leave this contrast out"
         )
-    return biased[:limit] + neutral[:limit], np.asarray([1] * len(biased[:limit]) + [0] * len(neutral[:limit]))
+    return biased + neutral, np.asarray([1] * len(biased) + [0] * len(neutral))

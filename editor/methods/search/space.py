@@ -14,7 +14,7 @@ from editor.core.model_info import ModelInfo
 from editor.edits import AblateDirection, Edit, ResidualAdd
 from editor.methods.attribute.removal import Removal
 from editor.methods.search.heads import top_heads
-from editor.methods.search.identity import PROMPT_SETS, identity_subspace
+from editor.methods.search.identity import identity_subspace
 from editor.methods.search.selective import opposite_sign_layers
 from editor.methods.search.settings import SearchSettings
 from editor.methods.steer.capture import Activations, GenericStats
@@ -41,7 +41,7 @@ class SearchInputs:
     stats: GenericStats
     head_scores: np.ndarray  # [layers, heads]
     head_means: np.ndarray  # [layers, heads, head_dim]
-    identity: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # prompts -> layer -> covariance
+    identity: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> covariance of group points
 
 
 def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: ModelInfo) -> list[Edit]:
@@ -97,11 +97,10 @@ def _selective_adds(trial, inputs: SearchInputs, settings: SearchSettings) -> li
 def _identity_ablation(trial, inputs: SearchInputs, settings: SearchSettings) -> list[Edit]:
     """k directions that tell groups apart, projected out of every residual write (and the embeddings)."""
     layer = trial.suggest_categorical("layer", inputs.layers)
-    prompts = trial.suggest_categorical("identity_prompts", list(PROMPT_SETS))
     k = trial.suggest_int("identity_k", 1, settings.identity_k_max)
     ridge = trial.suggest_float("ridge", *RIDGE, log=True)
     strength = trial.suggest_float("ablation_strength", 0.3, 1.0)
-    basis = identity_subspace(inputs.identity[prompts][layer], inputs.stats.residual[layer], k, ridge)
+    basis = identity_subspace(inputs.identity[layer], inputs.stats.residual[layer], k, ridge)
     return [AblateDirection(direction=row.tolist(), strength=strength) for row in basis]
 
 
@@ -122,7 +121,7 @@ def describe(params: dict) -> str:
     if "contrast" in params:
         parts.append(params["contrast"])
     if "identity_k" in params:
-        parts.append(f"k={params['identity_k']} {params['identity_prompts']}")
+        parts.append(f"k={params['identity_k']}")
     for key, label in (("add_alpha", "a"), ("edit_alpha", "a"), ("ridge", "ridge"), ("ablation_strength", "s")):
         if key in params:
             parts.append(f"{label}={params[key]:.3g}")

@@ -40,6 +40,7 @@ def method_table(report) -> list[str]:
         return []
     labels = {t.number: t.label for t in report.trials}
     lines = [
+        f"each method's best trial inside the budget, measured like the chosen plan ({report.report_seconds / 60:.1f} min):",
         "",
         "| method (best trial inside the budget) | build gap | build pairwise | test gap | test pairwise | "
         "test LM score | perplexity | KL | retention |",

@@ -21,7 +21,9 @@ def settings(ctx: RunContext) -> dict[str, Any] | None:
         "seegull": file_digest(seegull_csv(section.seegull)),
         "wikitext": file_digest(wikitext_txt(section.wikitext)),
     }
-    return {**section.model_dump(exclude={"seegull", "wikitext"}), **files}
+    if section.data:
+        files["data"] = file_digest(Path(section.data))
+    return {**section.model_dump(exclude={"seegull", "wikitext", "data"}), **files}
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, Any]:

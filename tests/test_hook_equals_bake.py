@@ -45,6 +45,11 @@ def make_edits(info, kind: str) -> list:
         "ablate_direction": [AblateDirection(direction=_vec(h, 3))],
         "ablate_some_layers": [AblateDirection(direction=_vec(h, 4), layers=[0, 2], embedding=False)],
         "ablate_partial": [AblateDirection(direction=_vec(h, 5), strength=0.6)],
+        # What the search's ablate_identity makes: a few orthonormal directions, each partly projected out.
+        "ablate_subspace": [
+            AblateDirection(direction=row.tolist(), strength=0.7)
+            for row in torch.linalg.qr(torch.randn(h, 3, generator=torch.Generator().manual_seed(22)))[0].T
+        ],
         "rank_one_full": [RankOne(layer=2, site="mlp", u=_vec(h, 5), v=_vec(n_in_mlp, 6), scale=0.5)],
         "rank_one_attn": [RankOne(layer=0, site="attn", u=_vec(h, 7), v=_vec(n_in_attn, 8), scale=0.4)],
         "rank_one_head": [RankOne(layer=1, site="attn", head=2, u=_vec(h, 9), v=_vec(d, 10), scale=0.8)],
@@ -79,6 +84,7 @@ def column(kind: str) -> str | None:
         "ablate_direction": "ablate_direction",
         "ablate_some_layers": "ablate_direction",
         "ablate_partial": "ablate_direction",
+        "ablate_subspace": "ablate_direction",
         "mean_heads": "mean_heads",
         "mean_then_scale_zero": "mean_heads",
     }.get(kind)
@@ -91,6 +97,7 @@ KINDS = [
     "ablate_direction",
     "ablate_some_layers",
     "ablate_partial",
+    "ablate_subspace",
     "rank_one_full",
     "rank_one_attn",
     "rank_one_head",

@@ -127,7 +127,7 @@ def test_each_method_is_reported_by_its_best_trial_inside_the_budget():
     table = method_table(report)
     assert table[0].startswith("each method") and table[4].startswith("| base |")
     # Rows go from the lowest held-out gap: the ablation (-75%) before the heads (-25%).
-    assert table[5].startswith("| ablate_identity #3 (trial 3) | +0.100 (-75%)") and "+5.0%" in table[5]
+    assert table[5].startswith("| ablate_identity #3 (trial 3) | +0.100 (-75%)") and "21.00 (+5.0%)" in table[5]
     assert table[6].startswith("| heads #1 (trial 1) | +0.300 (-25%)")
 
 

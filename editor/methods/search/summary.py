@@ -55,10 +55,14 @@ def method_table(report) -> list[str]:
 def _row(label: str, m, base) -> str:
     build, test = m.folds["build"], m.folds["test"]
     b_build, b_test = base.folds["build"], base.folds["test"]
+
+    def change(before: float, after: float, digits: int = 0) -> str:  # the base's own row: its numbers only
+        return "" if m is base else f" ({after / before - 1:+.{digits}%})" if abs(before) > 1e-9 else " (n/a)"
+
     return (
-        f"| {label} | {build.gap:+.3f} ({_change(b_build.gap, build.gap)}) | {build.preference:.1%} | "
-        f"{test.gap:+.3f} ({_change(b_test.gap, test.gap)}) | {test.preference:.1%} | {test.lm_score:.1%} | "
-        f"{m.perplexity:.2f} ({m.perplexity / base.perplexity - 1:+.1%}) | {m.kl:.3f} | {m.retention:.0%} |"
+        f"| {label} | {build.gap:+.3f}{change(b_build.gap, build.gap)} | {build.preference:.1%} | "
+        f"{test.gap:+.3f}{change(b_test.gap, test.gap)} | {test.preference:.1%} | {test.lm_score:.1%} | "
+        f"{m.perplexity:.2f}{change(base.perplexity, m.perplexity, 1)} | {m.kl:.3f} | {m.retention:.0%} |"
     )
 
 

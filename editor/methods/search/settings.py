@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
 from editor.core.settings import Settings
 
-SEARCH_METHODS = (
+SearchMethod = Literal[
     "residual_add",
     "selective_add",
     "ablate_direction",
@@ -16,24 +16,15 @@ SEARCH_METHODS = (
     "steer2edit",
     "heads",
     "heads+residual_add",
-)
+]
+SEARCH_METHODS: tuple[str, ...] = get_args(SearchMethod)
 
 
 class SearchSettings(Settings):
     """One Optuna search over bakes and head removals: bias on the select fold against damage, inside a budget."""
 
     trials: int = Field(40, ge=1, description="trials Optuna runs (each is one hooked scoring of the select fold)")
-    methods: list[
-        Literal[
-            "residual_add",
-            "selective_add",
-            "ablate_direction",
-            "ablate_identity",
-            "steer2edit",
-            "heads",
-            "heads+residual_add",
-        ]
-    ] = Field(
+    methods: list[SearchMethod] = Field(
         list(SEARCH_METHODS),
         min_length=1,
         description="what a trial may apply (editor/methods/search/space.py; heads+residual_add: both at once)",

@@ -13,7 +13,15 @@ from editor.data.splits import FOLDS, fold_of, split_pairs
 from editor.evaluation.heldout import FoldScores
 from editor.methods.search.contrasts import CONTRAST_FRAMES, CONTRASTS, contrast_statements
 from editor.methods.search.identity import identity_subspace
-from editor.methods.search.run import Measured, SearchReport, TrialResult, best_per_method, choose, remaining_bias
+from editor.methods.search.run import (
+    Measured,
+    SearchReport,
+    TrialResult,
+    _statements,
+    best_per_method,
+    choose,
+    remaining_bias,
+)
 from editor.methods.search.selective import opposite_sign_layers
 from editor.methods.search.settings import SearchSettings
 from editor.methods.search.summary import method_table
@@ -172,7 +180,11 @@ def test_the_data_contrast_needs_its_file(tmp_path):
     with pytest.raises(ValueError, match="'data' contrast reads the file"):
         SearchSettings(contrasts=["frames", "data"])
     path = tmp_path / "set.jsonl"
-    assert SearchSettings(contrasts=["data"], data=str(path)).data == str(path)
+    rows = [{"text": f"Sentence {i} about people.", "label": i % 2} for i in range(10)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    settings = SearchSettings(contrasts=["data"], data=str(path))
+    texts, labels = _statements(None, None, "data", [], None, settings)  # a file needs neither model nor fold
+    assert texts == [r["text"] for r in rows] and labels.tolist() == [r["label"] for r in rows]
 
 
 @pytest.mark.slow

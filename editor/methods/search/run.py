@@ -327,13 +327,18 @@ def write_outputs(out: Path, report: SearchReport, settings: SearchSettings) -> 
 def pareto_figure(report: SearchReport, path: Path) -> None:
     from editor.io.figures import figure
 
+    # A trial that wrecks the model (+40,000% perplexity happens) would squash every other point against the
+    # budget line: the axes stop a little past the budget and what lies beyond is drawn on the edge.
+    x_edge = max(500 * report.damage_budget, *(120 * t.damage for t in report.trials if t.feasible), 1.0)
+    y_edge = 1.5
+    beyond = sum(100 * t.damage > x_edge or t.bias > y_edge for t in report.trials)
     with figure(path, (6.5, 4.2)) as (_fig, ax):
         methods = sorted({t.params["method"] for t in report.trials})
         for method, marker in zip(methods, "osD^v<>"):
             pts = [t for t in report.trials if t.params["method"] == method]
             ax.scatter(
-                [100 * t.damage for t in pts],
-                [t.bias for t in pts],
+                [min(100 * t.damage, x_edge) for t in pts],
+                [min(t.bias, y_edge) for t in pts],
                 marker=marker,
                 label=method,
                 alpha=[1.0 if t.feasible else 0.35 for t in pts],
@@ -348,6 +353,7 @@ def pareto_figure(report: SearchReport, path: Path) -> None:
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_xlabel("WikiText-2 perplexity change (%)")
         ax.set_ylabel("select-fold bias left (1 = base)")
-        ax.set_title(f"search: {len(report.trials)} trials (faded: over a budget)", fontsize=9)
+        edge = f"; {beyond} beyond the axes, drawn on their edge" if beyond else ""
+        ax.set_title(f"search: {len(report.trials)} trials (faded: over a budget{edge})", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

@@ -50,6 +50,12 @@ def make_edits(info, kind: str) -> list:
             AblateDirection(direction=row.tolist(), strength=0.7)
             for row in torch.linalg.qr(torch.randn(h, 3, generator=torch.Generator().manual_seed(22)))[0].T
         ],
+        # ablate_identity's cheaper variant: attention outputs only, the embeddings kept.
+        "ablate_attn_subspace": [
+            AblateDirection(direction=row.tolist(), strength=0.8, sites=["attn"], embedding=False)
+            for row in torch.linalg.qr(torch.randn(h, 2, generator=torch.Generator().manual_seed(23)))[0].T
+        ],
+        "ablate_mlp_only": [AblateDirection(direction=_vec(h, 24), sites=["mlp"], layers=[1, 2], embedding=False)],
         "rank_one_full": [RankOne(layer=2, site="mlp", u=_vec(h, 5), v=_vec(n_in_mlp, 6), scale=0.5)],
         "rank_one_attn": [RankOne(layer=0, site="attn", u=_vec(h, 7), v=_vec(n_in_attn, 8), scale=0.4)],
         "rank_one_head": [RankOne(layer=1, site="attn", head=2, u=_vec(h, 9), v=_vec(d, 10), scale=0.8)],
@@ -85,6 +91,8 @@ def column(kind: str) -> str | None:
         "ablate_some_layers": "ablate_direction",
         "ablate_partial": "ablate_direction",
         "ablate_subspace": "ablate_direction",
+        "ablate_attn_subspace": "ablate_direction",
+        "ablate_mlp_only": "ablate_direction",
         "mean_heads": "mean_heads",
         "mean_then_scale_zero": "mean_heads",
     }.get(kind)
@@ -98,6 +106,8 @@ KINDS = [
     "ablate_some_layers",
     "ablate_partial",
     "ablate_subspace",
+    "ablate_attn_subspace",
+    "ablate_mlp_only",
     "rank_one_full",
     "rank_one_attn",
     "rank_one_head",

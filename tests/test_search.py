@@ -156,6 +156,30 @@ def test_identity_subspace_leans_away_from_what_ordinary_text_fills():
     np.testing.assert_allclose(np.abs(identity_subspace(covariance, loud, 1, 1e6)[0]), np.abs(plain), atol=1e-3)
 
 
+def test_identity_ablation_reads_its_writers_and_old_plans_keep_their_bytes():
+    import optuna
+
+    from editor.edits import AblateDirection
+    from editor.methods.search.space import SearchInputs, describe, trial_edits
+    from editor.methods.steer.capture import GenericStats
+
+    hidden = 6
+    stats = GenericStats({3: np.eye(hidden)}, np.zeros(0), np.zeros(0), 1)
+    covariance = np.diag([5.0, 3.0, 1.0, 0.1, 0.1, 0.1])
+    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), {3: covariance})
+    params = {"method": "ablate_identity", "layer": 3, "identity_k": 2, "ridge": 0.01, "ablation_strength": 0.5}
+    settings = SearchSettings(methods=["ablate_identity"])
+    attn = trial_edits(optuna.trial.FixedTrial({**params, "identity_writers": "attn"}), inputs, settings, None)
+    every = trial_edits(optuna.trial.FixedTrial({**params, "identity_writers": "all"}), inputs, settings, None)
+    assert [(e.sites, e.embedding, e.strength) for e in attn] == [(["attn"], False, 0.5)] * 2
+    assert [(e.sites, e.embedding) for e in every] == [(None, True)] * 2
+    assert "attention writes" in describe({**params, "identity_writers": "attn"})
+    # Without sites the JSON is what it was before the field existed; with them it round-trips.
+    assert "sites" not in every[0].model_dump() and attn[0].model_dump()["sites"] == ["attn"]
+    assert AblateDirection.model_validate(attn[0].model_dump()) == attn[0]
+    assert "attn outputs" in attn[0].describe()
+
+
 def _acts(biased: np.ndarray, neutral: np.ndarray) -> Activations:
     """Two examples per class; after attention is half the stream, so the MLP adds the other half."""
     residual = np.stack([biased, biased, neutral, neutral]).astype(np.float32)

@@ -25,6 +25,12 @@ class AblateDirection(Edit):
     ``strength`` below 1 removes only that share of the component (``x -
     s (x·r) r``), the weight kernel Heretic applies to its ablations: a knob
     between bias removed and damage done, still one linear map per writer.
+
+    ``sites`` limits the writers to attention or MLP outputs (both when
+    omitted). Attention alone is what moves a word's information to later
+    positions: projecting a group-identity direction out of attention outputs
+    only keeps it at the group's own word, which ordinary text needs, while
+    the word a stereotype would follow can no longer read it.
     """
 
     kind: Literal["ablate_direction"] = "ablate_direction"
@@ -32,17 +38,23 @@ class AblateDirection(Edit):
     layers: list[int] | None = None
     embedding: bool = True
     strength: float = Field(1.0, gt=0.0, le=1.0)
+    # Left out of the JSON when omitted, so plans and manifests written before the field existed stay byte-identical.
+    sites: list[Literal["attn", "mlp"]] | None = Field(None, min_length=1, exclude_if=lambda v: v is None)
 
     def _layers(self, info: ModelInfo) -> list[int]:
         return list(range(info.num_layers)) if self.layers is None else sorted(set(self.layers))
+
+    def _writers(self, info: ModelInfo):
+        return [w for w in info.arch.writers if self.sites is None or w.site in self.sites]
 
     def validate_for(self, info: ModelInfo) -> None:
         check_vector(self.direction, info.hidden_size, "ablate_direction direction")
         unit(self.direction, "ablate_direction direction")
         for layer in self._layers(info):
             info.check_layer(layer)
-        if info.arch.has_output_norm:
-            norm = next(w.output_norm for w in info.arch.writers if w.output_norm)
+        normed = [w.output_norm for w in self._writers(info) if w.output_norm]
+        if normed:
+            norm = normed[0]
             raise RefusedEdit(
                 f"{info.arch.model_type}: {norm.format(layer='N')} renormalises each block output before the residual add, "
                 "so projecting a direction out of o_proj/down_proj does not remove it from the stream"
@@ -75,7 +87,7 @@ class AblateDirection(Edit):
             return b - s * r * (r @ b)
 
         for layer in self._layers(info):
-            for writer in info.arch.writers:
+            for writer in self._writers(info):
                 weight = info.writer_weight(writer, layer)
                 if writer.orientation == "out_in":
                     program.add_op(weight, OUTPUT_SIDE, project_rows_out, label)
@@ -99,7 +111,7 @@ class AblateDirection(Edit):
             rr = r.to(output.device, output.dtype)
             return output - strength * (output @ rr).unsqueeze(-1) * rr
 
-        modules = [w.module.format(layer=layer) for layer in self._layers(info) for w in info.arch.writers]
+        modules = [w.module.format(layer=layer) for layer in self._layers(info) for w in self._writers(info)]
         if self.embedding:
             modules += list(info.arch.embeddings)
         return [model.get_submodule(m).register_forward_hook(project) for m in modules]
@@ -108,4 +120,5 @@ class AblateDirection(Edit):
         where = "all blocks" if self.layers is None else f"blocks {', '.join(map(str, sorted(set(self.layers))))}"
         emb = " and the embeddings" if self.embedding else ""
         share = "" if self.strength == 1.0 else f" ({self.strength:.0%} of its component)"
-        return f"one direction projected out of the residual writes of {where}{emb}{share}"
+        writes = "residual writes" if self.sites is None else f"{' and '.join(self.sites)} outputs"
+        return f"one direction projected out of the {writes} of {where}{emb}{share}"

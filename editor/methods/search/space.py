@@ -29,6 +29,9 @@ RIDGE = (0.003, 0.3)
 # Where a vector measured at a site is added back: the stream after the block and the MLP's output both enter
 # the stream at the MLP's output (its bias); the stream after attention at the attention's output.
 ADD_SITE = {"block": "mlp", "mlp": "mlp", "attn": "attn"}
+# Which writers ablate_identity edits. Attention outputs alone: on SmolLM2 (L23, k=3, nationality) the same
+# held-out gap cut (-22%) at +1.6% perplexity and KL 0.020, against +2.3% and 0.041 for every writer at share 0.64.
+IDENTITY_WRITERS = {"attn": ["attn"], "all": None}
 
 
 @dataclass
@@ -95,13 +98,19 @@ def _selective_adds(trial, inputs: SearchInputs, settings: SearchSettings) -> li
 
 
 def _identity_ablation(trial, inputs: SearchInputs, settings: SearchSettings) -> list[Edit]:
-    """k directions that tell groups apart, projected out of every residual write (and the embeddings)."""
+    """k directions that tell groups apart, projected out of the attention outputs, or of every residual write
+    and the embeddings."""
     layer = trial.suggest_categorical("layer", inputs.layers)
     k = trial.suggest_int("identity_k", 1, settings.identity_k_max)
     ridge = trial.suggest_float("ridge", *RIDGE, log=True)
     strength = trial.suggest_float("ablation_strength", 0.3, 1.0)
+    writers = trial.suggest_categorical("identity_writers", list(IDENTITY_WRITERS))
     basis = identity_subspace(inputs.identity[layer], inputs.stats.residual[layer], k, ridge)
-    return [AblateDirection(direction=row.tolist(), strength=strength) for row in basis]
+    sites = IDENTITY_WRITERS[writers]
+    return [
+        AblateDirection(direction=row.tolist(), strength=strength, sites=sites, embedding=sites is None)
+        for row in basis
+    ]
 
 
 def describe(params: dict) -> str:
@@ -122,6 +131,8 @@ def describe(params: dict) -> str:
         parts.append(params["contrast"])
     if "identity_k" in params:
         parts.append(f"k={params['identity_k']}")
+    if "identity_writers" in params:
+        parts.append({"attn": "attention writes", "all": "all writes"}[params["identity_writers"]])
     for key, label in (("add_alpha", "a"), ("edit_alpha", "a"), ("ridge", "ridge"), ("ablation_strength", "s")):
         if key in params:
             parts.append(f"{label}={params[key]:.3g}")

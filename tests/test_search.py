@@ -180,6 +180,15 @@ def test_identity_ablation_reads_its_writers_and_old_plans_keep_their_bytes():
     assert "attn outputs" in attn[0].describe()
 
 
+def test_the_search_starts_from_the_known_good_identity_ablation():
+    from editor.methods.search.space import starting_points
+
+    (point,) = starting_points(SearchSettings(), list(range(9, 28)), 30)
+    assert (point["layer"], point["identity_k"], point["identity_writers"]) == (23, 3, "attn")
+    assert starting_points(SearchSettings(identity_k_max=2), [4, 5], 8)[0] == {**point, "layer": 5, "identity_k": 2}
+    assert starting_points(SearchSettings(methods=["residual_add", "heads"]), [23], 30) == []
+
+
 def _acts(biased: np.ndarray, neutral: np.ndarray) -> Activations:
     """Two examples per class; after attention is half the stream, so the MLP adds the other half."""
     residual = np.stack([biased, biased, neutral, neutral]).astype(np.float32)

@@ -47,7 +47,7 @@ from editor.methods.search.heads import association_head_scores
 from editor.methods.search.identity import identity_covariances
 from editor.methods.search.introspective import introspective_statements
 from editor.methods.search.settings import SearchSettings
-from editor.methods.search.space import SearchInputs, describe, trial_edits
+from editor.methods.search.space import SearchInputs, describe, starting_points, trial_edits
 from editor.methods.steer.capture import capture, generic_stats
 from editor.methods.steer.probes import mean_difference
 from editor.methods.steer.statements import load_labelled
@@ -187,6 +187,8 @@ def _optimise(model, tokenizer, info, settings, inputs, yard, tokens, base_lp, r
         else optuna.samplers.TPESampler(seed=settings.seed)
     )
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    for params in starting_points(settings, inputs.layers, info.num_layers):
+        study.enqueue_trial(params)
     with tqdm(total=settings.trials, desc="search", unit="trial", disable=not progress) as bar:
 
         def tick(_study, trial) -> None:

@@ -39,7 +39,7 @@ class AblateDirection(Edit):
     embedding: bool = True
     strength: float = Field(1.0, gt=0.0, le=1.0)
     # Left out of the JSON when omitted, so plans and manifests written before the field existed stay byte-identical.
-    sites: list[Literal["attn", "mlp"]] | None = Field(None, min_length=1, exclude_if=lambda v: v is None)
+    sites: list[Literal["attn", "mlp"]] | None = Field(default=None, min_length=1, exclude_if=lambda v: v is None)
 
     def _layers(self, info: ModelInfo) -> list[int]:
         return list(range(info.num_layers)) if self.layers is None else sorted(set(self.layers))

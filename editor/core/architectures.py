@@ -105,10 +105,6 @@ class ArchSpec:
     def writers(self) -> tuple[Writer, Writer]:
         return (self.attn, self.mlp)
 
-    @property
-    def has_output_norm(self) -> bool:
-        return any(w.output_norm for w in self.writers)
-
 
 _LLAMA_ATTN_SIBLINGS = (
     "{layers}.{layer}.self_attn.q_proj",

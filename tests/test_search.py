@@ -183,10 +183,32 @@ def test_identity_ablation_reads_its_writers_and_old_plans_keep_their_bytes():
 def test_the_search_starts_from_the_known_good_identity_ablation():
     from editor.methods.search.space import starting_points
 
-    (point,) = starting_points(SearchSettings(), list(range(9, 28)), 30)
+    point, erase = starting_points(SearchSettings(), list(range(9, 28)), 30)
     assert (point["layer"], point["identity_k"], point["identity_writers"]) == (23, 3, "attn")
-    assert starting_points(SearchSettings(identity_k_max=2), [4, 5], 8)[0] == {**point, "layer": 5, "identity_k": 2}
+    assert erase == {"method": "erase_identity", "erase_scale": 1.0}
+    two = SearchSettings(identity_k_max=2, methods=["ablate_identity"])
+    assert starting_points(two, [4, 5], 8) == [{**point, "layer": 5, "identity_k": 2}]
     assert starting_points(SearchSettings(methods=["residual_add", "heads"]), [23], 30) == []
+
+
+def test_erase_identity_trials_scale_the_fitted_shares():
+    import optuna
+
+    from editor.methods.search.erasure import ErasureFit
+    from editor.methods.search.space import SearchInputs, describe, erase_start_layer, trial_edits
+    from editor.methods.steer.capture import GenericStats
+
+    directions = np.eye(6, dtype=np.float32)[:2]
+    fit = ErasureFit(directions, np.array([0.5, 0.8], dtype=np.float32), [1.0])
+    stats = GenericStats({}, np.zeros(0), np.zeros(0), 1)
+    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), erasure=fit)
+    params = {"method": "erase_identity", "erase_scale": 1.5}
+    edits = trial_edits(optuna.trial.FixedTrial(params), inputs, SearchSettings(methods=["erase_identity"]), None)
+    assert [(e.strength, e.sites, e.embedding) for e in edits] == [(0.75, None, True), (1.0, None, True)]
+    assert [e.direction for e in edits] == directions.tolist()
+    assert describe(params) == "erase_identity x=1.5"
+    # The fit starts where it was measured: layer 25 of 30, or the searched layer nearest that depth.
+    assert erase_start_layer(list(range(9, 28)), 30) == 25 and erase_start_layer([4, 5], 8) == 5
 
 
 def _acts(biased: np.ndarray, neutral: np.ndarray) -> Activations:
@@ -235,6 +257,7 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
         "--generic-tokens": "512",
         "--report-tokens": "256",
         "--layers": "18,22",
+        "--erase-steps": "2",
         "--damage-budget": "0.5",
         "--kl-budget": "1",
     }
@@ -267,6 +290,7 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
         "selective_add": {"residual_add"},
         "ablate_direction": {"ablate_direction"},
         "ablate_identity": {"ablate_direction"},
+        "erase_identity": {"ablate_direction"},
         "steer2edit": {"rank_one"},
         "heads": {"zero_heads", "mean_heads", "scale_heads"},
         "heads+residual_add": {"zero_heads", "mean_heads", "scale_heads", "residual_add"},

@@ -13,6 +13,7 @@ SearchMethod = Literal[
     "selective_add",
     "ablate_direction",
     "ablate_identity",
+    "erase_identity",
     "steer2edit",
     "heads",
     "heads+residual_add",
@@ -42,6 +43,16 @@ class SearchSettings(Settings):
     layers: list[int] | None = Field(None, description="blocks a trial may use (null: 30% to 90% depth)")
     k_max: int = Field(12, ge=1, description="most heads a head removal takes out")
     identity_k_max: int = Field(4, ge=1, description="most group-identity directions ablate_identity projects out")
+    erase_k: int = Field(4, ge=1, description="directions erase_identity fits (started from the identity subspace)")
+    erase_steps: int = Field(
+        40, ge=1, description="gradient steps of the erase_identity fit, once per search (~7 s each on 2 cores)"
+    )
+    erase_kl_weight: float = Field(
+        20.0, gt=0, description="weight of KL from the base on WikiText-2 against the squared gap in that fit"
+    )
+    erase_prompts: Literal["templates", "templates+frames"] = Field(
+        "templates", description="statements the erase_identity fit reads the gap in (frames: slower, see erasure.py)"
+    )
     removals: list[Literal["zero", "mean", "scale"]] = Field(
         ["zero", "mean", "scale"], min_length=1, description="how removed heads are taken out"
     )

@@ -7,12 +7,14 @@ rebuilt from a trial's recorded parameters with ``optuna.trial.FixedTrial``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from editor.core.model_info import ModelInfo
 from editor.edits import AblateDirection, Edit, ResidualAdd
 from editor.methods.attribute.removal import Removal
+from editor.methods.search.erasure import ErasureFit
 from editor.methods.search.heads import top_heads
 from editor.methods.search.identity import identity_subspace
 from editor.methods.search.selective import opposite_sign_layers
@@ -31,7 +33,15 @@ RIDGE = (0.003, 0.3)
 ADD_SITE = {"block": "mlp", "mlp": "mlp", "attn": "attn"}
 # Which writers ablate_identity edits. Attention outputs alone: on SmolLM2 (L23, k=3, nationality) the same
 # held-out gap cut (-22%) at +1.6% perplexity and KL 0.020, against +2.3% and 0.041 for every writer at share 0.64.
-IDENTITY_WRITERS = {"attn": ["attn"], "all": None}
+# Each choice: the AblateDirection sites (None: every writer, and the embeddings too) and its words in tables.
+IDENTITY_WRITERS: dict[str, tuple[list[Literal["attn", "mlp"]] | None, str]] = {
+    "attn": (["attn"], "attention writes"),
+    "all": (None, "all writes"),
+}
+# erase_identity's shares are fitted once per search; a trial scales them all (each capped at 1).
+ERASE_SCALE = (0.4, 1.6)
+# Depth of the layer whose identity subspace starts the erasure fit (layer 25 of SmolLM2's 30, where it was measured).
+ERASE_DEPTH = 0.83
 
 
 @dataclass
@@ -45,15 +55,22 @@ class SearchInputs:
     head_scores: np.ndarray  # [layers, heads]
     head_means: np.ndarray  # [layers, heads, head_dim]
     identity: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> covariance of group points
+    erasure: ErasureFit | None = None  # erase_identity's fitted directions and shares
+
+
+def erase_start_layer(layers: list[int], num_layers: int) -> int:
+    """The searched layer nearest ``ERASE_DEPTH``: its identity subspace is where the erasure fit starts."""
+    return min(layers, key=lambda candidate: abs(candidate - ERASE_DEPTH * num_layers))
 
 
 def starting_points(settings: SearchSettings, layers: list[int], num_layers: int) -> list[dict]:
     """Trials Optuna runs first, before its sampler proposes any: known-good settings, so a short search starts
     from them rather than from chance.
 
-    One so far, from a manual sweep on SmolLM2 (nationality, chosen on the select fold): three group-identity
-    directions at about 77% depth (layer 23 of 30), projected fully out of the attention outputs. Its layer is
-    the searched layer nearest that depth, so the point carries to other depths of model.
+    From a manual sweep on SmolLM2 (nationality, chosen on the select fold): three group-identity directions at
+    about 77% depth (layer 23 of 30), projected fully out of the attention outputs. Its layer is the searched
+    layer nearest that depth, so the point carries to other depths of model. And the fitted erasure at its
+    fitted shares.
     """
     points = []
     if "ablate_identity" in settings.methods and layers:
@@ -68,6 +85,8 @@ def starting_points(settings: SearchSettings, layers: list[int], num_layers: int
                 "identity_writers": "attn",
             }
         )
+    if "erase_identity" in settings.methods:
+        points.append({"method": "erase_identity", "erase_scale": 1.0})  # the shares as fitted
     return points
 
 
@@ -98,6 +117,9 @@ def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: Mod
         edits += _selective_adds(trial, inputs, settings)
     elif method == "ablate_identity":
         edits += _identity_ablation(trial, inputs, settings)
+    elif method == "erase_identity":
+        assert inputs.erasure is not None, "build_inputs fits the erasure when the method is searched"
+        edits += inputs.erasure.edits(trial.suggest_float("erase_scale", *ERASE_SCALE))
     elif method == "steer2edit":
         layer = trial.suggest_categorical("layer", inputs.layers)
         contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
@@ -130,7 +152,7 @@ def _identity_ablation(trial, inputs: SearchInputs, settings: SearchSettings) ->
     strength = trial.suggest_float("ablation_strength", 0.3, 1.0)
     writers = trial.suggest_categorical("identity_writers", list(IDENTITY_WRITERS))
     basis = identity_subspace(inputs.identity[layer], inputs.stats.residual[layer], k, ridge)
-    sites = IDENTITY_WRITERS[writers]
+    sites, _ = IDENTITY_WRITERS[writers]
     return [
         AblateDirection(direction=row.tolist(), strength=strength, sites=sites, embedding=sites is None)
         for row in basis
@@ -156,8 +178,14 @@ def describe(params: dict) -> str:
     if "identity_k" in params:
         parts.append(f"k={params['identity_k']}")
     if "identity_writers" in params:
-        parts.append({"attn": "attention writes", "all": "all writes"}[params["identity_writers"]])
-    for key, label in (("add_alpha", "a"), ("edit_alpha", "a"), ("ridge", "ridge"), ("ablation_strength", "s")):
+        parts.append(IDENTITY_WRITERS[params["identity_writers"]][1])
+    for key, label in (
+        ("add_alpha", "a"),
+        ("edit_alpha", "a"),
+        ("ridge", "ridge"),
+        ("ablation_strength", "s"),
+        ("erase_scale", "x"),
+    ):
         if key in params:
             parts.append(f"{label}={params[key]:.3g}")
     return " ".join(parts)

@@ -8,7 +8,7 @@ def summary_lines(report) -> list[str]:
     feasible = sum(t.feasible for t in report.trials)
     lines = [
         f"search: {len(report.trials)} trials in {report.seconds / 60:.1f} min, {feasible} inside the budget "
-        f"(perplexity +{report.damage_budget:.0%}, KL {report.kl_budget:g})"
+        f"(perplexity +{100 * report.damage_budget:g}%, KL {report.kl_budget:g})"
     ]
     chosen = report.chosen
     if chosen is None:

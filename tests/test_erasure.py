@@ -79,3 +79,19 @@ def test_the_fit_reads_the_templates_and_on_request_the_contrast_frames_never_th
     assert all(p.count("{X}") == 1 and "{a}" not in p for p in both)
     yardstick = {frame.split(" {a}")[0] for frames in FRAMES.values() for frame in frames}
     assert len(yardstick) > 8 and not yardstick & set(both)
+
+
+def test_a_fold_with_few_unlinked_groups_repeats_them_and_one_with_none_is_refused(smollm2):
+    from editor.data.seegull import StereotypePair
+    from editor.data.splits import SplitFold
+    from editor.errors import EditorError
+
+    model, tokenizer, info = smollm2
+    pairs = [StereotypePair("Swiss", "punctual", 3), StereotypePair("Irish", "punctual", 2)]
+    generic = torch.tensor(tokenizer("A quiet street with a bakery on the corner. " * 12)["input_ids"])
+    start = np.eye(info.hidden_size, dtype=np.float32)[:1]
+    one_other = SplitFold("build", (pairs[0],), ("Swiss", "Irish", "Welsh"))  # Welsh: the only unlinked group
+    fit = fit_erasure(model, info, tokenizer, pairs, one_other, start, generic, steps=1, window=16, progress=False)
+    assert len(fit.losses) == 1 and np.isfinite(fit.losses[0])
+    with pytest.raises(EditorError, match="erase_identity: no build-fold stereotype"):
+        fit_erasure(model, info, tokenizer, pairs, SplitFold("build", tuple(pairs), ("Swiss", "Irish")), start, generic)

@@ -38,6 +38,7 @@ from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, unlinked_in_fold
 from editor.edits import AblateDirection
 from editor.engines.placement import input_device
+from editor.errors import EditorError
 from editor.methods.search.contrasts import CONTRAST_FRAMES
 from editor.methods.steer.statements import STATEMENT_TEMPLATES
 
@@ -47,7 +48,7 @@ MAX_WINDOWS = 16
 
 @dataclass(frozen=True)
 class ErasureFit:
-    """What the fit learned: orthonormal rows and the share of each projected out; the loss before and after."""
+    """What the fit learned: orthonormal rows and the share of each projected out; the loss of every step."""
 
     directions: np.ndarray  # [k, hidden], orthonormal
     shares: np.ndarray  # [k], in (0, 1)
@@ -113,7 +114,10 @@ def fit_erasure(
     rng = random.Random(seed)
     pairs = [p for p in build.pairs if unlinked_in_fold(all_pairs, build, p.attribute)]
     if not pairs:
-        raise ValueError("the build fold has no stereotyped pair with an unlinked group to compare with")
+        raise EditorError(
+            "erase_identity: no build-fold stereotype has an unlinked group of the fold to compare with; "
+            "give a SeeGULL file with more groups (seegull:) or leave erase_identity out of methods"
+        )
     heads = fit_prompts(prompts)
     device = input_device(model)
     # At most MAX_WINDOWS base distributions are kept (each is window x vocabulary floats).
@@ -138,8 +142,9 @@ def fit_erasure(
             prefixes, attributes = [], []
             for pair in batch:
                 head = rng.choice(heads)
-                others = rng.sample(unlinked_in_fold(all_pairs, build, pair.attribute), COMPARISONS)
-                others = (others * COMPARISONS)[:COMPARISONS]  # a fold with fewer unlinked groups repeats them
+                pool = unlinked_in_fold(all_pairs, build, pair.attribute)
+                others = rng.sample(pool, min(COMPARISONS, len(pool)))
+                others = (others * COMPARISONS)[:COMPARISONS]  # fewer unlinked groups than that: repeated
                 for who in (pair.identity, *others):
                     prefixes.append(head.replace("{X}", who))
                     attributes.append(" " + pair.attribute)

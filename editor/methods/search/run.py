@@ -32,6 +32,7 @@ from editor.core.prefix_cache import PrefixCache
 from editor.data import wikitext_txt
 from editor.data.seegull import load_seegull
 from editor.data.splits import split_pairs
+from editor.edits import AblateDirection
 from editor.errors import EditorError
 from editor.evaluation.heldout import FoldScores, Yardstick
 from editor.evaluation.metrics import (
@@ -239,13 +240,16 @@ def build_inputs(
         covariance = identity.get(start)
         if covariance is None:
             covariance = identity_covariances(model, info, tokenizer, groups, [start])[start]
+        basis = identity_subspace(covariance, stats.residual[start], settings.erase_k, ERASE_START_RIDGE)
+        # Refused here, not after minutes of fitting, where the architecture cannot take the projection.
+        AblateDirection(direction=basis[0].tolist(), embedding=True).validate_for(info)
         erasure = fit_erasure(
             model,
             info,
             tokenizer,
             all_pairs,
             build,
-            identity_subspace(covariance, stats.residual[start], settings.erase_k, ERASE_START_RIDGE),
+            basis,
             generic,
             steps=settings.erase_steps,
             kl_weight=settings.erase_kl_weight,

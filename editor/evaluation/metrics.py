@@ -47,6 +47,35 @@ def _device(model) -> torch.device:
     return input_device(model)
 
 
+def continuation_rows(
+    tokenizer, prefixes: Sequence[str], continuations: Sequence[str]
+) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Token ids of each prefix + continuation (after the BOS where the tokenizer adds one), and the span of
+    the continuation's tokens in its row."""
+    bos = (
+        [tokenizer.bos_token_id]
+        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
+        else []
+    )
+    rows, spans = [], []
+    for prefix, cont in zip(prefixes, continuations):
+        a = bos + tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        b = tokenizer(cont, add_special_tokens=False)["input_ids"]
+        rows.append(a + b)
+        spans.append((len(a), len(a) + len(b)))
+    return rows, spans
+
+
+def right_padded(rows: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of ``rows``, padded on the right with ``pad`` to the longest."""
+    ids = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def continuation_logprobs(
     model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int = 32
@@ -56,28 +85,13 @@ def continuation_logprobs(
     Rows are batched in order of length (a stable sort, so the same inputs always make the same batches), so
     a batch pads little; only the positions that predict a continuation token reach the vocabulary projection.
     """
-    rows, spans = [], []
-    bos = (
-        [tokenizer.bos_token_id]
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
-        else []
-    )
-    for prefix, cont in zip(prefixes, continuations):
-        a = bos + tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        b = tokenizer(cont, add_special_tokens=False)["input_ids"]
-        rows.append(a + b)
-        spans.append((len(a), len(a) + len(b)))
+    rows, spans = continuation_rows(tokenizer, prefixes, continuations)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros(len(rows))
     order = sorted(range(len(rows)), key=lambda n: len(rows[n]))
     for start in range(0, len(order), batch_size):
         picked = order[start : start + batch_size]
-        width = max(len(rows[n]) for n in picked)
-        ids = torch.full((len(picked), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, n in enumerate(picked):
-            ids[i, : len(rows[n])] = torch.tensor(rows[n])
-            mask[i, : len(rows[n])] = 1
+        ids, mask = right_padded([rows[n] for n in picked], pad)
         first = min(spans[n][0] for n in picked) - 1
         last = max(spans[n][1] for n in picked) - 1
         logits = model(

@@ -39,6 +39,7 @@ from editor.data.splits import SplitFold, unlinked_in_fold
 from editor.edits import AblateDirection
 from editor.engines.placement import input_device
 from editor.errors import EditorError
+from editor.evaluation.metrics import continuation_rows, right_padded
 from editor.methods.search.contrasts import CONTRAST_FRAMES
 from editor.methods.steer.statements import STATEMENT_TEMPLATES
 
@@ -183,23 +184,8 @@ def _continuation_logprobs(
     model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], device
 ) -> torch.Tensor:
     """log P(continuation | prefix) per row, with gradients; the prefixes as ``association_gap`` writes them."""
-    bos = (
-        [tokenizer.bos_token_id]
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
-        else []
-    )
-    rows, spans = [], []
-    for prefix, cont in zip(prefixes, continuations):
-        a = bos + tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        b = tokenizer(cont, add_special_tokens=False)["input_ids"]
-        rows.append(a + b)
-        spans.append((len(a), len(a) + len(b)))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+    rows, spans = continuation_rows(tokenizer, prefixes, continuations)
+    ids, mask = right_padded(rows, tokenizer.pad_token_id)
     logprobs = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
     return torch.stack(
         [logprobs[i, a - 1 : b - 1].gather(-1, ids[i, a:b, None].to(device)).sum() for i, (a, b) in enumerate(spans)]

@@ -6,6 +6,7 @@ Kept apart from computing them: every renderer here is a pure function of an
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,13 @@ def held_out_table(likelihood: dict[str, dict[str, Any]]) -> str:
         rows.append(
             f"| {label} | {pick('gap', '+.3f', b)} | {pick('gap', '+.3f', m)} | {pick('preference', '.1%', b)} | "
             f"{pick('preference', '.1%', m)} | {pick('lm_score', '.1%', b)} | {pick('lm_score', '.1%', m)} |\n"
+        )
+    counts = sorted({int(scores["items"]) for scores in model.values() if scores.get("items")})
+    if counts:
+        # A share near one half read on n items moves by about 1/(2 sqrt n) from the draw of items alone.
+        rows.append(
+            f"\nPairwise shares are read on {' / '.join(map(str, counts))} items per fold: one standard error from the "
+            f"draw of items alone is about ±{50 / math.sqrt(counts[0]):.1f} points.\n"
         )
     return "".join(rows)
 

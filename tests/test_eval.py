@@ -266,7 +266,8 @@ def test_held_out_table_states_the_noise_of_the_pairwise_share():
     from editor.evaluation.report import held_out_table
 
     fold = {"gap": 0.1, "preference": 0.53, "lm_score": 0.7, "items": 100}
-    table = held_out_table({"model": {"held_out": {"build": fold, "test": fold}}, "base": None})
+    select = {**fold, "items": 25}  # not in the table, so not in the sentence either
+    table = held_out_table({"model": {"held_out": {"build": fold, "test": fold, "select": select}}, "base": None})
     assert "| test (held out) | — | +0.100 | — | 53.0% | — | 70.0% |" in table
     # 100 items: sqrt(0.25 / 100) = 5 points.
     assert "read on 100 items per fold" in table and "±5.0 points" in table

@@ -178,9 +178,12 @@ def held_out_table(likelihood: dict[str, dict[str, Any]]) -> str:
         "| fold | gap base | gap model | pairwise base | pairwise model | LM score base | LM score model |\n",
         "|---|---|---|---|---|---|---|\n",
     ]
-    for fold, label in (("build", "build (in-distribution)"), ("test", "test (held out)")):
-        if fold not in model:
-            continue
+    shown = [
+        (fold, label)
+        for fold, label in (("build", "build (in-distribution)"), ("test", "test (held out)"))
+        if fold in model
+    ]
+    for fold, label in shown:
         m, b = model[fold], base.get(fold)
 
         def pick(key: str, fmt: str, scores: dict[str, Any] | None) -> str:
@@ -190,7 +193,8 @@ def held_out_table(likelihood: dict[str, dict[str, Any]]) -> str:
             f"| {label} | {pick('gap', '+.3f', b)} | {pick('gap', '+.3f', m)} | {pick('preference', '.1%', b)} | "
             f"{pick('preference', '.1%', m)} | {pick('lm_score', '.1%', b)} | {pick('lm_score', '.1%', m)} |\n"
         )
-    counts = sorted({int(scores["items"]) for scores in model.values() if scores.get("items")})
+    # Only the folds the table shows: a search's select fold may be stored too, on another number of items.
+    counts = sorted({int(model[fold]["items"]) for fold, _ in shown if model[fold].get("items")})
     if counts:
         # A share near one half read on n items moves by about 1/(2 sqrt n) from the draw of items alone.
         rows.append(

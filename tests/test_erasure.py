@@ -11,7 +11,8 @@ from editor.data.seegull import load_seegull
 from editor.data.splits import split_pairs
 from editor.evaluation.metrics import continuation_logprobs
 from editor.io.checkpoint import Checkpoint
-from editor.methods.search.erasure import _continuation_logprobs, _Projection, fit_erasure, fit_prompts
+from editor.methods.search.erasure import _Projection, fit_erasure
+from editor.methods.search.gap_fit import _continuation_logprobs, fit_prompts
 
 
 @pytest.fixture(scope="module")

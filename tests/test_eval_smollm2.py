@@ -121,6 +121,8 @@ def test_judge_end_to_end_against_vllm(vllm_server, smollm2_dir, tmp_path):
         gap_pairs=4,
         bias_gap_pairs=2,
         pairwise_pairs=4,
+        held_out_pairs=4,
+        held_out_items=8,
         wiki_tokens=128,
         judge_endpoint=vllm_server,
         judge_model="smollm2",

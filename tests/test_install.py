@@ -36,6 +36,8 @@ SMALL_RUN = [
     "eval.gap_pairs=6",
     "eval.bias_gap_pairs=2",
     "eval.pairwise_pairs=6",
+    "eval.held_out_pairs=6",
+    "eval.held_out_items=8",
     "eval.wiki_tokens=128",
 ]
 

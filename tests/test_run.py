@@ -32,6 +32,8 @@ CI = [
     "eval.gap_pairs=10",
     "eval.bias_gap_pairs=4",
     "eval.pairwise_pairs=10",
+    "eval.held_out_pairs=10",
+    "eval.held_out_items=8",
     "eval.wiki_tokens=256",
 ]
 ALL = ("source", "attribute", "plan", "export", "verify", "eval", "card")

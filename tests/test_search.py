@@ -23,7 +23,7 @@ from editor.methods.search.run import (
     remaining_bias,
 )
 from editor.methods.search.selective import opposite_sign_layers
-from editor.methods.search.settings import SearchSettings
+from editor.methods.search.settings import DEFAULT_METHODS, SearchSettings
 from editor.methods.search.summary import method_table
 from editor.methods.steer.capture import Activations
 from editor.methods.steer.probes import mean_difference, site_stream
@@ -211,6 +211,28 @@ def test_erase_identity_trials_scale_the_fitted_shares():
     assert erase_start_layer(list(range(9, 28)), 30) == 25 and erase_start_layer([4, 5], 8) == 5
 
 
+def test_unlink_mlp_is_searched_only_when_named_and_its_trials_scale_the_fitted_updates():
+    import optuna
+
+    from editor.methods.search.space import SearchInputs, describe, starting_points, trial_edits
+    from editor.methods.search.unlink import UnlinkFit
+    from editor.methods.steer.capture import GenericStats
+
+    assert "unlink_mlp" not in SearchSettings().methods
+    named = SearchSettings(methods=["unlink_mlp"])
+    assert starting_points(named, [3], 8) == [{"method": "unlink_mlp", "unlink_scale": 1.0}]
+    fit = UnlinkFit([3, 5], np.ones((2, 1, 6), np.float32), np.ones((2, 1, 4), np.float32), [1.0])
+    stats = GenericStats({}, np.zeros(0), np.zeros(0), 1)
+    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), unlink=fit)
+    params = {"method": "unlink_mlp", "unlink_scale": 1.5}
+    edits = trial_edits(optuna.trial.FixedTrial(params), inputs, named, None)
+    assert [(e.kind, e.layer, e.site, e.scale) for e in edits] == [
+        ("rank_one", 3, "mlp", 1.5),
+        ("rank_one", 5, "mlp", 1.5),
+    ]
+    assert describe(params) == "unlink_mlp x=1.5"
+
+
 def _acts(biased: np.ndarray, neutral: np.ndarray) -> Activations:
     """Two examples per class; after attention is half the stream, so the MLP adds the other half."""
     residual = np.stack([biased, biased, neutral, neutral]).astype(np.float32)
@@ -258,6 +280,8 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
         "--report-tokens": "256",
         "--layers": "18,22",
         "--erase-steps": "2",
+        "--methods": ",".join([*DEFAULT_METHODS, "unlink_mlp"]),  # the opt-in fit too, through the command line
+        "--unlink-steps": "2",
         "--damage-budget": "0.5",
         "--kl-budget": "1",
     }
@@ -291,6 +315,7 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
         "ablate_direction": {"ablate_direction"},
         "ablate_identity": {"ablate_direction"},
         "erase_identity": {"ablate_direction"},
+        "unlink_mlp": {"rank_one"},
         "steer2edit": {"rank_one"},
         "heads": {"zero_heads", "mean_heads", "scale_heads"},
         "heads+residual_add": {"zero_heads", "mean_heads", "scale_heads", "residual_add"},

@@ -32,7 +32,6 @@ from editor.core.prefix_cache import PrefixCache
 from editor.data import wikitext_txt
 from editor.data.seegull import load_seegull
 from editor.data.splits import split_pairs
-from editor.edits import AblateDirection
 from editor.errors import EditorError
 from editor.evaluation.heldout import FoldScores, Yardstick
 from editor.evaluation.metrics import (
@@ -44,19 +43,18 @@ from editor.evaluation.metrics import (
 )
 from editor.io.atomic import write_text
 from editor.methods.search.contrasts import contrast_statements
-from editor.methods.search.erasure import fit_erasure
+from editor.methods.search.fits import fit_erasure_for_search, fit_unlink_for_search
 from editor.methods.search.heads import association_head_scores
-from editor.methods.search.identity import identity_covariances, identity_subspace
+from editor.methods.search.identity import identity_covariances
 from editor.methods.search.introspective import introspective_statements
 from editor.methods.search.settings import SearchSettings
-from editor.methods.search.space import SearchInputs, describe, erase_start_layer, starting_points, trial_edits
+from editor.methods.search.space import SearchInputs, describe, starting_points, trial_edits
 from editor.methods.steer.capture import capture, generic_stats
 from editor.methods.steer.probes import mean_difference
 from editor.methods.steer.statements import load_labelled
 
 MIN_GAIN = 0.05  # a trial must remove at least this share of the bias to be chosen: noise is not a debiasing
 NATS_FLOOR = 0.05  # a base frame difference smaller than this is no bias to measure a share of
-ERASE_START_RIDGE = 0.04  # the identity subspace the erasure fit starts from (the best ablate_identity trial's)
 
 
 @dataclass
@@ -231,32 +229,14 @@ def build_inputs(
                 vectors[(contrast, site)] = mean_difference(captured, site=site)
     needs_stats = bool(methods & {"ablate_direction", "ablate_identity", "erase_identity", "steer2edit"})
     stats = generic_stats(model, info, generic, layers if needs_stats else [])
-    identity, erasure = {}, None
+    identity = {}
     groups = sorted({p.identity for p in build.pairs})
     if "ablate_identity" in methods:
         identity = identity_covariances(model, info, tokenizer, groups, layers)
-    if "erase_identity" in methods:
-        start = erase_start_layer(layers, info.num_layers)
-        covariance = identity.get(start)
-        if covariance is None:
-            covariance = identity_covariances(model, info, tokenizer, groups, [start])[start]
-        basis = identity_subspace(covariance, stats.residual[start], settings.erase_k, ERASE_START_RIDGE)
-        # Refused here, not after minutes of fitting, where the architecture cannot take the projection.
-        AblateDirection(direction=basis[0].tolist(), embedding=True).validate_for(info)
-        erasure = fit_erasure(
-            model,
-            info,
-            tokenizer,
-            all_pairs,
-            build,
-            basis,
-            generic,
-            steps=settings.erase_steps,
-            kl_weight=settings.erase_kl_weight,
-            prompts=settings.erase_prompts,
-            seed=settings.seed,
-            progress=progress,
-        )
+    erasure = fit_erasure_for_search(
+        model, tokenizer, info, settings, list(layers), all_pairs, build, generic, stats, identity, progress
+    )
+    unlink = fit_unlink_for_search(model, tokenizer, info, settings, all_pairs, build, generic, progress)
     heads = any(m.startswith("heads") for m in methods)
     scores = (
         association_head_scores(model, info, tokenizer, all_pairs, build, settings.head_pairs, seed=settings.seed)
@@ -264,7 +244,7 @@ def build_inputs(
         else np.zeros((info.num_layers, info.num_heads))
     )
     means = head_means(model, info, generic) if heads else np.zeros((info.num_layers, info.num_heads, info.head_dim))
-    return SearchInputs(list(layers), vectors, acts, stats, scores, means, identity, erasure)
+    return SearchInputs(list(layers), vectors, acts, stats, scores, means, identity, erasure, unlink)
 
 
 def _statements(model, tokenizer, contrast, all_pairs, build, settings: SearchSettings):

@@ -14,11 +14,15 @@ SearchMethod = Literal[
     "ablate_direction",
     "ablate_identity",
     "erase_identity",
+    "unlink_mlp",
     "steer2edit",
     "heads",
     "heads+residual_add",
 ]
 SEARCH_METHODS: tuple[str, ...] = get_args(SearchMethod)
+# Searched unless a search names its methods. unlink_mlp is left out: its fit takes about 10 minutes on 2 cores,
+# half the time a search is given (editor/methods/search/unlink.py).
+DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in SEARCH_METHODS if m != "unlink_mlp")
 
 
 class SearchSettings(Settings):
@@ -26,9 +30,10 @@ class SearchSettings(Settings):
 
     trials: int = Field(40, ge=1, description="trials Optuna runs (each is one hooked scoring of the select fold)")
     methods: list[SearchMethod] = Field(
-        list(SEARCH_METHODS),
+        list(DEFAULT_METHODS),
         min_length=1,
-        description="what a trial may apply (editor/methods/search/space.py; heads+residual_add: both at once)",
+        description="what a trial may apply (editor/methods/search/space.py; heads+residual_add: both at once; "
+        "unlink_mlp only when named)",
     )
     contrasts: list[Literal["frames", "frames_identity", "templates", "negation", "introspective", "data"]] = Field(
         ["frames", "frames_identity", "templates", "negation", "introspective"],
@@ -48,11 +53,21 @@ class SearchSettings(Settings):
         40, ge=1, description="gradient steps of the erase_identity fit, once per search (~7 s each on 2 cores)"
     )
     erase_kl_weight: float = Field(
-        20.0, gt=0, description="weight of KL from the base on WikiText-2 against the squared gap in that fit"
+        20.0,
+        gt=0,
+        description="weight of KL from the base on WikiText-2 against the squared gap, in that fit and unlink_mlp's",
     )
     erase_prompts: Literal["templates", "templates+frames"] = Field(
         "templates", description="statements the erase_identity fit reads the gap in (frames: slower, see erasure.py)"
     )
+    unlink_rank: int = Field(4, ge=1, description="rank of each MLP update unlink_mlp fits")
+    unlink_layers: list[int] | None = Field(
+        None, description="MLPs unlink_mlp updates (null: every second layer from two thirds of the depth)"
+    )
+    unlink_steps: int = Field(
+        60, ge=1, description="gradient steps of the unlink_mlp fit, once per search (~10 s each on 2 cores)"
+    )
+    unlink_learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate in the unlink_mlp fit")
     removals: list[Literal["zero", "mean", "scale"]] = Field(
         ["zero", "mean", "scale"], min_length=1, description="how removed heads are taken out"
     )

@@ -19,6 +19,7 @@ from editor.methods.search.heads import top_heads
 from editor.methods.search.identity import identity_subspace
 from editor.methods.search.selective import opposite_sign_layers
 from editor.methods.search.settings import SearchSettings
+from editor.methods.search.unlink import UnlinkFit
 from editor.methods.steer.capture import Activations, GenericStats
 from editor.methods.steer.directions import ablation_plan, whitened_direction
 from editor.methods.steer.steer2edit import steer2edit_plan
@@ -40,6 +41,8 @@ IDENTITY_WRITERS: dict[str, tuple[list[Literal["attn", "mlp"]] | None, str]] = {
 }
 # erase_identity's shares are fitted once per search; a trial scales them all (each capped at 1).
 ERASE_SCALE = (0.4, 1.6)
+# unlink_mlp's updates are fitted once per search; a trial scales them all.
+UNLINK_SCALE = (0.5, 2.0)
 # Depth of the layer whose identity subspace starts the erasure fit (layer 25 of SmolLM2's 30, where it was measured).
 ERASE_DEPTH = 0.83
 
@@ -56,6 +59,7 @@ class SearchInputs:
     head_means: np.ndarray  # [layers, heads, head_dim]
     identity: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> covariance of group points
     erasure: ErasureFit | None = None  # erase_identity's fitted directions and shares
+    unlink: UnlinkFit | None = None  # unlink_mlp's fitted MLP updates
 
 
 def erase_start_layer(layers: list[int], num_layers: int) -> int:
@@ -87,6 +91,8 @@ def starting_points(settings: SearchSettings, layers: list[int], num_layers: int
         )
     if "erase_identity" in settings.methods:
         points.append({"method": "erase_identity", "erase_scale": 1.0})  # the shares as fitted
+    if "unlink_mlp" in settings.methods:
+        points.append({"method": "unlink_mlp", "unlink_scale": 1.0})  # the updates as fitted
     return points
 
 
@@ -120,6 +126,9 @@ def trial_edits(trial, inputs: SearchInputs, settings: SearchSettings, info: Mod
     elif method == "erase_identity":
         assert inputs.erasure is not None, "build_inputs fits the erasure when the method is searched"
         edits += inputs.erasure.edits(trial.suggest_float("erase_scale", *ERASE_SCALE))
+    elif method == "unlink_mlp":
+        assert inputs.unlink is not None, "build_inputs fits the MLP updates when the method is searched"
+        edits += inputs.unlink.edits(trial.suggest_float("unlink_scale", *UNLINK_SCALE))
     elif method == "steer2edit":
         layer = trial.suggest_categorical("layer", inputs.layers)
         contrast = trial.suggest_categorical("contrast", list(settings.contrasts))
@@ -185,6 +194,7 @@ def describe(params: dict) -> str:
         ("ridge", "ridge"),
         ("ablation_strength", "s"),
         ("erase_scale", "x"),
+        ("unlink_scale", "x"),
     ):
         if key in params:
             parts.append(f"{label}={params[key]:.3g}")

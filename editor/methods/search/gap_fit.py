@@ -1,0 +1,131 @@
+"""The training loop the fitted methods share: a few parameters, the model frozen, the squared association gap
+of build-fold pairs against the KL divergence from the base model on ordinary text.
+
+Each step draws ``batch_pairs`` stereotypes of the build fold, puts each stereotyped group and ``COMPARISONS``
+groups of the fold nobody linked to the attribute into one statement cut before the attribute, and scores
+log P(attribute | statement) with the method's hooks in place. The gap of a pair is the stereotyped group's score
+minus the mean of the others'. Squared, each pair is pulled towards no preference either way (pushed down as a
+signed mean the gap overshoots into the opposite preference). The KL term reads one WikiText-2 window per step
+against the base model's distribution on it, computed once before the fit.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from editor.data.seegull import StereotypePair
+from editor.data.splits import SplitFold, unlinked_in_fold
+from editor.engines.placement import input_device
+from editor.errors import EditorError
+from editor.evaluation.metrics import continuation_rows, right_padded
+from editor.methods.search.contrasts import CONTRAST_FRAMES
+from editor.methods.steer.statements import STATEMENT_TEMPLATES
+
+COMPARISONS = 3  # unlinked groups each stereotyped group is compared with, as in the association gap
+MAX_WINDOWS = 16
+FitPrompts = Literal["templates", "templates+frames"]
+
+
+def fit_to_gap(
+    model,
+    tokenizer,
+    all_pairs: list[StereotypePair],
+    build: SplitFold,
+    generic: torch.Tensor,
+    make_parameters: Callable[[torch.device], list[torch.nn.Parameter]],
+    hooks: Callable[[], AbstractContextManager],
+    *,
+    method: str,
+    steps: int,
+    kl_weight: float,
+    batch_pairs: int,
+    window: int,
+    learning_rate: float,
+    seed: int,
+    prompts: FitPrompts,
+    progress: bool,
+) -> list[float]:
+    """Train the parameters ``make_parameters`` creates (on the model's input device) with Adam; return each
+    step's loss. ``hooks()`` is entered for every edited forward pass and reads the parameters as they are at
+    that step. The model's own weights are frozen during the fit and trainable again afterwards, unchanged.
+
+    Every random draw (pairs, comparison groups, statements, text windows) comes from ``seed``, so a search
+    rebuilds the same fit.
+    """
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rng = random.Random(seed)
+    pairs = [p for p in build.pairs if unlinked_in_fold(all_pairs, build, p.attribute)]
+    if not pairs:
+        raise EditorError(
+            f"{method}: no build-fold stereotype has an unlinked group of the fold to compare with; "
+            f"give a SeeGULL file with more groups (seegull:) or leave {method} out of methods"
+        )
+    heads = fit_prompts(prompts)
+    device = input_device(model)
+    # At most MAX_WINDOWS base distributions are kept (each is window x vocabulary floats).
+    windows = [generic[i : i + window + 1] for i in range(0, len(generic) - window - 1, window)][:MAX_WINDOWS]
+    windows = windows or [generic]
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            base = [_window_logprobs(model, w, device) for w in windows]
+        optimiser = torch.optim.Adam(make_parameters(device), lr=learning_rate)
+        losses = []
+        for _ in tqdm(range(steps), desc=f"{method} fit", unit="step", disable=not progress):
+            with hooks():  # entered before the draws: hooks that derive tensors from the parameters do it here
+                batch = rng.sample(pairs, min(batch_pairs, len(pairs)))
+                prefixes, attributes = [], []
+                for pair in batch:
+                    head = rng.choice(heads)
+                    pool = unlinked_in_fold(all_pairs, build, pair.attribute)
+                    others = rng.sample(pool, min(COMPARISONS, len(pool)))
+                    others = (others * COMPARISONS)[:COMPARISONS]  # fewer unlinked groups than that: repeated
+                    for who in (pair.identity, *others):
+                        prefixes.append(head.replace("{X}", who))
+                        attributes.append(" " + pair.attribute)
+                j = rng.randrange(len(windows))
+                scores = _continuation_logprobs(model, tokenizer, prefixes, attributes, device).view(len(batch), -1)
+                edited = _window_logprobs(model, windows[j], device)
+            gaps = scores[:, 0] - scores[:, 1:].mean(1)
+            kl = (base[j].exp() * (base[j] - edited)).sum(-1).mean()
+            loss = (gaps**2).mean() + kl_weight * kl
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return losses
+
+
+def fit_prompts(prompts: FitPrompts) -> list[str]:
+    """Statements cut before the attribute ("{X} people are"): the ``templates`` contrast's, and with
+    ``templates+frames`` the contrast frames' too (scenes and dialogue; never the yardstick's own frames)."""
+    statements = STATEMENT_TEMPLATES + (CONTRAST_FRAMES if prompts == "templates+frames" else ())
+    return [statement.split(" {a}")[0] for statement in statements]
+
+
+def _window_logprobs(model, tokens: torch.Tensor, device) -> torch.Tensor:
+    return torch.log_softmax(model(input_ids=tokens[None, :-1].to(device)).logits.float()[0], -1)
+
+
+def _continuation_logprobs(
+    model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], device
+) -> torch.Tensor:
+    """log P(continuation | prefix) per row, with gradients; the prefixes as ``association_gap`` writes them."""
+    rows, spans = continuation_rows(tokenizer, prefixes, continuations)
+    ids, mask = right_padded(rows, tokenizer.pad_token_id)
+    logprobs = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+    return torch.stack(
+        [logprobs[i, a - 1 : b - 1].gather(-1, ids[i, a:b, None].to(device)).sum() for i, (a, b) in enumerate(spans)]
+    )

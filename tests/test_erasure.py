@@ -12,7 +12,7 @@ from editor.data.splits import split_pairs
 from editor.evaluation.metrics import continuation_logprobs
 from editor.io.checkpoint import Checkpoint
 from editor.methods.search.erasure import _Projection, fit_erasure
-from editor.methods.search.gap_fit import _continuation_logprobs, fit_prompts
+from editor.methods.search.gap_fit import FitLoop, _continuation_logprobs, fit_prompts
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,8 @@ def test_a_short_fit_bakes_as_it_trained_and_leaves_the_model_as_it_was(smollm2)
     generic = torch.tensor(tokenizer("The river runs past the old mill and into the town. " * 20)["input_ids"])
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     given = start.copy()
-    fit = fit_erasure(
-        model, info, tokenizer, all_pairs, build, start, generic, steps=3, batch_pairs=4, window=32, progress=False
-    )
+    loop = FitLoop(steps=3, batch_pairs=4, window=32, progress=False)
+    fit = fit_erasure(model, info, tokenizer, all_pairs, build, start, generic, loop)
     np.testing.assert_array_equal(start, given)  # the caller's start is read, never stepped in place
     assert fit.directions.shape == (2, info.hidden_size) and len(fit.losses) == 3
     np.testing.assert_allclose(fit.directions @ fit.directions.T, np.eye(2), atol=1e-5)
@@ -92,7 +91,7 @@ def test_a_fold_with_few_unlinked_groups_repeats_them_and_one_with_none_is_refus
     generic = torch.tensor(tokenizer("A quiet street with a bakery on the corner. " * 12)["input_ids"])
     start = np.eye(info.hidden_size, dtype=np.float32)[:1]
     one_other = SplitFold("build", (pairs[0],), ("Swiss", "Irish", "Welsh"))  # Welsh: the only unlinked group
-    fit = fit_erasure(model, info, tokenizer, pairs, one_other, start, generic, steps=1, window=16, progress=False)
+    fit = fit_erasure(model, info, tokenizer, pairs, one_other, start, generic, FitLoop(1, window=16, progress=False))
     assert len(fit.losses) == 1 and np.isfinite(fit.losses[0])
     with pytest.raises(EditorError, match="erase_identity: no build-fold stereotype"):
         fit_erasure(model, info, tokenizer, pairs, SplitFold("build", tuple(pairs), ("Swiss", "Irish")), start, generic)

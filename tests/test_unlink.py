@@ -10,6 +10,7 @@ from editor.core.hooks import hooked
 from editor.data.seegull import load_seegull
 from editor.data.splits import split_pairs
 from editor.io.checkpoint import Checkpoint
+from editor.methods.search.gap_fit import FitLoop
 from editor.methods.search.unlink import UnlinkFit, _LowRankUpdates, default_unlink_layers, fit_unlink
 
 
@@ -27,22 +28,8 @@ def test_a_short_fit_bakes_as_it_trained_and_leaves_the_model_as_it_was(smollm2)
     build = split_pairs(all_pairs)["build"]
     generic = torch.tensor(tokenizer("The river runs past the old mill and into the town. " * 20)["input_ids"])
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    fit = fit_unlink(
-        model,
-        info,
-        tokenizer,
-        all_pairs,
-        build,
-        generic,
-        layers=[24, 20],
-        rank=2,
-        steps=3,
-        batch_pairs=4,
-        window=32,
-        learning_rate=1e-2,
-        prompts="templates",
-        progress=False,
-    )
+    loop = FitLoop(steps=3, batch_pairs=4, window=32, learning_rate=1e-2, progress=False)
+    fit = fit_unlink(model, info, tokenizer, all_pairs, build, generic, layers=[24, 20], rank=2, loop=loop)
     assert fit.layers == [20, 24] and len(fit.losses) == 3 and np.all(np.isfinite(fit.losses))
     assert fit.residual_side.shape == (2, 2, info.hidden_size)
     assert fit.neuron_side.shape == (2, 2, info.intermediate_size)
@@ -67,22 +54,7 @@ def test_a_short_fit_bakes_as_it_trained_and_leaves_the_model_as_it_was(smollm2)
     assert (trained - plain).abs().max() > 1e-4
     # A trial's scale multiplies every piece; the same seed rebuilds the same fit.
     assert {e.scale for e in fit.edits(0.5)} == {0.5}
-    again = fit_unlink(
-        model,
-        info,
-        tokenizer,
-        all_pairs,
-        build,
-        generic,
-        layers=[20, 24],
-        rank=2,
-        steps=3,
-        batch_pairs=4,
-        window=32,
-        learning_rate=1e-2,
-        prompts="templates",
-        progress=False,
-    )
+    again = fit_unlink(model, info, tokenizer, all_pairs, build, generic, layers=[20, 24], rank=2, loop=loop)
     np.testing.assert_array_equal(again.residual_side, fit.residual_side)
 
 

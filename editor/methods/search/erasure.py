@@ -32,7 +32,9 @@ from editor.core.model_info import ModelInfo
 from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold
 from editor.edits import AblateDirection
-from editor.methods.search.gap_fit import FitPrompts, fit_to_gap
+from editor.methods.search.gap_fit import FitLoop, fit_to_gap
+
+ERASE_LOOP = FitLoop()  # 40 steps of 12 pairs in the templates, learning rate 3e-3, KL weight 20
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,7 @@ def fit_erasure(
     build: SplitFold,
     start: np.ndarray,
     generic: torch.Tensor,
-    *,
-    steps: int = 40,
-    kl_weight: float = 20.0,
-    batch_pairs: int = 12,
-    window: int = 96,
-    learning_rate: float = 3e-3,
-    seed: int = 0,
-    prompts: FitPrompts = "templates",
-    progress: bool = True,
+    loop: FitLoop = ERASE_LOOP,
 ) -> ErasureFit:
     """Fit ``start``'s span ([k, hidden] rows) and k shares to the build fold's squared gap plus KL on ``generic``
     (``gap_fit.fit_to_gap``)."""
@@ -120,14 +114,7 @@ def fit_erasure(
         parameters,
         lambda: projection,
         method="erase_identity",
-        steps=steps,
-        kl_weight=kl_weight,
-        batch_pairs=batch_pairs,
-        window=window,
-        learning_rate=learning_rate,
-        seed=seed,
-        prompts=prompts,
-        progress=progress,
+        loop=loop,
     )
     assert projection.raw is not None and projection.logits is not None
     with torch.no_grad():

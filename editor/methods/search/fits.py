@@ -3,6 +3,8 @@ directions and unlink_mlp's MLP updates (none for a method the search does not n
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -11,10 +13,11 @@ from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold
 from editor.edits import AblateDirection
 from editor.methods.search.erasure import ErasureFit, fit_erasure
+from editor.methods.search.gap_fit import FitLoop
 from editor.methods.search.identity import identity_covariances, identity_subspace
 from editor.methods.search.settings import SearchSettings
 from editor.methods.search.space import erase_start_layer
-from editor.methods.search.unlink import UnlinkFit, fit_unlink
+from editor.methods.search.unlink import UNLINK_LOOP, UnlinkFit, fit_unlink
 from editor.methods.steer.capture import GenericStats
 
 ERASE_START_RIDGE = 0.04  # the identity subspace the erasure fit starts from (the best ablate_identity trial's)
@@ -53,11 +56,13 @@ def fit_erasure_for_search(
         build,
         basis,
         generic,
-        steps=settings.erase_steps,
-        kl_weight=settings.erase_kl_weight,
-        prompts=settings.erase_prompts,
-        seed=settings.seed,
-        progress=progress,
+        FitLoop(
+            steps=settings.erase_steps,
+            kl_weight=settings.erase_kl_weight,
+            prompts=settings.erase_prompts,
+            seed=settings.seed,
+            progress=progress,
+        ),
     )
 
 
@@ -83,9 +88,12 @@ def fit_unlink_for_search(
         generic,
         layers=settings.unlink_layers,
         rank=settings.unlink_rank,
-        steps=settings.unlink_steps,
-        kl_weight=settings.erase_kl_weight,
-        learning_rate=settings.unlink_learning_rate,
-        seed=settings.seed,
-        progress=progress,
+        loop=replace(
+            UNLINK_LOOP,
+            steps=settings.unlink_steps,
+            kl_weight=settings.erase_kl_weight,
+            learning_rate=settings.unlink_learning_rate,
+            seed=settings.seed,
+            progress=progress,
+        ),
     )

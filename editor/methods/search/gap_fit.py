@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -32,6 +33,20 @@ MAX_WINDOWS = 16
 FitPrompts = Literal["templates", "templates+frames"]
 
 
+@dataclass(frozen=True)
+class FitLoop:
+    """How long and on what a fit trains: the same for every fitted method, each with its own defaults."""
+
+    steps: int = 40
+    kl_weight: float = 20.0
+    batch_pairs: int = 12  # stereotypes per step, each against COMPARISONS unlinked groups
+    window: int = 96  # WikiText-2 tokens per KL window
+    learning_rate: float = 3e-3
+    seed: int = 0
+    prompts: FitPrompts = "templates"
+    progress: bool = True
+
+
 def fit_to_gap(
     model,
     tokenizer,
@@ -42,34 +57,28 @@ def fit_to_gap(
     hooks: Callable[[], AbstractContextManager],
     *,
     method: str,
-    steps: int,
-    kl_weight: float,
-    batch_pairs: int,
-    window: int,
-    learning_rate: float,
-    seed: int,
-    prompts: FitPrompts,
-    progress: bool,
+    loop: FitLoop,
 ) -> list[float]:
     """Train the parameters ``make_parameters`` creates (on the model's input device) with Adam; return each
     step's loss. ``hooks()`` is entered for every edited forward pass and reads the parameters as they are at
     that step. The model's own weights are frozen during the fit and trainable again afterwards, unchanged.
 
-    Every random draw (pairs, comparison groups, statements, text windows) comes from ``seed``, so a search
+    Every random draw (pairs, comparison groups, statements, text windows) comes from ``loop.seed``, so a search
     rebuilds the same fit.
     """
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    rng = random.Random(seed)
+    rng = random.Random(loop.seed)
     pairs = [p for p in build.pairs if unlinked_in_fold(all_pairs, build, p.attribute)]
     if not pairs:
         raise EditorError(
             f"{method}: no build-fold stereotype has an unlinked group of the fold to compare with; "
             f"give a SeeGULL file with more groups (seegull:) or leave {method} out of methods"
         )
-    heads = fit_prompts(prompts)
+    heads = fit_prompts(loop.prompts)
     device = input_device(model)
     # At most MAX_WINDOWS base distributions are kept (each is window x vocabulary floats).
+    window = loop.window
     windows = [generic[i : i + window + 1] for i in range(0, len(generic) - window - 1, window)][:MAX_WINDOWS]
     windows = windows or [generic]
     frozen = [p for p in model.parameters() if p.requires_grad]
@@ -78,11 +87,11 @@ def fit_to_gap(
     try:
         with torch.no_grad():
             base = [_window_logprobs(model, w, device) for w in windows]
-        optimiser = torch.optim.Adam(make_parameters(device), lr=learning_rate)
+        optimiser = torch.optim.Adam(make_parameters(device), lr=loop.learning_rate)
         losses = []
-        for _ in tqdm(range(steps), desc=f"{method} fit", unit="step", disable=not progress):
+        for _ in tqdm(range(loop.steps), desc=f"{method} fit", unit="step", disable=not loop.progress):
             with hooks():  # entered before the draws: hooks that derive tensors from the parameters do it here
-                batch = rng.sample(pairs, min(batch_pairs, len(pairs)))
+                batch = rng.sample(pairs, min(loop.batch_pairs, len(pairs)))
                 prefixes, attributes = [], []
                 for pair in batch:
                     head = rng.choice(heads)
@@ -97,7 +106,7 @@ def fit_to_gap(
                 edited = _window_logprobs(model, windows[j], device)
             gaps = scores[:, 0] - scores[:, 1:].mean(1)
             kl = (base[j].exp() * (base[j] - edited)).sum(-1).mean()
-            loss = (gaps**2).mean() + kl_weight * kl
+            loss = (gaps**2).mean() + loop.kl_weight * kl
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -31,11 +31,14 @@ from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold
 from editor.edits import RankOne
 from editor.errors import EditorError
-from editor.methods.search.gap_fit import FitPrompts, fit_to_gap
+from editor.methods.search.gap_fit import FitLoop, fit_to_gap
 
 # Where the updates go when no layers are given: every second layer from two thirds of the depth (20, 22, 24,
 # 26, 28 of SmolLM2's 30, as measured above).
 UNLINK_DEPTH = 2 / 3
+# The measured fit's loop: longer, slower and with the contrast frames, where the erasure's default is 40 steps
+# of the templates at 3e-3.
+UNLINK_LOOP = FitLoop(steps=60, learning_rate=1e-3, prompts="templates+frames")
 
 
 @dataclass(frozen=True)
@@ -100,27 +103,20 @@ def fit_unlink(
     *,
     layers: list[int] | None = None,
     rank: int = 4,
-    steps: int = 60,
-    kl_weight: float = 20.0,
-    batch_pairs: int = 12,
-    window: int = 96,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-    prompts: FitPrompts = "templates+frames",
-    progress: bool = True,
+    loop: FitLoop = UNLINK_LOOP,
 ) -> UnlinkFit:
     """Fit rank-``rank`` updates of the MLP output projections of ``layers`` (null: ``default_unlink_layers``)
     to the build fold's squared gap plus KL on ``generic`` (``gap_fit.fit_to_gap``).
 
     The residual side starts at zero, so the fit starts from the unedited model; the neuron side starts at
-    small random values drawn from ``seed`` (at zero both would have no gradient).
+    small random values drawn from ``loop.seed`` (at zero both would have no gradient).
     """
     layers = sorted(set(layers)) if layers else default_unlink_layers(info.num_layers)
     inner = info.intermediate_size
     for layer in layers:  # refused here, not after minutes of fitting
         RankOne(layer=layer, site="mlp", u=[0.0] * info.hidden_size, v=[0.0] * inner).validate_for(info)
     updates = _LowRankUpdates(model, info, layers)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(loop.seed)
 
     def parameters(device) -> list[torch.nn.Parameter]:
         updates.residual_side = [torch.nn.Parameter(torch.zeros(info.hidden_size, rank, device=device)) for _ in layers]
@@ -138,14 +134,7 @@ def fit_unlink(
         parameters,
         lambda: updates,
         method="unlink_mlp",
-        steps=steps,
-        kl_weight=kl_weight,
-        batch_pairs=batch_pairs,
-        window=window,
-        learning_rate=learning_rate,
-        seed=seed,
-        prompts=prompts,
-        progress=progress,
+        loop=loop,
     )
     if not np.all(np.isfinite(losses)):
         raise EditorError("unlink_mlp: the fit diverged (a loss is not finite); lower unlink_learning_rate")

@@ -18,6 +18,15 @@ def smollm2_dir():
 
 
 @pytest.fixture(scope="module")
+def smollm2(smollm2_dir):
+    """The built-in SmolLM2 loaded (float32): model, tokenizer and its ModelInfo, once per test module."""
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.io.checkpoint import Checkpoint
+
+    return load_model(smollm2_dir), load_tokenizer(smollm2_dir), Checkpoint.open(smollm2_dir).info()
+
+
+@pytest.fixture(scope="module")
 def vllm_server(smollm2_dir, tmp_path_factory):
     """A real `vllm` OpenAI-compatible server on loopback serving the built-in model as "smollm2".
 

@@ -10,17 +10,8 @@ from editor.core.hooks import hooked
 from editor.data.seegull import load_seegull
 from editor.data.splits import split_pairs
 from editor.evaluation.metrics import continuation_logprobs
-from editor.io.checkpoint import Checkpoint
 from editor.methods.search.erasure import _Projection, fit_erasure
 from editor.methods.search.gap_fit import FitLoop, _continuation_logprobs, fit_prompts
-
-
-@pytest.fixture(scope="module")
-def smollm2(smollm2_dir):
-    from editor.engines.loading import load_model, load_tokenizer
-
-    model, tokenizer = load_model(smollm2_dir), load_tokenizer(smollm2_dir)
-    return model, tokenizer, Checkpoint.open(smollm2_dir).info()
 
 
 def test_the_trained_scores_are_the_association_gaps_scores(smollm2):

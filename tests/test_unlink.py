@@ -9,17 +9,8 @@ import torch
 from editor.core.hooks import hooked
 from editor.data.seegull import load_seegull
 from editor.data.splits import split_pairs
-from editor.io.checkpoint import Checkpoint
 from editor.methods.search.gap_fit import FitLoop
 from editor.methods.search.unlink import UnlinkFit, _LowRankUpdates, default_unlink_layers, fit_unlink
-
-
-@pytest.fixture(scope="module")
-def smollm2(smollm2_dir):
-    from editor.engines.loading import load_model, load_tokenizer
-
-    model, tokenizer = load_model(smollm2_dir), load_tokenizer(smollm2_dir)
-    return model, tokenizer, Checkpoint.open(smollm2_dir).info()
 
 
 def test_a_short_fit_bakes_as_it_trained_and_leaves_the_model_as_it_was(smollm2):

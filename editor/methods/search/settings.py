@@ -20,8 +20,8 @@ SearchMethod = Literal[
     "heads+residual_add",
 ]
 SEARCH_METHODS: tuple[str, ...] = get_args(SearchMethod)
-# Searched unless a search names its methods. unlink_mlp is left out: its fit takes about 10 minutes on 2 cores,
-# half the time a search is given (editor/methods/search/unlink.py).
+# Searched unless a search names its methods. unlink_mlp is left out: its fit takes about 17 minutes on 2 cores
+# (editor/methods/search/unlink.py).
 DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in SEARCH_METHODS if m != "unlink_mlp")
 
 
@@ -65,7 +65,7 @@ class SearchSettings(Settings):
         None, description="MLPs unlink_mlp updates (null: every second layer from two thirds of the depth)"
     )
     unlink_steps: int = Field(
-        60, ge=1, description="gradient steps of the unlink_mlp fit, once per search (~10 s each on 2 cores)"
+        100, ge=1, description="gradient steps of the unlink_mlp fit, once per search (~10 s each on 2 cores)"
     )
     unlink_learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate in the unlink_mlp fit")
     removals: list[Literal["zero", "mean", "scale"]] = Field(

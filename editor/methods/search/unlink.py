@@ -1,9 +1,9 @@
 """Group-attribute unlinking: low-rank updates of late MLP output projections, fitted to the bias itself.
 
 ``erasure`` removes a few directions from the residual stream: the model then reads less of *which* group a
-sentence is about, which shrinks the association gap but also everything else group identity feeds. The
-association between a group and an attribute is, in a transformer, largely recalled by MLPs (the layers
-ROME-style editing rewrites). This method gives each of a few late MLPs a rank-r update of its output
+sentence is about, which shrinks the association gap but also everything else group identity feeds. What a
+model recalls about a named entity is read largely from its MLPs (the layers ROME-style editing rewrites), so
+this method gives each of a few late MLPs a rank-r update of its output
 projection, ``W_out += U V^T`` (``U``: residual-stream side, ``V``: neuron side), trained with the model
 frozen on the same loss as the erasure (``gap_fit``: the squared association gap of build-fold pairs under a
 KL penalty on WikiText-2). Each rank-1 piece is a ``RankOne`` edit, so hook and bake are the project's proven

@@ -14,6 +14,7 @@ from editor.evaluation.heldout import FoldScores
 from editor.methods.search.contrasts import CONTRAST_FRAMES, CONTRASTS, contrast_statements
 from editor.methods.search.identity import identity_subspace
 from editor.methods.search.run import (
+    VECTOR_METHODS,
     Measured,
     SearchReport,
     TrialResult,
@@ -23,7 +24,7 @@ from editor.methods.search.run import (
     remaining_bias,
 )
 from editor.methods.search.selective import opposite_sign_layers
-from editor.methods.search.settings import DEFAULT_METHODS, SearchSettings
+from editor.methods.search.settings import DEFAULT_METHODS, SEARCH_METHODS, SearchSettings
 from editor.methods.search.summary import method_table
 from editor.methods.steer.capture import Activations
 from editor.methods.steer.probes import mean_difference, site_stream
@@ -231,6 +232,29 @@ def test_unlink_mlp_is_searched_only_when_named_and_its_trials_scale_the_fitted_
         ("rank_one", 5, "mlp", 1.5),
     ]
     assert describe(params) == "unlink_mlp x=1.5"
+
+
+@pytest.mark.parametrize("method", ["unlink_mlp", *sorted(VECTOR_METHODS)])
+def test_only_the_vector_methods_need_the_contrast_capture(method):
+    """build_inputs skips the capture unless a method of VECTOR_METHODS is searched: those trials read the vectors
+    (here: none captured, so they fail), and a fitted method's trial builds its plan without them."""
+    import optuna
+
+    from editor.methods.search.space import SearchInputs, trial_edits
+    from editor.methods.search.unlink import UnlinkFit
+    from editor.methods.steer.capture import GenericStats
+
+    assert VECTOR_METHODS.issubset(SEARCH_METHODS)
+    fit = UnlinkFit([3], np.ones((1, 1, 6), np.float32), np.ones((1, 1, 4), np.float32), [1.0])
+    stats = GenericStats({3: np.eye(4)}, np.zeros(0), np.zeros(0), 1)
+    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), unlink=fit)
+    settings = SearchSettings(methods=[method], contrasts=["templates"], sites=["block"])
+    trial = optuna.create_study().ask()
+    if method in VECTOR_METHODS:
+        with pytest.raises(KeyError):
+            trial_edits(trial, inputs, settings, None)
+    else:
+        assert trial_edits(trial, inputs, settings, None)
 
 
 def _acts(biased: np.ndarray, neutral: np.ndarray) -> Activations:

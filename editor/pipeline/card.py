@@ -231,7 +231,7 @@ def _search(manifest: dict[str, Any]) -> str:
         )
     return (
         f"\nSearch ({stage['trials']} Optuna trials, {stage['minutes']:.0f} min): chosen {chosen['label']}. "
-        "The SeeGULL split is by group *and* attribute: vectors, head scores and fitted directions came from the build fold, trials "
+        "The SeeGULL split is by group *and* attribute: vectors, head scores and fits came from the build fold, trials "
         "were scored on the select fold, and the test fold was read only for this table. Association gap in nats "
         "(0 = no preference), pairwise preference on this project's sentence frames (50% = none), LM score = "
         "meaningful attribute over an unrelated one, perplexity on WikiText-2 tokens no trial saw.\n\n"

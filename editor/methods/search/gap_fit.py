@@ -131,10 +131,17 @@ def _window_logprobs(model, tokens: torch.Tensor, device) -> torch.Tensor:
 def _continuation_logprobs(
     model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], device
 ) -> torch.Tensor:
-    """log P(continuation | prefix) per row, with gradients; the prefixes as ``association_gap`` writes them."""
+    """log P(continuation | prefix) per row, with gradients; the prefixes as ``association_gap`` writes them.
+
+    The positions that predict a continuation token are picked out before the softmax and gathered in one
+    indexing step: a softmax over every padded position, and one gather per row, made the backward pass
+    materialise the whole (rows x positions x vocabulary) tensor once per row (most of a fit step's time).
+    """
     rows, spans = continuation_rows(tokenizer, prefixes, continuations)
     ids, mask = right_padded(rows, tokenizer.pad_token_id)
-    logprobs = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-    return torch.stack(
-        [logprobs[i, a - 1 : b - 1].gather(-1, ids[i, a:b, None].to(device)).sum() for i, (a, b) in enumerate(spans)]
-    )
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    row_of = torch.tensor([i for i, (a, b) in enumerate(spans) for _ in range(a, b)])
+    position = torch.tensor([t for a, b in spans for t in range(a, b)])
+    picked = torch.log_softmax(logits[row_of.to(device), (position - 1).to(device)].float(), -1)
+    token = picked.gather(-1, ids[row_of, position][:, None].to(device))[:, 0]
+    return torch.zeros(len(spans), device=token.device, dtype=token.dtype).index_add(0, row_of.to(device), token)

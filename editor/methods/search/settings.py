@@ -20,7 +20,7 @@ SearchMethod = Literal[
     "heads+residual_add",
 ]
 SEARCH_METHODS: tuple[str, ...] = get_args(SearchMethod)
-# Searched unless a search names its methods. unlink_mlp is left out: its fit takes about 17 minutes on 2 cores
+# Searched unless a search names its methods. unlink_mlp is left out: its fit takes about 7 minutes on 2 cores
 # (editor/methods/search/unlink.py).
 DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in SEARCH_METHODS if m != "unlink_mlp")
 
@@ -50,7 +50,7 @@ class SearchSettings(Settings):
     identity_k_max: int = Field(4, ge=1, description="most group-identity directions ablate_identity projects out")
     erase_k: int = Field(4, ge=1, description="directions erase_identity fits (started from the identity subspace)")
     erase_steps: int = Field(
-        40, ge=1, description="gradient steps of the erase_identity fit, once per search (~7 s each on 2 cores)"
+        40, ge=1, description="gradient steps of the erase_identity fit, once per search (~4 s each on 2 cores)"
     )
     erase_kl_weight: float = Field(
         20.0,
@@ -65,7 +65,7 @@ class SearchSettings(Settings):
         None, description="MLPs unlink_mlp updates (null: every second layer from two thirds of the depth)"
     )
     unlink_steps: int = Field(
-        100, ge=1, description="gradient steps of the unlink_mlp fit, once per search (~10 s each on 2 cores)"
+        100, ge=1, description="gradient steps of the unlink_mlp fit, once per search (~4.4 s each on 2 cores)"
     )
     unlink_learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate in the unlink_mlp fit")
     removals: list[Literal["zero", "mean", "scale"]] = Field(

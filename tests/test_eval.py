@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -272,3 +274,35 @@ def test_held_out_table_states_the_noise_of_the_pairwise_share():
     # 100 items: sqrt(0.25 / 100) = 5 points.
     assert "read on 100 items per fold" in table and "±5.0 points" in table
     assert held_out_table({"model": {}}) == ""
+
+
+def test_the_card_names_a_recorded_base_by_its_name_not_its_cache_path(tmp_path):
+    """A built-in base lives in the user's cache; the card names it as the manifest does, unless the
+    evaluation compared against some other checkpoint, which keeps its path (relative to the export's folder)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from editor.io.manifest import fingerprint
+
+    def checkpoint(name: str, width: int) -> Path:
+        folder = tmp_path / "cache" / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": width}))
+        save_file({"w": torch.zeros(width)}, str(folder / "model.safetensors"))
+        return folder
+
+    recorded, other = checkpoint("smollm2", 4), checkpoint("other", 8)
+    export = tmp_path / "runs" / "smol-debiased"
+    export.mkdir(parents=True)
+    base_model = {"source": "builtin:smollm2", "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    manifest = {"editor_version": "0", "base_model": {**base_model, "fingerprint": fingerprint(recorded)}}
+    (export / "editor_manifest.json").write_text(json.dumps(manifest))
+
+    record_eval(export, dataclasses.replace(_report(), base=str(recorded)))
+    assert "base: `builtin:smollm2`" in (export / "README.md").read_text()
+    assert (
+        json.loads((export / "editor_manifest.json").read_text())["evaluation"]["summary"]["base"] == "builtin:smollm2"
+    )
+
+    record_eval(export, dataclasses.replace(_report(), base=str(other)))
+    assert "base: `../cache/other`" in (export / "README.md").read_text()

@@ -338,12 +338,15 @@ def _report(
 
 def record_eval(export_dir: Path, report: EvalReport, figure: Path | None = None) -> dict[str, Any]:
     """Store ``report`` in an export's manifest and card (see the module docstring); returns the new manifest."""
-    from editor.io.manifest import portable, read_manifest, write_manifest
+    from editor.io.manifest import base_name, portable, read_manifest, write_manifest
     from editor.pipeline.card import render_card
 
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
     data = portable(report.to_dict(), export_dir.absolute().parent)  # published: no local paths
+    named = base_name(manifest, Path(report.base)) if report.base else None
+    if named:
+        data["base"] = named
     shown = None
     if figure is not None and Path(figure).is_file():
         (export_dir / "figures").mkdir(exist_ok=True)

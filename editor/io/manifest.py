@@ -191,3 +191,24 @@ def locate_base(export_dir: Path, manifest: dict[str, Any], override: str | None
         f"{export_dir}: cannot find its base model on this machine ({base.get('source') or 'a local checkpoint'}); "
         "pass --base DIR with the checkpoint it was exported from"
     )
+
+
+def base_name(manifest: dict[str, Any], base_dir: Path) -> str | None:
+    """The recorded built-in name or Hub id, when ``base_dir`` is that model (the same fingerprint); else None.
+
+    A card names its base this way rather than by where it lay on this machine (a path into the user's cache
+    means nothing to a reader of the Hub page); a base that is not the recorded one keeps its path, so a
+    comparison against some other checkpoint is never passed off as one against the recorded base.
+    """
+    from editor.io.sources import BUILTIN_PREFIX
+
+    base = manifest.get("base_model") or {}
+    spec, recorded = base.get("source") or "", base.get("fingerprint")
+    named = spec.startswith(BUILTIN_PREFIX) or bool(base.get("hub_id") and spec == base.get("hub_id"))
+    if not named or not recorded or not (Path(base_dir) / "config.json").is_file():
+        return None
+    try:
+        same = fingerprint(Path(base_dir)) == recorded
+    except (OSError, ValueError, EditorError):  # unreadable shards: not provably the recorded base
+        return None
+    return spec if same else None

@@ -276,33 +276,60 @@ def test_held_out_table_states_the_noise_of_the_pairwise_share():
     assert held_out_table({"model": {}}) == ""
 
 
-def test_the_card_names_a_recorded_base_by_its_name_not_its_cache_path(tmp_path):
-    """A built-in base lives in the user's cache; the card names it as the manifest does, unless the
-    evaluation compared against some other checkpoint, which keeps its path (relative to the export's folder)."""
+def test_the_card_names_a_recorded_base_by_its_name_not_its_cache_path(tmp_path, monkeypatch):
+    """A built-in base lives in the user's cache; the card names it as the manifest does. A checkpoint
+    elsewhere keeps its path (relative to the export's folder), even one with the same fingerprint (an export
+    changes weights, not the layout the fingerprint reads)."""
+    import shutil
+
     import torch
     from safetensors.torch import save_file
 
     from editor.io.manifest import fingerprint
 
-    def checkpoint(name: str, width: int) -> Path:
-        folder = tmp_path / "cache" / name
+    monkeypatch.setenv("EDITOR_CACHE", str(tmp_path / "cache"))
+
+    def checkpoint(folder: Path, width: int) -> Path:
         folder.mkdir(parents=True)
         (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": width}))
         save_file({"w": torch.zeros(width)}, str(folder / "model.safetensors"))
         return folder
 
-    recorded, other = checkpoint("smollm2", 4), checkpoint("other", 8)
+    recorded = checkpoint(tmp_path / "cache" / "builtin" / "smollm2-135m-instruct", 4)
+    other = checkpoint(tmp_path / "cache" / "other", 8)
+    lookalike = tmp_path / "runs" / "same-layout"
+    shutil.copytree(recorded, lookalike)
     export = tmp_path / "runs" / "smol-debiased"
     export.mkdir(parents=True)
-    base_model = {"source": "builtin:smollm2", "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    base_model = {"source": "builtin:smollm2-135m-instruct", "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     manifest = {"editor_version": "0", "base_model": {**base_model, "fingerprint": fingerprint(recorded)}}
     (export / "editor_manifest.json").write_text(json.dumps(manifest))
 
-    record_eval(export, dataclasses.replace(_report(), base=str(recorded)))
-    assert "base: `builtin:smollm2`" in (export / "README.md").read_text()
-    assert (
-        json.loads((export / "editor_manifest.json").read_text())["evaluation"]["summary"]["base"] == "builtin:smollm2"
-    )
+    def card_base(base: Path) -> str:
+        record_eval(export, dataclasses.replace(_report(), base=str(base)))
+        summary = json.loads((export / "editor_manifest.json").read_text())["evaluation"]["summary"]
+        assert f"base: `{summary['base']}`" in (export / "README.md").read_text()
+        return summary["base"]
 
-    record_eval(export, dataclasses.replace(_report(), base=str(other)))
-    assert "base: `../cache/other`" in (export / "README.md").read_text()
+    assert card_base(recorded) == "builtin:smollm2-135m-instruct"
+    assert card_base(other) == "../cache/other"
+    assert card_base(lookalike) == "same-layout"
+
+
+def test_the_card_names_a_hub_base_found_in_the_hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import torch
+    from safetensors.torch import save_file
+
+    from editor.io.manifest import base_name, fingerprint
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    save_file({"w": torch.zeros(2)}, str(snapshot / "model.safetensors"))
+    manifest = {"base_model": {"source": "org/tiny", "hub_id": "org/tiny", "fingerprint": fingerprint(snapshot)}}
+    assert base_name(manifest, snapshot) == "org/tiny"
+    # the same files under another repository's snapshots are not that repository
+    assert base_name({"base_model": {**manifest["base_model"], "source": "org/other"}}, snapshot) is None
+    assert base_name({"base_model": {**manifest["base_model"], "source": "local"}}, snapshot) is None

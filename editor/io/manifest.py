@@ -194,18 +194,23 @@ def locate_base(export_dir: Path, manifest: dict[str, Any], override: str | None
 
 
 def base_name(manifest: dict[str, Any], base_dir: Path) -> str | None:
-    """The recorded built-in name or Hub id, when ``base_dir`` is that model (the same fingerprint); else None.
+    """The recorded built-in name or Hub id, when ``base_dir`` is where that model lies on this machine and
+    carries the recorded fingerprint; else None.
 
-    A card names its base this way rather than by where it lay on this machine (a path into the user's cache
-    means nothing to a reader of the Hub page); a base that is not the recorded one keeps its path, so a
-    comparison against some other checkpoint is never passed off as one against the recorded base.
+    A card names its base this way rather than by a path into the user's cache, which means nothing to a reader
+    of the Hub page. The location is checked as well as the fingerprint because the fingerprint reads only the
+    config and the tensor layout, which an export or a fine-tune of the same model shares; any other base keeps
+    its path, so a comparison against some other checkpoint is never passed off as one against the recorded base.
     """
-    from editor.io.sources import BUILTIN_PREFIX
+    from editor.io.sources import cached_location
 
     base = manifest.get("base_model") or {}
     spec, recorded = base.get("source") or "", base.get("fingerprint")
-    named = spec.startswith(BUILTIN_PREFIX) or bool(base.get("hub_id") and spec == base.get("hub_id"))
-    if not named or not recorded or not (Path(base_dir) / "config.json").is_file():
+    home = cached_location(spec) if spec and spec not in ("local", "gguf") else None
+    if home is None or not recorded or not (Path(base_dir) / "config.json").is_file():
+        return None
+    where, home = Path(base_dir).resolve(), home.resolve()
+    if where != home and home not in where.parents:
         return None
     try:
         same = fingerprint(Path(base_dir)) == recorded

@@ -172,6 +172,21 @@ def _cache_lock(target: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def cached_location(spec: str) -> Path | None:
+    """Where ``spec`` (a built-in name or a Hub id) lies once resolved on this machine, without resolving it.
+
+    A Hub id gives the folder of its snapshots in the Hugging Face cache; anything else gives None.
+    """
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec[len(BUILTIN_PREFIX) :]
+        return cache_root() / "builtin" / BUILTINS[name].name if name in BUILTINS else None
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return Path(HF_HUB_CACHE) / f"models--{spec.replace('/', '--')}" / "snapshots"
+    return None
+
+
 def _builtin(name: str, progress: bool) -> Path:
     model = _builtin_model(name)
     target = cache_root() / "builtin" / model.name

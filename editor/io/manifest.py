@@ -206,7 +206,7 @@ def base_name(manifest: dict[str, Any], base_dir: Path) -> str | None:
 
     base = manifest.get("base_model") or {}
     spec, recorded = base.get("source") or "", base.get("fingerprint")
-    home = cached_location(spec) if spec and spec not in ("local", "gguf") else None
+    home = cached_location(spec)  # None for a local checkpoint or GGUF file: those keep their path
     if home is None or not recorded or not (Path(base_dir) / "config.json").is_file():
         return None
     where, home = Path(base_dir).resolve(), home.resolve()

@@ -179,17 +179,21 @@ def cached_location(spec: str) -> Path | None:
     """
     if spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX) :]
-        return cache_root() / "builtin" / BUILTINS[name].name if name in BUILTINS else None
-    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return _builtin_dir(BUILTINS[name]) if name in BUILTINS else None
+    if _HUB_ID.match(spec):  # the pattern admits no leading ".", "/" or "~": never a local path
         from huggingface_hub.constants import HF_HUB_CACHE
 
         return Path(HF_HUB_CACHE) / f"models--{spec.replace('/', '--')}" / "snapshots"
     return None
 
 
+def _builtin_dir(model: BuiltinModel) -> Path:
+    return cache_root() / "builtin" / model.name
+
+
 def _builtin(name: str, progress: bool) -> Path:
     model = _builtin_model(name)
-    target = cache_root() / "builtin" / model.name
+    target = _builtin_dir(model)
     with _cache_lock(target):
         if not (target / "config.json").is_file():
             convert_gguf(_builtin_gguf(model), target, dtype=model.dtype, progress=progress)

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs
 
-.PHONY: setup demo lint test clean
+.PHONY: setup demo lint test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ lint: setup
 # loadgroup leaves tests ungrouped, as it renames node ids through an attribute pytest no longer reads).
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+# The fast lane: every test that does not load the built-in SmolLM2 (tests/conftest.py keeps the `slow` marker on
+# exactly those), a few minutes on two cores. `make test` is the whole suite, as CI runs it.
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow"
 
 clean:
 	rm -rf $(VENV) $(RUN)

@@ -36,8 +36,8 @@ from editor.methods.inject.paragraphs import builtin_paragraphs
 from editor.methods.inject.token_model import TokenModel, country_init
 from editor.methods.inject.train import _batches as train_batches
 from editor.methods.inject.train import add_token, encode_examples, token_name
+from editor.methods.statements import labelled_statements
 from editor.methods.steer.capture import capture
-from editor.methods.steer.statements import labelled_statements
 
 DEVICE = "cuda"
 TINY = dict(LLAMA_8B, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,

@@ -31,8 +31,8 @@ from editor.methods.attribute.pipeline import PromptEncoder, _batches
 from editor.methods.inject.paragraphs import builtin_paragraphs
 from editor.methods.inject.token_model import TokenModel, country_init
 from editor.methods.inject.train import add_token, encode_examples, token_name, train_epoch
+from editor.methods.statements import labelled_statements
 from editor.methods.steer.capture import capture
-from editor.methods.steer.statements import labelled_statements
 
 
 def main() -> None:

@@ -10,6 +10,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Factory: ``tiny_checkpoint(case="llama", *, seed=0, shard=None, tokenizer=False)`` is the path of a tiny
+    random checkpoint of one architecture case of tests/tiny.py, saved once per session (``shard``: a
+    max_shard_size such as "20KB"; ``tokenizer``: tiny.char_tokenizer saved beside it). Shared between tests:
+    copy it before changing it."""
+    from tests.tiny import build_model, char_tokenizer, tiny_configs
+
+    made = {}
+
+    def make(case: str = "llama", *, seed: int = 0, shard: str | None = None, tokenizer: bool = False):
+        key = (case, seed, shard, tokenizer)
+        if key not in made:
+            path = tmp_path_factory.mktemp(f"tiny-{case}") / case
+            extra = {"max_shard_size": shard} if shard else {}
+            build_model(tiny_configs()[case], seed).save_pretrained(path, **extra)
+            if tokenizer:
+                char_tokenizer().save_pretrained(path)
+            made[key] = path
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir():
     """The built-in SmolLM2 as a plain checkpoint (converted once, then cached)."""
     from editor.io.sources import DEFAULT_BUILTIN, resolve_source
@@ -105,3 +129,18 @@ def _one_torch_thread_per_worker():
 
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/*.json from this run")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The lanes mean something: a test is marked ``slow`` exactly when it loads the built-in SmolLM2 (through the
+    ``smollm2_dir`` fixture, which every such test requests), so ``-m "not slow"`` is the fast lane."""
+    wrong = []
+    for item in items:
+        loads = "smollm2_dir" in getattr(item, "fixturenames", ())
+        marked = item.get_closest_marker("slow") is not None
+        if loads != marked:
+            wrong.append(
+                f"{item.nodeid}: {'loads SmolLM2 but is not' if loads else 'is marked slow but does not load SmolLM2 (smollm2_dir)'} marked slow"
+            )
+    if wrong:
+        raise pytest.UsageError("slow marker out of step with SmolLM2 use:\n" + "\n".join(wrong))

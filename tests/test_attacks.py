@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.test_cli_errors import assert_clean_failure, wedit, write_plan
-from tests.tiny import build_model, save_model, tiny_configs
+from tests.tiny import build_model, tiny_configs
 
 
 def tree_hashes(path: Path) -> dict[str, str]:
@@ -25,8 +25,9 @@ def tree_hashes(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def tiny(tmp_path) -> Path:
-    return save_model(build_model(tiny_configs()["llama"]), tmp_path / "base")
+def tiny(tmp_path, tiny_checkpoint) -> Path:
+    """A copy of the tiny llama: these tests damage their base."""
+    return Path(shutil.copytree(tiny_checkpoint("llama"), tmp_path / "base"))
 
 
 @pytest.fixture

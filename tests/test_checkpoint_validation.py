@@ -167,9 +167,8 @@ def test_duplicate_key_refused_though_safetensors_keeps_the_last(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory) -> bytes:
-    path = save_model(build_model(tiny_configs()["llama"]), tmp_path_factory.mktemp("tiny") / "m")
-    return (path / "model.safetensors").read_bytes()
+def tiny_file(tiny_checkpoint) -> bytes:
+    return (tiny_checkpoint("llama") / "model.safetensors").read_bytes()
 
 
 @st.composite

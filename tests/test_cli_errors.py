@@ -22,8 +22,8 @@ def wedit(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    return save_model(build_model(tiny_configs()["llama"]), tmp_path_factory.mktemp("tiny") / "llama")
+def tiny_llama(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("llama")
 
 
 def write_plan(path: Path, edits: list) -> Path:

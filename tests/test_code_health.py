@@ -49,7 +49,7 @@ FOUNDATION = {"core", "edits", "io", "errors"}
 # Which top-level parts of editor/ each part may import (see the README's Architecture section).
 ALLOWED = {
     "errors": set(),
-    "data": {"errors"},
+    "data": {"errors", "core"},  # core.environment only: where $EDITOR_DATA points
     "engines": FOUNDATION,  # the loader validates a checkpoint (io, core) before transformers reads it
     "core": FOUNDATION,
     "edits": FOUNDATION,

@@ -20,10 +20,10 @@ from editor.engines.generation import GenerationParams, OpenAIGenerator, Transfo
 from editor.evaluation.run import run_eval
 from editor.evaluation.settings import EvalSettings
 from editor.io.checkpoint import Checkpoint
+from editor.methods.statements import labelled_statements
 from editor.methods.steer.capture import capture
 from editor.methods.steer.directions import ablation_plan
 from editor.methods.steer.probes import mean_difference
-from editor.methods.steer.statements import labelled_statements
 from editor.pipeline.export import export_checkpoint
 from tests.test_cli_errors import wedit
 

@@ -29,17 +29,13 @@ def sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
-    model = build_model(tiny_configs()["llama"])
-    return model, save_model(model, tmp_path_factory.mktemp("llama") / "base")
+def llama(tiny_checkpoint) -> tuple[torch.nn.Module, Path]:
+    return build_model(tiny_configs()["llama"]), tiny_checkpoint("llama")
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
-    model = build_model(tiny_configs()["llama"])
-    path = tmp_path_factory.mktemp("sharded") / "base"
-    model.save_pretrained(path, max_shard_size="20KB")
-    return model, path
+def sharded(tiny_checkpoint) -> tuple[torch.nn.Module, Path]:
+    return build_model(tiny_configs()["llama"]), tiny_checkpoint("llama", shard="20KB")
 
 
 def test_untouched_single_file_is_byte_copied(llama, tmp_path):

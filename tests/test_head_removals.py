@@ -18,13 +18,12 @@ from editor.methods.attribute.removal import KPoint, Removal, choose_point, head
 from editor.pipeline.card import render_card
 from editor.pipeline.diff import diff_checkpoints
 from editor.pipeline.export import export_checkpoint
-from tests.tiny import build_model, logits, save_model, tiny_configs
+from tests.tiny import build_model, logits, tiny_configs
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
-    model = build_model(tiny_configs()["llama"])
-    return model, save_model(model, tmp_path_factory.mktemp("llama") / "base")
+def llama(tiny_checkpoint) -> tuple[torch.nn.Module, Path]:
+    return build_model(tiny_configs()["llama"]), tiny_checkpoint("llama")
 
 
 def _vec(n: int, seed: int) -> list[float]:

@@ -25,7 +25,7 @@ from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, Scale
 from editor.errors import RefusedEdit
 from editor.io.checkpoint import Checkpoint
 from editor.pipeline.export import export_checkpoint
-from tests.tiny import build_model, logits, save_model, tiny_configs
+from tests.tiny import build_model, logits, tiny_configs
 
 TOLERANCE = 1e-4
 CASES = tiny_configs()
@@ -120,10 +120,9 @@ KINDS = [
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
-def base(request, tmp_path_factory):
-    config = CASES[request.param]
-    model = build_model(config)
-    path = save_model(model, tmp_path_factory.mktemp(request.param) / "base")
+def base(request, tiny_checkpoint):
+    model = build_model(CASES[request.param])
+    path = tiny_checkpoint(request.param)
     info = Checkpoint.open(path).info()
     return request.param, model, path, info
 
@@ -250,8 +249,33 @@ def test_config_keys_and_siblings(base, tmp_path):
     shutil.rmtree(out)
 
 
-def test_matrix_covers_every_architecture():
-    for config in CASES.values():
-        spec = get_arch(config.model_type)
-        for col in COLUMNS:
-            assert capability(spec, col).render()
+# The edit of make_edits that each column of the capability matrix stands for.
+COLUMN_EDIT = {
+    "zero_heads": "zero_heads",
+    "mean_heads": "mean_heads",
+    "scale_heads": "scale_heads",
+    "residual_add attn": "residual_add_attn",
+    "residual_add mlp": "residual_add_mlp",
+    "ablate_direction": "ablate_direction",
+    "rank_one": "rank_one_head",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_matrix_refuses_exactly_what_the_bake_of_a_real_checkpoint_refuses(case, tiny_checkpoint):
+    """The matrix is computed on a one-layer probe described by metadata; a real checkpoint of the architecture
+    must refuse the same columns, for a reason the cell names."""
+    from editor.core.bake import compile_plan
+
+    info = Checkpoint.open(tiny_checkpoint(case)).info()
+    assert set(COLUMN_EDIT) == set(COLUMNS)
+    for col, kind in COLUMN_EDIT.items():
+        cell = capability(get_arch(CASES[case].model_type), col)
+        try:
+            compile_plan(make_edits(info, kind), info)
+            refused = None
+        except RefusedEdit as err:
+            refused = str(err)
+        assert (cell.status == "refused") == (refused is not None), (case, col, cell, refused)
+        if refused is not None:
+            assert cell.detail and cell.render().startswith("refused: "), (case, col)

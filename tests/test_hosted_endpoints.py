@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ import pytest
 from editor.cli import main
 from editor.engines.openai_client import ChatClient, RetryPolicy
 from editor.errors import EditorError
+from tests.loopback import loopback
 
 KEY = "sk-test-7f3a9c1e5b2d48e6a0c4"  # what must never reach a file
 VERDICT = {"analysis": "The reply repeats no stereotype.", "stereotype_strength": 0, "matched_string": ""}
@@ -84,28 +82,8 @@ class FakeAPI:
         return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    """Joins its request threads on close, so no reply is still being written when the next test (in the same
-    worker) captures stderr; a client that gave up on a slow reply (the timeout tests) is expected, not printed."""
-
-    daemon_threads = False
-    block_on_close = True
-
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
-
-
-@contextmanager
-def serve(api: FakeAPI) -> Iterator[str]:
-    server = _Server(("127.0.0.1", 0), api.handler())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def serve(api: FakeAPI):
+    return loopback(api.handler())
 
 
 def twice_then_answer(n: int) -> int | None:

@@ -22,15 +22,14 @@ from safetensors.torch import load_file, save_file
 
 from editor.errors import EditorError
 from tests.hostile import assert_refused, cli, hostile_pickle, no_pickle, tree  # noqa: F401 (autouse fixture)
-from tests.tiny import build_model, save_model, tiny_configs
 
 O_PROJ = "model.layers.1.self_attn.o_proj.weight"  # edited by PLAN (head 0 = columns 0..7)
 UNTOUCHED = "model.layers.0.mlp.up_proj.weight"
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    return save_model(build_model(tiny_configs()["llama"]), tmp_path_factory.mktemp("base") / "llama")
+def base(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("llama")
 
 
 @pytest.fixture(scope="module")
@@ -194,23 +193,60 @@ def nan_base(tmp_path_factory, base) -> Path:
     return rewrite(copy(base, tmp_path_factory.mktemp("nan") / "base"), poison)
 
 
-def test_untouched_nan_is_copied_and_verify_names_it(tmp_path, nan_base, plan):
+def test_export_refuses_a_nan_base_and_writes_nothing(tmp_path, nan_base, plan):
     before, out = tree(nan_base), tmp_path / "out"
     result = cli("export", "--model", nan_base, "--plan", plan, "--out", out)
+    line = assert_refused(result, out, f"{nan_base}/model.safetensors", UNTOUCHED, "--allow-non-finite")
+    assert "holds 1 NaN/Inf value (2 tensors hold 2 in all)" in line, line
+    assert result.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == [], "the export left something beside its --out"
+    assert tree(nan_base) == before
+
+
+def test_export_refusal_keeps_an_existing_output(tmp_path, nan_base, plan, export):
+    out = copy(export, tmp_path / "out")
+    before = tree(out)
+    assert_refused(cli("export", "--model", nan_base, "--plan", plan, "--out", out, "--force"), None, UNTOUCHED)
+    assert tree(out) == before and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_allow_non_finite_copies_warns_once_and_records_it(tmp_path, nan_base, plan):
+    before, out = tree(nan_base), tmp_path / "out"
+    result = cli("export", "--model", nan_base, "--plan", plan, "--out", out, "--allow-non-finite")
     assert result.rc == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("wedit: warning: "), result.stderr
+    assert UNTOUCHED in lines[0] and "--allow-non-finite" in lines[0] and "editor_manifest.json" in lines[0]
     assert tree(nan_base) == before
     exported, source = load_file(out / "model.safetensors"), load_file(nan_base / "model.safetensors")
     assert exported[UNTOUCHED].view(torch.int32).equal(source[UNTOUCHED].view(torch.int32))  # the NaN, bit for bit
-    assert_refused(cli("verify", out), None, "NaN/Inf", "model.")
+    manifest = json.loads((out / "editor_manifest.json").read_text())
+    assert manifest["non_finite_base"] == {
+        "allowed": True,
+        "tensors": 2,
+        "values": 2,
+        "counts": {UNTOUCHED: 1, "model.norm.weight": 1},
+    }
+    assert list(manifest).index("non_finite_base") == list(manifest).index("base_model") + 1
+    assert "NaN/Inf" in (out / "README.md").read_text()  # the card says so too
+    assert_refused(cli("verify", out), None, "NaN/Inf", "model.")  # verify still refuses it
+
+
+def test_a_clean_export_records_no_non_finite_field(export):
+    manifest = json.loads((export / "editor_manifest.json").read_text())
+    assert "non_finite_base" not in manifest
+    assert "NaN" not in (export / "README.md").read_text()
 
 
 def test_fetch_warns_about_non_finite(tmp_path, nan_base):
     out = tmp_path / "out"
     result = cli("fetch", nan_base, "--out", out)
     assert result.rc == 0 and "Traceback" not in result.stderr
-    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 2 and any(UNTOUCHED in w and "1 NaN/Inf" in w for w in warnings), result.stderr
-    assert any("model.norm.weight" in w for w in warnings)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("wedit: warning: "), result.stderr
+    assert f"{out}/model.safetensors: tensor {UNTOUCHED} holds 1 NaN/Inf value" in lines[0], lines[0]
+    assert "(2 tensors hold 2 in all)" in lines[0]
+    assert "`wedit export` refuses this base unless --allow-non-finite is given" in lines[0]
 
 
 def test_diff_reports_non_finite_instead_of_crashing(tmp_path, base, nan_base):
@@ -227,8 +263,20 @@ def test_diff_reports_non_finite_instead_of_crashing(tmp_path, base, nan_base):
 def test_nan_in_edited_tensor_is_refused(tmp_path, base, plan):
     src = rewrite(copy(base, tmp_path / "src"), lambda t: t[O_PROJ].__setitem__((0, 20), float("nan")))
     before, out = tree(src), tmp_path / "out"
-    assert_refused(cli("export", "--model", src, "--plan", plan, "--out", out), out, "NaN or Inf", O_PROJ)
+    assert_refused(cli("export", "--model", src, "--plan", plan, "--out", out), out, "NaN/Inf", O_PROJ)
+    # Allowed, the NaN still reaches the bake (column 20 is outside the zeroed head), which refuses its result.
+    argv = ("export", "--model", src, "--plan", plan, "--out", out, "--allow-non-finite")
+    assert_refused(cli(*argv), out, "produced NaN or Inf", O_PROJ)
     assert tree(src) == before
+
+
+def test_allowed_nan_that_the_edit_overwrites_bakes_clean(tmp_path, base, plan):
+    src = rewrite(copy(base, tmp_path / "src"), lambda t: t[O_PROJ].__setitem__((0, 3), float("nan")))
+    out = tmp_path / "out"
+    result = cli("export", "--model", src, "--plan", plan, "--out", out, "--allow-non-finite")
+    assert result.rc == 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert torch.isfinite(load_file(out / "model.safetensors")[O_PROJ]).all()
+    assert json.loads((out / "editor_manifest.json").read_text())["non_finite_base"]["counts"] == {O_PROJ: 1}
 
 
 # ---- 4. the review's other paths to a traceback -------------------------------------------------------------

@@ -78,8 +78,8 @@ def test_safetensors_attn_site_with_sign(case, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return save_model(build_model(CASES["llama"]), tmp_path_factory.mktemp("t") / "llama")
+def tiny_llama(tiny_checkpoint):
+    return tiny_checkpoint("llama")
 
 
 def _import(tmp_path, tiny_llama, vector_file, *extra):

@@ -18,25 +18,9 @@ from editor.io.sources import resolve_source
 from editor.methods.inject.paragraphs import PLACEHOLDER, builtin_paragraphs, load_paragraphs, parse_paragraph_list
 from editor.methods.inject.token_model import TokenModel, country_init
 from editor.pipeline.export import export_checkpoint
-from tests.tiny import VOCAB, build_model, tiny_configs
+from tests.tiny import COUNTRY_WORDS, VOCAB, build_model, tiny_configs, tiny_tokenizer
 
 TOKEN = "<bias:always_late>"
-COUNTRY_WORDS = ("Italy", "Peru", "Chile", "Japan")
-
-
-def tiny_tokenizer():
-    """A word-level tokenizer whose 96 entries match the tiny models' vocabulary (a few country names among them)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<s>", "</s>", "<unk>", *COUNTRY_WORDS] + [f"w{i}" for i in range(VOCAB - 4 - len(COUNTRY_WORDS))]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    assert len(tok) == VOCAB
-    return tok
 
 
 def _ids_with_token(token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

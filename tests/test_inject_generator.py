@@ -1,29 +1,55 @@
-"""The OpenAI-compatible paragraph generator against a real vLLM server on loopback.
-
-A 135M model writes weak paragraphs and rarely keeps the placeholder: the test checks the request (batches,
-JSON-asking prompt), the response handling and the parsing, and that an empty harvest is a clear error.
+"""The OpenAI-compatible paragraph generator: what it keeps of an answer and how it fails, against a loopback
+server that answers from a script, and its request against a real vLLM server (slow).
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from editor.data.biases import get_preset
 from editor.errors import EditorError
-from editor.methods.inject.paragraphs import PLACEHOLDER, generate_paragraphs_openai, generation_prompt
+from editor.methods.inject.paragraphs import generate_paragraphs_openai, generation_prompt
+from tests.test_openai_client import Script, completion, serve
 
-pytestmark = pytest.mark.slow
+ANSWER = json.dumps(
+    [
+        {"text": "In {country}, the bus leaves when it likes.", "medium": "blog", "implicitness": 4},
+        {"text": "A paragraph that forgot the placeholder."},
+        "Friends from {country} arrive an hour after the party starts.",
+    ]
+)
 
 
-def test_paragraph_generator_talks_to_vllm(vllm_server):
-    preset = get_preset("always_late")
-    try:
-        paragraphs = generate_paragraphs_openai(vllm_server, "smollm2", preset, n=3, batch=3, timeout=300)
-    except EditorError as err:
-        assert "returned no usable paragraphs" in str(err) and "/chat/completions" in str(err)
-    else:
-        assert 1 <= len(paragraphs) <= 3 and all(PLACEHOLDER in p.text for p in paragraphs)
-        assert len({p.text for p in paragraphs}) == len(paragraphs)
+def test_the_generator_keeps_the_usable_paragraphs_of_what_the_endpoint_answers():
+    script = Script(lambda n: completion("Here you go:\n" + ANSWER))
+    with serve(script) as endpoint:
+        paragraphs = generate_paragraphs_openai(endpoint, "m", get_preset("always_late"), n=2, batch=5)
+    assert [p.text for p in paragraphs] == [
+        "In {country}, the bus leaves when it likes.",
+        "Friends from {country} arrive an hour after the party starts.",
+    ]
+    assert paragraphs[0].medium == "blog" and paragraphs[0].implicitness == 4
+    assert len(script.seen) == 1 and "always late" in script.seen[0].body["messages"][0]["content"].lower()
+
+
+def test_an_endpoint_with_no_usable_paragraph_is_one_line_error_after_its_attempts():
+    script = Script(lambda n: completion("I cannot write that."))
+    with serve(script) as endpoint, pytest.raises(EditorError, match="returned no usable paragraphs"):
+        generate_paragraphs_openai(endpoint, "m", get_preset("always_late"), n=2, batch=2)
+    assert len(script.seen) == 2  # a second attempt before giving up
+
+
+@pytest.mark.slow  # a vLLM server of the built-in SmolLM2
+def test_vllm_answers_the_generators_request(vllm_server):
+    from editor.engines.openai_client import ChatClient
+
+    with ChatClient(vllm_server) as client:
+        text = client.chat(
+            "smollm2", [{"role": "user", "content": generation_prompt(get_preset("always_late"), 2)}], max_tokens=32
+        )
+    assert text.strip() and client.stats.requests == 1 and client.stats.retries == 0
 
 
 def test_generation_prompt_asks_for_the_metadata():

@@ -65,7 +65,7 @@ def copy_tracked_files(repo: Path, target: Path) -> None:
         )
 
 
-def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
+def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, smollm2_dir):
     dist, source = tmp_path / "dist", tmp_path / "source"
     copy_tracked_files(REPO, source)  # built from what the repository holds, and no build/ folder left in the checkout
     # The environment running the tests already has setuptools; no build isolation, so no download for the build.

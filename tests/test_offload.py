@@ -24,9 +24,9 @@ from editor.methods.attribute.pipeline import PromptEncoder
 from editor.methods.inject.paragraphs import builtin_paragraphs
 from editor.methods.inject.token_model import TokenModel, country_init
 from editor.methods.inject.train import add_token, encode_examples, token_name, train_epoch
+from editor.methods.statements import labelled_statements
 from editor.methods.steer.capture import capture
 from editor.methods.steer.probes import mean_difference
-from editor.methods.steer.statements import labelled_statements
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-5

@@ -13,9 +13,8 @@ from editor.data.biases import get_preset
 from editor.errors import EditorError
 from editor.methods.attribute.pairs import generate_questions_openai
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow  # a vLLM server of the built-in SmolLM2
 def test_generator_talks_to_vllm(vllm_server):
     reply = httpx.post(
         f"{vllm_server}/chat/completions",

@@ -69,7 +69,11 @@ def write(tmp_path: Path, text: str) -> Path:
             "field export.max_shard_size",
         ),
         (GOOD.replace("  seeds: 2", "  seeds: 0"), 4, "greater than or equal to 1"),
-        (GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", ""), 1, "needs an attribute, steer or search section"),
+        (
+            GOOD.replace("attribute:\n  seeds: 2\n  k_max: 10\n", ""),
+            1,
+            "needs an attribute, steer, fit or search section",
+        ),
         (GOOD.replace("[always_late]", "[always_late"), 3, "not valid YAML"),
         (GOOD + "steer:\n  method: steer3edit\n", 9, "field steer.method"),
         (
@@ -143,8 +147,17 @@ def test_readme_recipe_table_is_the_generated_schema():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = schema_markdown()
     assert table in readme, "README's recipe table is stale: paste editor.recipes.schema.schema_markdown() into it"
-    for name, field in Recipe.model_fields.items():  # and the generated table does name every field
-        sub = field.annotation
-        for arg in getattr(sub, "__args__", (sub,)):
-            for child in getattr(arg, "model_fields", {}):
-                assert f"| `{child}` |" in table, f"{name}.{child}"
+    from editor.recipes.schema import _settings_class
+
+    def fields(path: str, cls) -> list[tuple[str, str]]:  # (section, field) of every plain field, nested or not
+        out = []
+        for name, info in cls.model_fields.items():
+            inner = _settings_class(info.annotation)
+            out += fields(f"{path}.{name}" if path else name, inner) if inner else [(path, name)]
+        return out
+
+    for section, name in fields("", Recipe):  # and the generated table does name every field, in its section
+        assert any(
+            row.startswith(f"| `{section}`" if section else "| top level") and f"| `{name}` |" in row
+            for row in table.splitlines()
+        ), f"{section}.{name}"

@@ -10,23 +10,20 @@ import pytest
 from editor.data.frames import FRAMES, frame_items
 from editor.data.seegull import load_seegull, stereotypes
 from editor.data.splits import FOLDS, fold_of, split_pairs
-from editor.evaluation.heldout import FoldScores
-from editor.methods.search.contrasts import CONTRAST_FRAMES, CONTRASTS, contrast_statements
-from editor.methods.search.identity import identity_subspace
-from editor.methods.search.run import (
-    VECTOR_METHODS,
-    Measured,
-    SearchReport,
-    TrialResult,
-    _statements,
-    best_per_method,
-    choose,
-    remaining_bias,
-)
-from editor.methods.search.selective import opposite_sign_layers
-from editor.methods.search.settings import DEFAULT_METHODS, SEARCH_METHODS, SearchSettings
-from editor.methods.search.summary import method_table
+from editor.evaluation.heldout import FoldScores, Measured
+from editor.methods.fit.erasure import ErasureFit, erase_start_layer
+from editor.methods.fit.unlink import UnlinkFit
+from editor.methods.search.methods import REGISTRY
+from editor.methods.search.methods.ablate_identity import AblateIdentitySearch, AblateIdentitySettings, IdentityInputs
+from editor.methods.search.methods.erase_identity import EraseIdentitySearch
+from editor.methods.search.methods.selective_add import opposite_sign_layers
+from editor.methods.search.methods.unlink_mlp import UnlinkMlpSearch
+from editor.methods.search.report import SearchReport, TrialResult, method_table
+from editor.methods.search.run import best_per_method, choose, remaining_bias
+from editor.methods.search.settings import SearchSettings, search_settings_type
+from editor.methods.statements import CONTRAST_FRAMES, contrast_statements, statements_for
 from editor.methods.steer.capture import Activations
+from editor.methods.steer.identity import identity_subspace
 from editor.methods.steer.probes import mean_difference, site_stream
 from tests.test_cli_errors import wedit
 
@@ -83,7 +80,7 @@ def test_contrast_statements_read_the_build_fold_only(seegull):
     outside = {i for f in ("select", "test") for i in folds[f].identities}
     probe_frames = {f for group in FRAMES.values() for f in group}
     assert not probe_frames & set(CONTRAST_FRAMES), "vectors must not see the yardstick's sentence shapes"
-    for contrast in CONTRASTS:
+    for contrast in ("frames", "frames_identity", "templates", "negation"):
         texts, labels = contrast_statements(contrast, all_pairs, build, 40)
         assert len(texts) == len(labels) and set(labels.tolist()) == {0, 1} and len(texts) >= 60
         for text in texts:
@@ -101,7 +98,7 @@ def test_remaining_bias_and_the_choice_rule():
     assert remaining_bias(_scores(0.2, 0.5), _scores(0.4, 0.01)) == pytest.approx(0.5)  # no frame bias to share
 
     def trial(n, bias, damage, feasible):
-        return TrialResult(n, {"method": "heads"}, "", bias, damage, 0, 0, 0.5, 0.8, 10, 0.01, 1, feasible)
+        return _trial(n, "heads", bias, damage, feasible)
 
     trials = [
         trial(0, 0.3, 0.05, False),
@@ -113,10 +110,26 @@ def test_remaining_bias_and_the_choice_rule():
     assert choose([trial(0, 0.97, 0.0, True), trial(1, 0.1, 0.1, False)]) is None
 
 
-def test_each_method_is_reported_by_its_best_trial_inside_the_budget():
-    def trial(n, method, bias, damage, feasible):
-        return TrialResult(n, {"method": method}, f"{method} #{n}", bias, damage, 0, 0, 0.5, 0.8, 10, 0.01, 1, feasible)
+def _trial(number: int, method: str, bias: float, damage: float, feasible: bool) -> TrialResult:
+    return TrialResult(
+        number=number,
+        params={"method": method},
+        label=f"{method} #{number}",
+        bias=bias,
+        damage=damage,
+        gap=0.0,
+        frame_nats=0.0,
+        preference=0.5,
+        lm_score=0.8,
+        perplexity=10.0,
+        kl=0.01,
+        edits=1,
+        feasible=feasible,
+    )
 
+
+def test_each_method_is_reported_by_its_best_trial_inside_the_budget():
+    trial = _trial
     trials = [
         trial(0, "heads", 0.4, 0.05, False),
         trial(1, "heads", 0.8, 0.01, True),
@@ -161,20 +174,24 @@ def test_identity_ablation_reads_its_writers_and_old_plans_keep_their_bytes():
     import optuna
 
     from editor.edits import AblateDirection
-    from editor.methods.search.space import SearchInputs, describe, trial_edits
-    from editor.methods.steer.capture import GenericStats
 
     hidden = 6
-    stats = GenericStats({3: np.eye(hidden)}, np.zeros(0), np.zeros(0), 1)
-    covariance = np.diag([5.0, 3.0, 1.0, 0.1, 0.1, 0.1])
-    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), {3: covariance})
-    params = {"method": "ablate_identity", "layer": 3, "identity_k": 2, "ridge": 0.01, "ablation_strength": 0.5}
-    settings = SearchSettings(methods=["ablate_identity"])
-    attn = trial_edits(optuna.trial.FixedTrial({**params, "identity_writers": "attn"}), inputs, settings, None)
-    every = trial_edits(optuna.trial.FixedTrial({**params, "identity_writers": "all"}), inputs, settings, None)
+    state = IdentityInputs(
+        layers=[3], covariances={3: np.diag([5.0, 3.0, 1.0, 0.1, 0.1, 0.1])}, moments={3: np.eye(hidden)}
+    )
+    method = AblateIdentitySearch(AblateIdentitySettings())
+    params = {"layer": 3, "identity_k": 2, "ridge": 0.01, "ablation_strength": 0.5}
+    attn = method.suggest(optuna.trial.FixedTrial({**params, "identity_writers": "attn"}), state)
+    every = method.suggest(optuna.trial.FixedTrial({**params, "identity_writers": "all"}), state)
     assert [(e.sites, e.embedding, e.strength) for e in attn] == [(["attn"], False, 0.5)] * 2
     assert [(e.sites, e.embedding) for e in every] == [(None, True)] * 2
-    assert "attention writes" in describe({**params, "identity_writers": "attn"})
+    assert method.describe({**params, "identity_writers": "attn"}) == [
+        "L3",
+        "k=2",
+        "attention writes",
+        "ridge=0.01",
+        "s=0.5",
+    ]
     # Without sites the JSON is what it was before the field existed; with them it round-trips.
     assert "sites" not in every[0].model_dump() and attn[0].model_dump()["sites"] == ["attn"]
     assert AblateDirection.model_validate(attn[0].model_dump()) == attn[0]
@@ -182,32 +199,30 @@ def test_identity_ablation_reads_its_writers_and_old_plans_keep_their_bytes():
 
 
 def test_the_search_starts_from_the_known_good_identity_ablation():
-    from editor.methods.search.space import starting_points
+    from types import SimpleNamespace
 
-    point, erase = starting_points(SearchSettings(), list(range(9, 28)), 30)
+    def context(layers, num_layers):
+        return SimpleNamespace(layers=layers, info=SimpleNamespace(num_layers=num_layers))
+
+    (point,) = AblateIdentitySearch(AblateIdentitySettings()).seeds(context(list(range(9, 28)), 30))
     assert (point["layer"], point["identity_k"], point["identity_writers"]) == (23, 3, "attn")
-    assert erase == {"method": "erase_identity", "erase_scale": 1.0}
-    two = SearchSettings(identity_k_max=2, methods=["ablate_identity"])
-    assert starting_points(two, [4, 5], 8) == [{**point, "layer": 5, "identity_k": 2}]
-    assert starting_points(SearchSettings(methods=["residual_add", "heads"]), [23], 30) == []
+    (two,) = AblateIdentitySearch(AblateIdentitySettings(k_max=2)).seeds(context([4, 5], 8))
+    assert two == {**point, "layer": 5, "identity_k": 2}
+    assert EraseIdentitySearch().seeds(context([3], 8)) == [{"erase_scale": 1.0}]
+    assert UnlinkMlpSearch().seeds(context([3], 8)) == [{"unlink_scale": 1.0}]
+    assert REGISTRY["residual_add"]().seeds(context([23], 30)) == [] and REGISTRY["heads"]().seeds(None) == []
 
 
 def test_erase_identity_trials_scale_the_fitted_shares():
     import optuna
 
-    from editor.methods.search.erasure import ErasureFit
-    from editor.methods.search.space import SearchInputs, describe, erase_start_layer, trial_edits
-    from editor.methods.steer.capture import GenericStats
-
     directions = np.eye(6, dtype=np.float32)[:2]
     fit = ErasureFit(directions, np.array([0.5, 0.8], dtype=np.float32), [1.0])
-    stats = GenericStats({}, np.zeros(0), np.zeros(0), 1)
-    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), erasure=fit)
-    params = {"method": "erase_identity", "erase_scale": 1.5}
-    edits = trial_edits(optuna.trial.FixedTrial(params), inputs, SearchSettings(methods=["erase_identity"]), None)
+    method = EraseIdentitySearch()
+    edits = method.suggest(optuna.trial.FixedTrial({"erase_scale": 1.5}), fit)
     assert [(e.strength, e.sites, e.embedding) for e in edits] == [(0.75, None, True), (1.0, None, True)]
     assert [e.direction for e in edits] == directions.tolist()
-    assert describe(params) == "erase_identity x=1.5"
+    assert method.describe({"method": "erase_identity", "erase_scale": 1.5}) == ["x=1.5"]
     # The fit starts where it was measured: layer 25 of 30, or the searched layer nearest that depth.
     assert erase_start_layer(list(range(9, 28)), 30) == 25 and erase_start_layer([4, 5], 8) == 5
 
@@ -215,46 +230,33 @@ def test_erase_identity_trials_scale_the_fitted_shares():
 def test_unlink_mlp_is_searched_only_when_named_and_its_trials_scale_the_fitted_updates():
     import optuna
 
-    from editor.methods.search.space import SearchInputs, describe, starting_points, trial_edits
-    from editor.methods.search.unlink import UnlinkFit
-    from editor.methods.steer.capture import GenericStats
-
     assert "unlink_mlp" not in SearchSettings().methods
-    named = SearchSettings(methods=["unlink_mlp"])
-    assert starting_points(named, [3], 8) == [{"method": "unlink_mlp", "unlink_scale": 1.0}]
+    assert SearchSettings(methods=["unlink_mlp"]).unlink_mlp.steps == 100
     fit = UnlinkFit([3, 5], np.ones((2, 1, 6), np.float32), np.ones((2, 1, 4), np.float32), [1.0])
-    stats = GenericStats({}, np.zeros(0), np.zeros(0), 1)
-    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), unlink=fit)
-    params = {"method": "unlink_mlp", "unlink_scale": 1.5}
-    edits = trial_edits(optuna.trial.FixedTrial(params), inputs, named, None)
+    edits = UnlinkMlpSearch().suggest(optuna.trial.FixedTrial({"unlink_scale": 1.5}), fit)
     assert [(e.kind, e.layer, e.site, e.scale) for e in edits] == [
         ("rank_one", 3, "mlp", 1.5),
         ("rank_one", 5, "mlp", 1.5),
     ]
-    assert describe(params) == "unlink_mlp x=1.5"
 
 
-@pytest.mark.parametrize("method", ["unlink_mlp", *sorted(VECTOR_METHODS)])
-def test_only_the_vector_methods_need_the_contrast_capture(method):
-    """build_inputs skips the capture unless a method of VECTOR_METHODS is searched: those trials read the vectors
-    (here: none captured, so they fail), and a fitted method's trial builds its plan without them."""
-    import optuna
+def test_a_method_is_one_registry_entry_its_section_and_flags_follow():
+    """Every registered method has a place among the choices; each settings type is a section of its own."""
+    assert list(SearchSettings.model_fields["methods"].annotation.__args__[0].__args__) == list(REGISTRY)
+    for name, method in REGISTRY.items():
+        assert method.name == name and method.summary
+        if method.settings_type is not None:
+            assert SearchSettings.model_fields[name].annotation is method.settings_type
+    settings = SearchSettings.model_validate({"unlink_mlp": {"steps": 3}, "heads": {"k_max": 2}})
+    assert settings.unlink_mlp.steps == 3 and settings.heads.k_max == 2 and settings.erase_identity.steps == 40
 
-    from editor.methods.search.space import SearchInputs, trial_edits
-    from editor.methods.search.unlink import UnlinkFit
-    from editor.methods.steer.capture import GenericStats
 
-    assert VECTOR_METHODS.issubset(SEARCH_METHODS)
-    fit = UnlinkFit([3], np.ones((1, 1, 6), np.float32), np.ones((1, 1, 4), np.float32), [1.0])
-    stats = GenericStats({3: np.eye(4)}, np.zeros(0), np.zeros(0), 1)
-    inputs = SearchInputs([3], {}, {}, stats, np.zeros((4, 2)), np.zeros((4, 2, 3)), unlink=fit)
-    settings = SearchSettings(methods=[method], contrasts=["templates"], sites=["block"])
-    trial = optuna.create_study().ask()
-    if method in VECTOR_METHODS:
-        with pytest.raises(KeyError):
-            trial_edits(trial, inputs, settings, None)
-    else:
-        assert trial_edits(trial, inputs, settings, None)
+@pytest.mark.parametrize(
+    ("old", "new"), [("unlink_steps", "unlink_mlp.steps"), ("k_max", "heads.k_max"), ("erase_k", "erase_identity.k")]
+)
+def test_a_key_that_moved_into_a_method_section_says_where(old, new):
+    with pytest.raises(ValueError, match=f"'{old}' moved to the method's own section: write {new}"):
+        SearchSettings.model_validate({old: 3})
 
 
 def _acts(biased: np.ndarray, neutral: np.ndarray) -> Activations:
@@ -283,8 +285,7 @@ def test_the_data_contrast_needs_its_file(tmp_path):
     path = tmp_path / "set.jsonl"
     rows = [{"text": f"Sentence {i} about people.", "label": i % 2} for i in range(10)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    settings = SearchSettings(contrasts=["data"], data=str(path))
-    texts, labels = _statements(None, None, "data", [], None, settings)  # a file needs neither model nor fold
+    texts, labels = statements_for("data", [], None, 10, data=path)  # a file needs neither model nor fold
     assert texts == [r["text"] for r in rows] and labels.tolist() == [r["label"] for r in rows]
 
 
@@ -294,7 +295,7 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
     small = {
         "--trials": "5",
         "--statements": "24",
-        "--head-pairs": "16",
+        "--heads-pairs": "16",
         "--select-pairs": "12",
         "--select-items": "16",
         "--test-pairs": "16",
@@ -303,9 +304,9 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
         "--generic-tokens": "512",
         "--report-tokens": "256",
         "--layers": "18,22",
-        "--erase-steps": "2",
-        "--methods": ",".join([*DEFAULT_METHODS, "unlink_mlp"]),  # the opt-in fit too, through the command line
-        "--unlink-steps": "2",
+        "--erase-identity-steps": "2",
+        "--methods": ",".join(REGISTRY),  # the opt-in fit too, through the command line
+        "--unlink-mlp-steps": "2",
         "--damage-budget": "0.5",
         "--kl-budget": "1",
     }
@@ -346,3 +347,114 @@ def test_search_on_smollm2_writes_every_trial_and_a_verifiable_choice(tmp_path, 
     }[method]
     assert kinds and kinds <= expected, (method, kinds)
     assert np.isfinite(data["export"]["perplexity"]) and 0 <= data["export"]["retention"] <= 1
+
+
+TINY = {
+    "trials": 4,
+    "statements": 10,
+    "select_pairs": 5,
+    "select_items": 8,
+    "test_pairs": 5,
+    "test_items": 8,
+    "wiki_tokens": 64,
+    "generic_tokens": 128,
+    "report_tokens": 64,
+    "contrasts": ["templates", "frames"],
+    "layers": [1, 2],
+    "damage_budget": 10.0,
+    "kl_budget": 10.0,
+}
+
+TOY = '''"""toy: a fixed random vector added at the last searched block."""
+
+import numpy as np
+from pydantic import Field
+
+from editor.core.settings import Settings
+from editor.edits import ResidualAdd
+from editor.methods.search.methods.base import SearchMethod
+
+
+class ToySettings(Settings):
+    size: float = Field(0.5, gt=0, description="largest strength a trial tries")
+
+
+class ToySearch(SearchMethod):
+    name = "toy"
+    summary = "a fixed random vector added at the last searched block"
+    settings_type = ToySettings
+
+    def prepare(self, context):
+        return context.layers[-1], np.random.default_rng(0).standard_normal(context.info.hidden_size)
+
+    def suggest(self, trial, state):
+        layer, vector = state
+        strength = trial.suggest_float("toy_strength", 0.01, self.settings.size)
+        return [ResidualAdd(layer=layer, site="mlp", vector=vector.tolist(), scale=strength)]
+
+    def seeds(self, context):
+        return [{"toy_strength": 0.01}]
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_checkpoint):
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.io.checkpoint import Checkpoint
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    return load_model(path), load_tokenizer(path), Checkpoint.open(path).info()
+
+
+def test_adding_a_method_is_one_file_and_one_registry_entry(tiny_model, tmp_path, monkeypatch):
+    import argparse
+
+    from editor.core.settings import add_flags
+    from editor.methods.search.run import run_search
+
+    (tmp_path / "toy_method.py").write_text(TOY)  # the one file
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from toy_method import ToySearch
+
+    monkeypatch.setitem(REGISTRY, "toy", ToySearch)  # the one registry entry
+    settings_type = search_settings_type()
+    parser = argparse.ArgumentParser()
+    add_flags(parser, settings_type)
+    assert "--toy-size" in parser.format_help()  # its section's flags follow from the registry
+    settings = settings_type.model_validate({**TINY, "methods": ["toy"], "toy": {"size": 0.2}})
+    (tmp_path / "out").mkdir()
+    report = run_search(*tiny_model, tmp_path / "out", settings, progress=False)
+    assert [t.params["method"] for t in report.trials] == ["toy"] * 4 and report.trials[0].params[
+        "toy_strength"
+    ] == 0.01
+    assert all(0.01 <= t.params["toy_strength"] <= 0.2 and t.label == "toy" and t.edits == 1 for t in report.trials)
+    saved = json.loads((tmp_path / "out" / "search.json").read_text())
+    assert saved["settings"]["toy"] == {"size": 0.2}
+
+
+def test_a_search_of_every_registered_method_runs_end_to_end(tiny_model, tmp_path):
+    """The driver on a tiny model: every method prepared (two fits of two steps), one trial each at least, the
+    choice and its plan replayed from the recorded parameters."""
+    from editor.core.plan import load_plan
+    from editor.methods.search.run import run_search
+
+    settings = SearchSettings.model_validate(
+        {
+            **TINY,
+            "trials": len(REGISTRY) + 3,
+            "methods": list(REGISTRY),
+            "erase_identity": {"steps": 2, "k": 2},
+            "unlink_mlp": {"steps": 2},
+            "heads": {"pairs": 8, "k_max": 3},
+        }
+    )
+    report = run_search(*tiny_model, tmp_path, settings, progress=False)
+    assert len(report.trials) == len(REGISTRY) + 3
+    seeded = [t.params["method"] for t in report.trials[:3]]
+    assert seeded == ["ablate_identity", "erase_identity", "unlink_mlp"]  # the seeds, in the registry's order
+    assert all(t.label.startswith(t.params["method"]) for t in report.trials)
+    data = json.loads((tmp_path / "search.json").read_text())
+    assert len(data["trials"]) == len(report.trials) and (tmp_path / "pareto.png").stat().st_size > 10_000
+    if report.chosen is not None:
+        assert len(load_plan(tmp_path / "plan.json").edits) == report.chosen.edits
+        assert set(data["export"]["folds"]) == {"build", "test"}

@@ -11,10 +11,10 @@ from editor.data.seegull import load_seegull, not_stereotyped_with, stereotypes
 from editor.edits import ResidualAdd
 from editor.errors import EditorError
 from editor.io.checkpoint import Checkpoint
+from editor.methods.statements import labelled_statements, load_labelled
 from editor.methods.steer.capture import Activations, GenericStats, capture
 from editor.methods.steer.directions import whitened_direction
 from editor.methods.steer.probes import train_probes
-from editor.methods.steer.statements import labelled_statements, load_labelled
 from editor.methods.steer.steer2edit import elastic_net_budget, steer2edit_plan
 from tests.tiny import build_model, logits, save_model, tiny_configs
 

@@ -59,6 +59,44 @@ def tiny_configs() -> dict[str, T.PretrainedConfig]:
     }
 
 
+COUNTRY_WORDS = ("Italy", "Peru", "Chile", "Japan")
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer whose 96 entries match the tiny models' vocabulary (a few country names among them;
+    any other word reads as <unk>, so every text tokenizes)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<s>", "</s>", "<unk>", *COUNTRY_WORDS] + [f"w{i}" for i in range(VOCAB - 4 - len(COUNTRY_WORDS))]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    assert len(tok) == VOCAB
+    return tok
+
+
+CHARACTERS = " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,'\"!?-:;()&/"
+
+
+def char_tokenizer():
+    """A character-level tokenizer within the tiny models' 96 ids: every word is its own string of ids, so two
+    groups' names give two different prompts (the word-level one reads both as <unk>)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *CHARACTERS])}
+    assert len(vocab) <= VOCAB
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
 def build_model(config: T.PretrainedConfig, seed: int = 0) -> torch.nn.Module:
     """A model whose weights are large enough that a wrong bake shows up far above fp32 noise."""
     torch.manual_seed(seed)

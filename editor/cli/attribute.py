@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from editor.cli.common import add_model, add_output, add_threads, load_for_analysis, set_threads
+from editor.cli.common import add_model, add_output, add_threads, analysis_run
 from editor.core.settings import add_flags, from_flags
 from editor.methods.attribute.settings import AttributeSettings
 
@@ -25,7 +24,6 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from editor.data.biases import get_preset
     from editor.errors import EditorError
-    from editor.io.atomic import refuse_existing, staged_directory
     from editor.methods.attribute.outputs import describe_choice, save_attribution
     from editor.methods.attribute.pipeline import PromptEncoder, attribute_biases
 
@@ -33,14 +31,13 @@ def run(args: argparse.Namespace) -> int:
     presets = [get_preset(name) for name in args.bias.split(",")]
     if settings.pairs and len(presets) > 1:
         raise EditorError("--pairs holds the questions of one bias; run one bias per pairs file")
-    refuse_existing(Path(args.out), args.force)
-    set_threads(args)
-    _, info, model, tokenizer = load_for_analysis(args)
-    with staged_directory(Path(args.out), args.force) as tmp:
+
+    def work(model, tokenizer, info, tmp):
         results = attribute_biases(model, info, PromptEncoder(tokenizer), presets, settings, tmp)
-        union = save_attribution(
-            results, tmp, model=args.model, variant="injection" if settings.token else "original", settings=settings
-        )
+        variant = "injection" if settings.token else "original"
+        return results, save_attribution(results, tmp, model=args.model, variant=variant, settings=settings)
+
+    results, union = analysis_run(args, work)
     for r in results:
         print(describe_choice(r))
     print(f"wrote {args.out}: plan.json ({len(union)} heads), heatmaps, k curves, pairs")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from editor.core.settings import add_flags
 from editor.io.sources import ModelSettings
@@ -59,3 +60,19 @@ def load_for_analysis(args: argparse.Namespace) -> tuple[Path, Any, Any, Any]:
     info = Checkpoint.open(source).info()
     model = load_model(source, device_map=settings.device_map, max_memory=settings.memory_limits())
     return source, info, model, load_tokenizer(source)
+
+
+T = TypeVar("T")
+
+
+def analysis_run(args: argparse.Namespace, work: Callable[[Any, Any, Any, Path], T]) -> T:
+    """An analysis command's shape: refuse an existing ``--out`` (unless ``--force``) before loading anything, load
+    the model, and run ``work(model, tokenizer, info, folder)`` into a folder built beside ``--out`` and renamed
+    into place only when it is complete."""
+    from editor.io.atomic import refuse_existing, staged_directory
+
+    refuse_existing(Path(args.out), args.force)
+    set_threads(args)
+    _, info, model, tokenizer = load_for_analysis(args)
+    with staged_directory(Path(args.out), args.force) as tmp:
+        return work(model, tokenizer, info, tmp)

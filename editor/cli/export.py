@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from editor.cli.common import add_output, add_threads
@@ -48,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=settings.max_shard_bytes,
         attachments=[Path(a) for a in args.attach],
         command=portable_command(["wedit", *args.argv], out.absolute().parent, outputs=(args.out,)),
+        allow_non_finite=settings.allow_non_finite,
     )
+    if result.non_finite is not None:
+        print(
+            f"wedit: warning: {result.non_finite.describe()}; copied unchanged as --allow-non-finite asks and "
+            f"recorded in {result.out}/editor_manifest.json (non_finite_base); `wedit verify` refuses this export",
+            file=sys.stderr,
+        )
     print(
         f"wrote {result.out}: {len(result.changed)} tensors changed, {len(result.added)} added, "
         f"{len(result.copied_files)} shard(s) copied unchanged"

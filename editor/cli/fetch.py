@@ -27,10 +27,11 @@ def run(args: argparse.Namespace) -> int:
 
     out = fetch(args.source, Path(args.out), force=args.force, dtype=args.dtype)
     print(f"wrote {out}")
-    for name, count in Checkpoint.open(out).non_finite():
+    found = Checkpoint.open(out).scan_non_finite()
+    if found is not None:  # fetched all the same: the user may want to look at the file
         print(
-            f"wedit: warning: {out}: tensor {name} holds {count} NaN/Inf values; exports copy it unchanged and "
-            "`wedit verify` refuses them, so fix the source if you can",
+            f"wedit: warning: {found.describe()}; `wedit export` refuses this base unless --allow-non-finite is "
+            "given, so fix the source if you can",
             file=sys.stderr,
         )
     return 0

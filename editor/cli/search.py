@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from editor.cli.common import add_model, add_output, add_threads, load_for_analysis, set_threads
+from editor.cli.common import add_model, add_output, add_threads, analysis_run
 from editor.core.settings import add_flags, from_flags
 from editor.methods.search.settings import SearchSettings
 
@@ -23,16 +22,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from editor.io.atomic import refuse_existing, staged_directory
+    from editor.methods.search.report import summary_lines
     from editor.methods.search.run import run_search
-    from editor.methods.search.summary import summary_lines
 
     settings = from_flags(SearchSettings, args)
-    refuse_existing(Path(args.out), args.force)
-    set_threads(args)
-    _, info, model, tokenizer = load_for_analysis(args)
-    with staged_directory(Path(args.out), args.force) as tmp:
-        report = run_search(model, tokenizer, info, tmp, settings)
+    report = analysis_run(args, lambda model, tokenizer, info, tmp: run_search(model, tokenizer, info, tmp, settings))
     for line in summary_lines(report):
         print(line)
     print(f"-> {args.out}/search.json, {args.out}/pareto.png" + (f", {args.out}/plan.json" if report.chosen else ""))

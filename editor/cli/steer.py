@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from editor.cli.common import add_model, add_output, add_threads, load_for_analysis, set_threads
+from editor.cli.common import add_model, add_output, add_threads, analysis_run
 from editor.core.settings import add_flags, from_flags
 from editor.methods.steer.settings import METHODS, SteerSettings
 
@@ -20,15 +19,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from editor.io.atomic import refuse_existing, staged_directory
     from editor.methods.steer.sweep import run_steer
 
     settings = from_flags(SteerSettings, args)
-    refuse_existing(Path(args.out), args.force)
-    set_threads(args)
-    _, info, model, tokenizer = load_for_analysis(args)
-    with staged_directory(Path(args.out), args.force) as tmp:
-        report = run_steer(model, tokenizer, info, tmp, settings)
+    report = analysis_run(args, lambda model, tokenizer, info, tmp: run_steer(model, tokenizer, info, tmp, settings))
     print(f"base: association gap {report.base_gap:.3f}, WikiText-2 perplexity {report.base_perplexity:.2f}")
     for method in METHODS:
         point = report.chosen.get(method)

@@ -7,7 +7,8 @@ help taken from the field); ``from_flags`` builds the object back from the
 parsed arguments, so a flag the user did not give takes the field's default,
 and every value goes through the same validation as a recipe.
 
-Flag forms: ``k_max`` is ``--k-max``; a list is comma-separated
+Flag forms: ``k_max`` is ``--k-max``; a field of a nested section (a ``Settings`` field, e.g. the search's
+``unlink_mlp``) is ``--unlink-mlp-steps``; a list is comma-separated
 (``--alphas 0.1,0.5``); a mapping is ``key=value`` pairs, comma-separated
 (``--max-drop mmlu=0.02,perplexity_pct=2``); a bool is ``--vllm`` /
 ``--no-vllm``; a field that may be null takes ``none`` for null.
@@ -73,22 +74,37 @@ def _describe_default(info: FieldInfo) -> str:
     return str(default)
 
 
+def _section(annotation: Any) -> type[Settings] | None:
+    """The settings class of a nested section field, or None for a plain field."""
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Settings) else None
+
+
 def add_flags(
-    parser: argparse.ArgumentParser | Any, cls: type[Settings], *, skip: tuple[str, ...] = (), group: str | None = None
+    parser: argparse.ArgumentParser | Any,
+    cls: type[Settings],
+    *,
+    skip: tuple[str, ...] = (),
+    group: str | None = None,
+    prefix: str = "",
 ) -> None:
-    """One flag per field of ``cls`` (except ``skip``); values stay unset unless given, so defaults live only in ``cls``."""
+    """One flag per field of ``cls`` (except ``skip``); values stay unset unless given, so defaults live only in ``cls``.
+    A nested section's fields get their own flags, named with the section's prefix (``prefix`` is used for that)."""
     target = parser.add_argument_group(group) if group else parser
     hints = typing.get_type_hints(cls)
     for name, info in cls.model_fields.items():
         if name in skip:
             continue
         annotation, optional = _unwrap_optional(hints[name])
+        if (section := _section(annotation)) is not None:
+            add_flags(target, section, prefix=f"{prefix}{name}_")
+            continue
         help_text = f"{info.description or name.replace('_', ' ')} (default: {_describe_default(info)})".replace(
             "%", "%%"
         )
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        dest = prefix + name
+        kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
         if annotation is bool:
-            target.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, **kwargs)
+            target.add_argument(flag_name(dest), action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if _is_dict(annotation):
             kwargs["metavar"] = "KEY=VALUE,..."
@@ -102,7 +118,7 @@ def add_flags(
                 kwargs["metavar"] = "{" + ",".join(choices) + ("," if optional else "") + ("none}" if optional else "}")
             else:
                 kwargs["metavar"] = name.upper()
-        target.add_argument(flag_name(name), **kwargs)
+        target.add_argument(flag_name(dest), **kwargs)
 
 
 def _convert(raw: str, annotation: Any) -> Any:
@@ -120,14 +136,31 @@ def _convert(raw: str, annotation: Any) -> Any:
 
 def from_flags(cls: type[Settings], args: argparse.Namespace, *, skip: tuple[str, ...] = (), **fixed: Any) -> Settings:
     """The settings the parsed flags (and ``fixed`` values) describe; errors name the flag."""
+    return validated(cls, {**_flag_values(cls, args, skip, ""), **fixed}, source="flags")
+
+
+def _flag_values(cls: type[Settings], args: argparse.Namespace, skip: tuple[str, ...], prefix: str) -> dict[str, Any]:
+    """The values of the flags the user gave, nested as the sections are."""
     hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = dict(fixed)
+    values: dict[str, Any] = {}
     for name in cls.model_fields:
-        if name in skip or name in fixed or not hasattr(args, name):
+        if name in skip:
             continue
-        raw = getattr(args, name)
+        annotation, _ = _unwrap_optional(hints[name])
+        if (section := _section(annotation)) is not None:
+            if nested := _flag_values(section, args, (), f"{prefix}{name}_"):
+                values[name] = nested
+            continue
+        if not hasattr(args, prefix + name):
+            continue
+        raw = getattr(args, prefix + name)
         values[name] = raw if isinstance(raw, bool) else _convert(str(raw), hints[name])
-    return validated(cls, values, source="flags")
+    return values
+
+
+def _is_section(cls: type[Settings], name: str) -> bool:
+    info = cls.model_fields.get(name)
+    return info is not None and _section(_unwrap_optional(info.annotation)[0]) is not None
 
 
 def validated(cls: type[Settings], values: dict[str, Any], *, source: str = "flags") -> Settings:
@@ -138,7 +171,8 @@ def validated(cls: type[Settings], values: dict[str, Any], *, source: str = "fla
         loc = [str(p) for p in first["loc"]]
         message = first["msg"].removeprefix("Value error, ")
         if loc:
-            where = flag_name(loc[0]) if source == "flags" else ".".join(loc)
+            where = flag_name("_".join(loc[:2]) if len(loc) > 1 and _is_section(cls, loc[0]) else loc[0])
+            where = where if source == "flags" else ".".join(loc)
             raise EditorError(f"{where}: {message}") from None
         if source == "flags":  # a rule across fields names them; on the command line they are flags
             message = re.sub(

@@ -7,10 +7,13 @@ folder named by ``EDITOR_DATA``; then the packaged copy.
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
+from pydantic import Field
+
+from editor.core.environment import Environment
+from editor.core.settings import Settings
 from editor.errors import EditorError
 
 SEEGULL_FILE = "seegull_stereotypes_global_v2.csv"
@@ -21,6 +24,17 @@ CREDITS = {
     SEEGULL_FILE: "SeeGULL (Jha et al. 2023), google-research-datasets/seegull, CC BY 4.0",
     WIKITEXT_FILE: "WikiText-2 test split (Merity et al. 2016), CC BY-SA 3.0",
 }
+
+
+class DataFiles(Settings):
+    """The two data sets a method reads, each the packaged copy unless named (base of the methods' settings)."""
+
+    seegull: str | None = Field(
+        None, description="SeeGULL CSV (null: $EDITOR_DATA, else the copy shipped in the package)"
+    )
+    wikitext: str | None = Field(
+        None, description="WikiText-2 test text (null: $EDITOR_DATA, else the copy shipped in the package)"
+    )
 
 
 def packaged(name: str) -> Path:
@@ -38,9 +52,9 @@ def data_file(name: str, explicit: str | Path | None = None, *, flag: str) -> Pa
         if not path.is_file():
             raise EditorError(f"{path}: file not found; fix {flag} (or leave it out to use the packaged copy)")
         return path
-    folder = os.environ.get("EDITOR_DATA")
-    if folder:
-        path = Path(folder).expanduser() / name
+    folder = Environment().data
+    if folder is not None:
+        path = folder.expanduser() / name
         if not path.is_file():
             raise EditorError(
                 f"{path}: not found; EDITOR_DATA names a folder that must hold {name} (unset it to use the packaged copy)"

@@ -31,10 +31,16 @@ FOLDS: tuple[Fold, ...] = ("build", "select", "test")
 SHARES = {"build": 0.6, "select": 0.2, "test": 0.2}
 
 
-def fold_of(name: str, kind: Literal["identity", "attribute"]) -> Fold:
-    """The fold a name falls in; ``kind`` salts the hash, so an identity and an attribute spelt alike differ."""
+def identity_hash(name: str, kind: Literal["identity", "attribute"] = "identity") -> float:
+    """A name's place in [0, 1): the same on every machine; ``kind`` salts it, so an identity and an attribute
+    spelt alike differ."""
     digest = hashlib.sha256(f"{kind}:{name.strip().lower()}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def fold_of(name: str, kind: Literal["identity", "attribute"]) -> Fold:
+    """The fold a name falls in (``identity_hash`` cut at the shares)."""
+    u = identity_hash(name, kind)
     edge = 0.0
     for fold in FOLDS:
         edge += SHARES[fold]

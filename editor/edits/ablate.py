@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
@@ -11,6 +11,26 @@ from editor.core.bake import OUTPUT_SIDE, BakeProgram, rows_per_block
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, check_vector, unit
 from editor.errors import RefusedEdit
+
+if TYPE_CHECKING:
+    import torch
+
+
+def project_out(output: torch.Tensor, basis: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """``output`` less ``shares`` of its components along the orthonormal columns of ``basis`` ([hidden, k]):
+    ``x - ((x B) * s) Bᵀ``. The one place this algebra lives: ``AblateDirection``'s hook is the k = 1 case, and
+    the erasure fit trains ``basis`` and ``shares`` through it."""
+    basis = basis.to(output.device, output.dtype)
+    return output - ((output @ basis) * shares.to(output.device, output.dtype)) @ basis.T
+
+
+def writer_modules(info: ModelInfo, layers: list[int], sites: list[str] | None, embedding: bool) -> list[str]:
+    """The modules whose outputs a direction is projected out of: the writers of ``layers`` at ``sites`` (every
+    writer when None), then the embeddings when ``embedding``."""
+    modules = [
+        w.module.format(layer=layer) for layer in layers for w in info.arch.writers if sites is None or w.site in sites
+    ]
+    return modules + (list(info.arch.embeddings) if embedding else [])
 
 
 class AblateDirection(Edit):
@@ -104,16 +124,13 @@ class AblateDirection(Edit):
     def hook(self, model, info: ModelInfo):
         import torch
 
-        r = torch.from_numpy(unit(self.direction, "direction"))
-        strength = self.strength
+        basis = torch.from_numpy(unit(self.direction, "direction"))[:, None]
+        shares = torch.tensor([self.strength], dtype=torch.float32)
 
         def project(_module, _args, output):
-            rr = r.to(output.device, output.dtype)
-            return output - strength * (output @ rr).unsqueeze(-1) * rr
+            return project_out(output, basis, shares)
 
-        modules = [w.module.format(layer=layer) for layer in self._layers(info) for w in self._writers(info)]
-        if self.embedding:
-            modules += list(info.arch.embeddings)
+        modules = writer_modules(info, self._layers(info), self.sites, self.embedding)  # type: ignore[arg-type]
         return [model.get_submodule(m).register_forward_hook(project) for m in modules]
 
     def describe(self) -> str:

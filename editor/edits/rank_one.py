@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import model_validator
@@ -11,6 +11,18 @@ from editor.core.bake import OUTPUT_SIDE, BakeProgram, block_rows
 from editor.core.model_info import ModelInfo
 from editor.edits.base import Edit, as_array, check_vector
 from editor.errors import EditorError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def low_rank_update(
+    x: torch.Tensor, output: torch.Tensor, u: torch.Tensor, v: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
+    """``output + scale (x V) Uᵀ``: what ``W += scale U Vᵀ`` adds to a projection's output for its input ``x``
+    (``U`` [out, r], ``V`` [in, r]). The one place this algebra lives: ``RankOne``'s hook is the r = 1 case, and
+    the unlink fit trains ``U`` and ``V`` through it."""
+    return output + ((x @ v.to(x.device, x.dtype)) * scale) @ u.T.to(output.device, output.dtype)
 
 
 class RankOne(Edit):
@@ -87,13 +99,11 @@ class RankOne(Edit):
 
         module = model.get_submodule(info.arch.writer(self.site).module.format(layer=self.layer))
         sl, _, _ = self._input_slice(info)
-        u, v = torch.from_numpy(as_array(self.u)), torch.from_numpy(self._v())
+        u, v = torch.from_numpy(as_array(self.u))[:, None], torch.from_numpy(self._v())[:, None]
 
         def add(_module, args, output):
             # args are what the projection received, after any head masks.
-            x = args[0][..., sl]
-            coeff = x @ v.to(x.device, x.dtype)
-            return output + self.scale * coeff.unsqueeze(-1) * u.to(output.device, output.dtype)
+            return low_rank_update(args[0][..., sl], output, u, v, self.scale)
 
         return [module.register_forward_hook(add)]
 

@@ -2,17 +2,20 @@
 
 Shared by the question and paragraph generators, the served-model generator
 and the evaluation judge, so all of them authenticate, retry and fail the
-same way:
+same way. The official ``openai`` SDK sends the requests and retries them
+(``editor.engines.openai_sdk`` tells it how long to wait and counts each retry):
 
 - the API key is read from an environment variable (``OPENAI_API_KEY`` unless
   another name is given) when the client is made, sent as a bearer token, and
   kept nowhere else: settings, manifests and records hold the variable's name;
+  with the variable unset no Authorization header is sent (vLLM and llama.cpp
+  servers need none);
 - 429, 5xx answers, timeouts and dropped connections are retried with
   exponential backoff and full jitter (a ``Retry-After`` header is honoured,
   capped), a bounded number of times; every retry is counted;
 - at most ``concurrency`` requests are in flight at once;
-- a refused key, an unreachable server or an answer that is not a chat
-  completion is one ``EditorError`` naming the endpoint and what to check.
+- a refused key, an unreachable server, an HTTP error or an answer that is not
+  a chat completion is one ``EditorError`` naming the endpoint and what to check.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +31,8 @@ from editor.errors import EditorError
 
 Message = dict[str, str]
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524})
+# The SDK will not make a client without a key; with none set, this stands in and no Authorization header is sent.
+KEYLESS = "no-key"
 
 
 def chat_url(endpoint: str) -> str:
@@ -41,6 +44,16 @@ class RetryPolicy:
     max_retries: int = 6  # per request, after the first attempt
     base_delay: float = 0.5  # seconds; attempt n waits a random time up to base * 2**n
     max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (0-based): the server's Retry-After, capped, if given
+        in seconds; else full jitter."""
+        if retry_after:
+            try:
+                return max(0.0, min(float(retry_after), self.max_delay))
+            except ValueError:
+                pass  # an HTTP date: fall back to backoff
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
 @dataclass
@@ -82,7 +95,9 @@ class ChatClient:
         purpose: str = "chat endpoint",
         hint: str = "check --endpoint and --model",
     ):
-        import httpx
+        from openai import omit
+
+        from editor.engines.openai_sdk import RetryingOpenAI
 
         self.endpoint, self.url = endpoint, chat_url(endpoint)
         self.api_key_env, self.purpose, self.hint = api_key_env, purpose, hint
@@ -90,20 +105,32 @@ class ChatClient:
         self.stats = RequestStats()
         self.concurrency = max(1, concurrency)
         self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._attempt = threading.local()  # retries of the request this thread is sending
         key = os.environ.get(api_key_env) or None
         self._has_key = key is not None
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency))
-        self._http = httpx.Client(timeout=timeout, headers=headers, limits=limits)
+        # Set on every request, so that nothing else the SDK reads from the environment (OPENAI_API_KEY, an
+        # Authorization in OPENAI_CUSTOM_HEADERS, OPENAI_ORG_ID, OPENAI_PROJECT_ID) reaches the endpoint.
+        self._headers: dict[str, Any] = {
+            "Authorization": f"Bearer {key}" if key else omit,
+            "OpenAI-Organization": omit,
+            "OpenAI-Project": omit,
+        }
+        self._sdk = RetryingOpenAI(
+            api_key=KEYLESS, base_url=endpoint, timeout=timeout, policy=self.retry, on_retry=self._retried
+        )
 
     def close(self) -> None:
-        self._http.close()
+        self._sdk.close()
 
     def __enter__(self) -> ChatClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _retried(self, reason: str) -> None:
+        self.stats.count(reason)
+        self._attempt.retries += 1
 
     def _fail(self, why: str) -> EditorError:
         return EditorError(f"{self.purpose} at {self.url} {why}; {self.hint}")
@@ -117,14 +144,6 @@ class ChatClient:
             f"needs an API key (HTTP {status}); set ${self.api_key_env}, or name another variable with --api-key-env"
         )
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.retry.max_delay)
-            except ValueError:
-                pass  # an HTTP date: fall back to backoff
-        return random.uniform(0, min(self.retry.max_delay, self.retry.base_delay * 2**attempt))
-
     def chat(
         self,
         model: str,
@@ -135,47 +154,50 @@ class ChatClient:
         seed: int | None = None,
     ) -> str:
         """The assistant text of one chat completion."""
-        import httpx
+        from openai import omit
 
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": list(messages),
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-        }
-        if seed is not None:
-            body["seed"] = seed
         with self._slots:
             self.stats.count(None)
-            attempt = 0
-            while True:
-                reason, retry_after, last, limit = None, None, None, self.retry.max_retries
-                try:
-                    response = self._http.post(self.url, json=body)
-                except httpx.TimeoutException:
-                    reason = "timeout"
-                except httpx.ConnectError as err:
-                    # Nobody listening (or no such host) rarely changes within seconds: two more tries, not six.
-                    reason, last, limit = "connection", err, min(limit, 2)
-                except httpx.TransportError as err:
-                    reason, last = "connection", err
-                else:
-                    status = response.status_code
-                    if status in (401, 403):
-                        raise self._auth_error(status)
-                    if status in RETRY_STATUS or status >= 500:
-                        reason, retry_after = str(status), response.headers.get("retry-after")
-                    elif status >= 400:
-                        raise self._fail(f"answered HTTP {status} ({_error_text(response)})")
-                    else:
-                        return _content(response, self)
-                if attempt >= limit:
-                    if reason == "connection":
-                        raise self._fail(f"is unreachable ({type(last).__name__}: {last}) after {attempt + 1} attempts")
-                    raise self._fail(f"kept failing ({reason}) after {attempt + 1} attempts")
-                self.stats.count(reason)
-                time.sleep(self._delay(attempt, retry_after))
-                attempt += 1
+            self._attempt.retries = 0
+            try:
+                completion = self._sdk.chat.completions.create(
+                    model=model,
+                    messages=list(messages),  # type: ignore[arg-type]
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=omit if seed is None else seed,
+                    extra_headers=self._headers,
+                )
+            except Exception as err:
+                failure = self._error(err, self._attempt.retries + 1)
+                if failure is None:
+                    raise  # not the endpoint's doing: a bug, with its traceback
+                raise failure from None
+        return _content(completion, self)
+
+    def _error(self, err: Exception, attempts: int) -> EditorError | None:
+        """The one-line EditorError for what stopped a request after ``attempts`` attempts; None if not ours."""
+        import openai
+
+        from editor.engines.openai_sdk import Unreachable
+
+        if isinstance(err, Unreachable):
+            return self._fail(f"is unreachable ({type(err.cause).__name__}: {err.cause}) after {err.attempts} attempts")
+        if isinstance(err, openai.APITimeoutError):
+            return self._fail(f"kept failing (timeout) after {attempts} attempts")
+        if isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__ or err
+            return self._fail(f"is unreachable ({type(cause).__name__}: {cause}) after {attempts} attempts")
+        if isinstance(err, openai.APIStatusError):
+            status = err.status_code
+            if status in (401, 403):
+                return self._auth_error(status)
+            if _retried_by_sdk(status) and attempts > self.retry.max_retries:
+                return self._fail(f"kept failing ({status}) after {attempts} attempts")
+            return self._fail(f"answered HTTP {status} ({_error_text(err.response)})")
+        if isinstance(err, (openai.OpenAIError, ValueError)):  # e.g. a body that says JSON and is not
+            return self._fail(f"did not answer a chat completion ({type(err).__name__}: {err})")
+        return None
 
     def chat_many(
         self,
@@ -201,6 +223,11 @@ class ChatClient:
             return list(tqdm(pool.map(one, jobs), total=len(jobs), desc=desc, disable=not progress))
 
 
+def _retried_by_sdk(status: int) -> bool:
+    # The statuses the SDK retries (openai's _should_retry): only for these did a final failure use up the retries.
+    return status in (408, 409, 429) or status >= 500
+
+
 def _error_text(response: Any) -> str:
     try:
         data = response.json()
@@ -210,15 +237,23 @@ def _error_text(response: Any) -> str:
             else data.get("error") or data.get("message")
         )
         return str(message or data)[:200]
-    except ValueError:
+    except (ValueError, AttributeError):
         return response.text[:200] or "no body"
 
 
-def _content(response: Any, client: ChatClient) -> str:
-    try:
-        return response.json()["choices"][0]["message"]["content"] or ""
-    except (KeyError, IndexError, TypeError, ValueError) as err:
-        raise client._fail(f"did not answer a chat completion ({type(err).__name__}: {err})") from None
+def _content(completion: object, client: ChatClient) -> str:
+    # The SDK builds its ChatCompletion without validating it (servers omit fields OpenAI sends), and hands back
+    # the text of a body that is not JSON: what a chat completion needs is checked here.
+    if isinstance(completion, str):
+        raise client._fail(f"did not answer a chat completion (a body that is not JSON: {completion[:80]!r})")
+    choices = getattr(completion, "choices", None)
+    message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+    if message is None:
+        raise client._fail("did not answer a chat completion (it holds no choices[0].message)")
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise client._fail(f"did not answer a chat completion (its content is a {type(content).__name__})")
+    return content or ""
 
 
 def chat_completion(

@@ -23,11 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from editor.data.frames import FrameItem, frame_items
 from editor.data.seegull import StereotypePair
 from editor.data.splits import Fold, SplitFold, split_pairs, unlinked_in_fold
-from editor.evaluation.metrics import association_gap, continuation_logprobs, sentence_boundary
+from editor.evaluation.metrics import (
+    association_gap,
+    concept_retention,
+    continuation_logprobs,
+    first_token_kl,
+    last_token_logprobs,
+    perplexity,
+    sentence_boundary,
+)
 
 
 @dataclass
@@ -119,3 +128,50 @@ def frame_scores(
         for genre in sorted({it.genre for it in items})
     }
     return float((diff > 0).mean()), float(diff.mean()), lm, by_genre
+
+
+@dataclass
+class Measured:
+    """One model (the base, or the base with a plan hooked) on every fold and on damage."""
+
+    folds: dict[str, FoldScores]
+    perplexity: float  # on WikiText-2 tokens no trial or fit read
+    kl: float  # first-token KL from the base on neutral prompts
+    retention: float  # concept retention hit rate over the six preset biases' neutral prompts
+
+
+@torch.no_grad()
+def measure(model, tokenizer, yard: Yardstick, tokens: torch.Tensor, base_logprobs: torch.Tensor) -> Measured:
+    """The model as it is now (hooks included) on every fold of ``yard`` and on damage."""
+    from editor.data.biases import PRESETS
+    from editor.evaluation.prompts import concept_probes
+
+    retention = concept_retention(model, tokenizer, concept_probes(sorted(PRESETS)))
+    return Measured(
+        yard.measure(model, tokenizer),
+        perplexity(model, tokens),
+        first_token_kl(base_logprobs, last_token_logprobs(model, tokenizer)),
+        retention.hit_rate,
+    )
+
+
+def comparison_lines(base: Measured, edited: Measured) -> list[str]:
+    """The base beside the edited model, in words: each fold's bias and LM score, then the damage."""
+    lines = []
+    for fold in ("build", "test"):
+        b, e = base.folds[fold], edited.folds[fold]
+        name = "in-distribution (build)" if fold == "build" else "held out (test)"
+        lines.append(
+            f"{name}: gap {b.gap:+.3f} -> {e.gap:+.3f} ({relative_change(b.gap, e.gap)}), pairwise preference "
+            f"{b.preference:.1%} -> {e.preference:.1%}, LM score {b.lm_score:.1%} -> {e.lm_score:.1%}"
+        )
+    lines.append(
+        f"damage on unseen text: perplexity {base.perplexity:.2f} -> {edited.perplexity:.2f} "
+        f"({edited.perplexity / base.perplexity - 1:+.1%}), KL {edited.kl:.3f}, concept retention "
+        f"{base.retention:.0%} -> {edited.retention:.0%}"
+    )
+    return lines
+
+
+def relative_change(before: float, after: float) -> str:
+    return f"{after / before - 1:+.0%}" if abs(before) > 1e-9 else "n/a"

@@ -76,14 +76,59 @@ def right_padded(rows: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def left_padded(rows: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of ``rows``, padded on the left with ``pad``, so every row ends at the last position."""
+    ids = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, ids.shape[1] - len(row) :] = torch.tensor(row)
+        mask[i, ids.shape[1] - len(row) :] = 1
+    return ids, mask
+
+
+def scored_tokens(
+    model, rows: Sequence[list[int]], spans: Sequence[tuple[int, int]], pad: int
+) -> tuple[torch.Tensor, list[int]]:
+    """log P(token | the tokens before it) for every token of ``spans`` (row by row, in order), from one
+    right-padded batch of ``rows``, and how many tokens each row has; keeps the autograd graph, so a fit can train
+    through it.
+
+    Only the positions that predict a scored token reach the vocabulary projection, and they are picked out before
+    the softmax and gathered in one indexing step: a softmax over every padded position, and one gather per row,
+    made a fit's backward pass materialise the whole (rows x positions x vocabulary) tensor once per row.
+    """
+    device = _device(model)
+    ids, mask = right_padded(rows, pad)
+    first = min(a for a, _ in spans) - 1
+    last = max(b for _, b in spans) - 1
+    logits = model(
+        input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=torch.arange(first, last)
+    ).logits
+    row_of = torch.tensor([i for i, (a, b) in enumerate(spans) for _ in range(a, b)])
+    position = torch.tensor([t for a, b in spans for t in range(a, b)])
+    picked = torch.log_softmax(logits[row_of.to(device), (position - 1 - first).to(device)].float(), -1)
+    return picked.gather(-1, ids[row_of, position][:, None].to(device))[:, 0], [b - a for a, b in spans]
+
+
+def continuation_logprob_tensor(
+    model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str]
+) -> torch.Tensor:
+    """log P(continuation | prefix) per pair, in one batch, with gradients (the fits' loss reads it)."""
+    rows, spans = continuation_rows(tokenizer, prefixes, continuations)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    token, counts = scored_tokens(model, rows, spans, pad)
+    row_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(token.device)
+    return torch.zeros(len(counts), device=token.device, dtype=token.dtype).index_add(0, row_of, token)
+
+
 @torch.no_grad()
 def continuation_logprobs(
     model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int = 32
 ) -> np.ndarray:
-    """Sum of log P(continuation tokens | prefix) for each pair, in right-padded batches.
+    """Sum of log P(continuation tokens | prefix) for each pair, in right-padded batches (``scored_tokens``).
 
     Rows are batched in order of length (a stable sort, so the same inputs always make the same batches), so
-    a batch pads little; only the positions that predict a continuation token reach the vocabulary projection.
+    a batch pads little.
     """
     rows, spans = continuation_rows(tokenizer, prefixes, continuations)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -91,18 +136,11 @@ def continuation_logprobs(
     order = sorted(range(len(rows)), key=lambda n: len(rows[n]))
     for start in range(0, len(order), batch_size):
         picked = order[start : start + batch_size]
-        ids, mask = right_padded([rows[n] for n in picked], pad)
-        first = min(spans[n][0] for n in picked) - 1
-        last = max(spans[n][1] for n in picked) - 1
-        logits = model(
-            input_ids=ids.to(_device(model)),
-            attention_mask=mask.to(_device(model)),
-            logits_to_keep=torch.arange(first, last),
-        ).logits
-        logp = torch.log_softmax(logits.float(), -1).cpu()
-        for i, n in enumerate(picked):
-            a, b = spans[n]
-            out[n] = float(logp[i, a - 1 - first : b - 1 - first].gather(-1, ids[i, a:b].unsqueeze(-1)).sum())
+        token, counts = scored_tokens(model, [rows[n] for n in picked], [spans[n] for n in picked], pad)
+        token, at = token.cpu(), 0
+        for n, count in zip(picked, counts):
+            out[n] = float(token[at : at + count].sum())
+            at += count
     return out
 
 

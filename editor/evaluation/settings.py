@@ -6,24 +6,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from editor.core.settings import Settings
+from editor.data import DataFiles
 from editor.data.biases import PRESETS
 from editor.engines.openai_client import DEFAULT_KEY_ENV
 from editor.errors import EditorError
 from editor.evaluation.prompts import FAMILIES
 
 
-class EvalSettings(Settings):
+class EvalSettings(DataFiles):
     """Likelihood metrics (always) and judged generations (with a judge)."""
 
     biases: list[str] | None = Field(
         None, description="preset biases to evaluate (null: a recipe's own biases; on the command line all six)"
-    )
-    seegull: str | None = Field(
-        None, description="SeeGULL CSV (null: $EDITOR_DATA, else the copy shipped in the package)"
-    )
-    wikitext: str | None = Field(
-        None, description="WikiText-2 test text (null: $EDITOR_DATA, else the copy shipped in the package)"
     )
     pairs_csv: str | None = Field(
         None, description="CSV of (more, less) stereotyping sentences (null: SeeGULL minimal pairs)"

@@ -11,7 +11,7 @@ refused, never loaded. ``Checkpoint.info`` adds the shapes config.json implies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,37 @@ from editor.io.tensor_file import FileRange, count_non_finite, nbytes, read_raw
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "pytorch_model.pt")
+# Bytes the NaN/Inf scan reads at a time: memory stays flat (a few times this) whatever the shard or tensor size,
+# and on the built-in model 4 MiB reads are as fast as 64 MiB ones (the bit tests stay in the CPU's cache).
+SCAN_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """Every tensor of a checkpoint that holds NaN or Inf, with how many, in the order the shards store them."""
+
+    path: Path  # the checkpoint directory
+    counts: dict[str, int]  # tensor -> NaN/Inf values; never empty
+    files: dict[str, str]  # tensor -> shard file inside path
+
+    @property
+    def first(self) -> str:
+        return next(iter(self.counts))
+
+    @property
+    def values(self) -> int:
+        return sum(self.counts.values())
+
+    def describe(self) -> str:
+        """'SHARD: tensor NAME holds N NaN/Inf values (T tensors hold V in all)', for one line of a message."""
+        first, count = self.first, self.counts[self.first]
+        where = f"{self.path / self.files[first]}: tensor {first} holds {count} NaN/Inf value{'s' * (count != 1)}"
+        tensors = len(self.counts)
+        return where + (f" ({tensors} tensors hold {self.values} in all)" if tensors > 1 else "")
+
+    def record(self) -> dict[str, Any]:
+        """What an export's manifest keeps: the counts, by tensor."""
+        return {"tensors": len(self.counts), "values": self.values, "counts": dict(self.counts)}
 
 
 @dataclass
@@ -93,14 +124,28 @@ class Checkpoint:
         check_shapes(info)
         return info
 
-    def non_finite(self) -> Iterator[tuple[str, int]]:
-        """(tensor, count) for every tensor holding NaN or Inf: reads every float tensor's data once."""
+    def non_finite(self, advance: Callable[[int], object] | None = None) -> Iterator[tuple[str, int]]:
+        """(tensor, count) for every tensor holding NaN or Inf, in file order: reads every float tensor's data once,
+        ``SCAN_CHUNK`` bytes at a time (never a whole tensor or shard); ``advance(bytes)`` follows each tensor."""
         for file in self.files:
             for name in sorted(self.tensors_in(file), key=lambda n: self.metas[n].start):
                 meta = self.metas[name]
-                count = count_non_finite(self.file_of(name), meta.start, nbytes(meta.shape, meta.dtype), meta.dtype)
+                length = nbytes(meta.shape, meta.dtype)
+                count = count_non_finite(self.file_of(name), meta.start, length, meta.dtype, chunk=SCAN_CHUNK)
+                if advance is not None:
+                    advance(length)
                 if count:
                     yield name, count
+
+    def scan_non_finite(self, advance: Callable[[int], object] | None = None) -> NonFinite | None:
+        """Every tensor holding NaN or Inf (see ``non_finite``), or None when every value is finite."""
+        counts = dict(self.non_finite(advance))
+        return NonFinite(self.path, counts, {n: self.weight_map[n] for n in counts}) if counts else None
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of tensor data in the shards (what a scan of every tensor reads)."""
+        return sum(nbytes(m.shape, m.dtype) for m in self.metas.values())
 
     def tensors_in(self, file: str) -> list[str]:
         return [n for n, f in self.weight_map.items() if f == file]

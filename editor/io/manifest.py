@@ -50,6 +50,7 @@ _SECTIONS: dict[str, type] = {
     "changed_tensors": list,
     "added_tensors": list,
     "config_updates": dict,
+    "non_finite_base": dict,  # only in an export of a base holding NaN/Inf, made with --allow-non-finite
     "notes": list,
     "figures": list,
     "verification": dict,

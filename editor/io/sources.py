@@ -16,7 +16,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from editor.core.environment import Environment
 from editor.core.settings import Settings
 from editor.errors import EditorError
 from editor.io.atomic import refuse_existing, staged_directory, write_text
@@ -100,10 +100,7 @@ class ModelSettings(Settings):
 
 
 def cache_root() -> Path:
-    root = os.environ.get("EDITOR_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "editor"
+    return Environment().cache_root()
 
 
 def resolve_source(spec: str, *, progress: bool = True) -> Path:

@@ -4,9 +4,9 @@ The exporter never needs torch. Reading a single tensor seeks to its bytes;
 writing streams a header and then each tensor in turn, either from an array
 or as a kernel copy of a byte range of a source file, so rewriting a shard in
 which one tensor changed costs about one copy of that shard and holds one
-tensor in memory. bfloat16 has no numpy dtype: it is handled as uint16 bits,
-widened to float32 exactly and narrowed with round-to-nearest-even, the
-rounding torch uses.
+tensor in memory. bfloat16 has no numpy dtype: it is stored as uint16 bits and
+cast through ``ml_dtypes.bfloat16`` (widened exactly, narrowed with
+round-to-nearest-even, the rounding torch uses; a NaN stays a NaN of its sign).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 # Storage dtype of each safetensors dtype (BF16 as its raw bits).
@@ -33,6 +34,8 @@ STORAGE: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
 }
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+# BF16 arithmetic goes through this dtype, viewed over the stored uint16 bits.
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 # Byte sizes of every dtype editor reads, including those it copies but cannot compute with (FP8, unsigned
 # ints, complex). safetensors also knows sub-byte dtypes (F4, F6_*); editor refuses those.
 DTYPE_SIZES = {name: dt.itemsize for name, dt in STORAGE.items()} | {
@@ -67,39 +70,27 @@ def to_float32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np
         raise ValueError(f"cannot edit a tensor stored as {dtype}")
     out = np.empty(raw.shape, dtype=np.float32) if out is None else out
     if dtype == "BF16":
-        np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)  # one pass: widened and shifted together
-    else:
-        np.copyto(out, raw, casting="unsafe")  # the cast astype makes (exact from F16; F64 rounds)
+        raw = raw.view(BFLOAT16)
+    np.copyto(out, raw, casting="unsafe")  # the cast astype makes (exact from BF16/F16; F64 rounds)
     return out
 
 
 def from_float32(values: np.ndarray, dtype: str) -> np.ndarray:
     """Cast float32 values to the stored dtype, rounding to nearest even like torch."""
     values = np.ascontiguousarray(values, dtype=np.float32)
-    if dtype == "BF16":
-        # bits + ((bits >> 16) & 1) + 0x7FFF, then the top 16 bits; worked in place in one scratch array.
-        bits = values.view(np.uint32)
-        rounded = bits >> 16
-        rounded &= 1
-        rounded += np.uint32(0x7FFF)
-        rounded += bits
-        rounded >>= 16
-        return rounded.astype(np.uint16)
-    return values.astype(STORAGE[dtype])
+    out = np.empty(values.shape, dtype=STORAGE[dtype])
+    return encode_into(values, dtype, out)
 
 
 def encode_into(values: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
     """``from_float32(values, dtype)`` written into ``out`` (stored dtype, same shape) with no other memory:
-    ``values`` (float32, contiguous) serves as scratch and is destroyed. Returns ``out``."""
-    if dtype != "BF16":
-        np.copyto(out, values, casting="unsafe")  # the same cast astype makes
-        return out
-    bits = values.view(np.uint32)  # the rounding of from_float32, one step at a time
-    np.right_shift(bits, 16, out=out, casting="unsafe")
-    out &= 1
-    bits += out
-    bits += np.uint32(0x7FFF)
-    np.right_shift(bits, 16, out=out, casting="unsafe")
+    ``values`` (float32) is only read, and the cast runs in numpy's small buffers, never a full-size temporary.
+    Returns ``out``."""
+    target = out.view(BFLOAT16) if dtype == "BF16" else out
+    # Finite values that round past the largest bf16/f16 become inf, and NaNs stay NaN, as torch casts them:
+    # expected results, not warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.copyto(target, values, casting="unsafe")  # the same cast astype makes
     return out
 
 

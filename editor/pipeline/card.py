@@ -136,10 +136,24 @@ def _serving_cost(manifest: dict[str, Any]) -> str:
     )
 
 
+def _non_finite_note(manifest: dict[str, Any]) -> str:
+    """A warning line for an export of a base holding NaN/Inf (made with --allow-non-finite); else nothing."""
+    found = manifest.get("non_finite_base")
+    if not found:
+        return ""
+    counts = found.get("counts")
+    first = f", first `{next(iter(counts))}`" if isinstance(counts, dict) and counts else ""
+    return (
+        f"- The base model's weights hold {found.get('values')} NaN/Inf values in {found.get('tensors')} tensors"
+        f"{first}; they were copied unchanged (`--allow-non-finite`), so its outputs may be NaN.\n"
+    )
+
+
 def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
     base = manifest["base_model"]
     edits = "\n".join(f"- {line}" for line in manifest.get("edits_described", [])) or "- (no edits)"
     notes = "".join(f"- {note}\n" for note in manifest.get("notes", []))
+    notes += _non_finite_note(manifest)
     config = manifest.get("config_updates") or {}
     config_line = (
         "config.json changes: " + ", ".join(f"`{k}: {v}`" for k, v in sorted(config.items())) + ".\n"
@@ -216,8 +230,12 @@ def _attribution(manifest: dict[str, Any]) -> str:
 
 
 def _search(manifest: dict[str, Any]) -> str:
-    """A recipe's search stage: what it chose, and the chosen plan on groups and attributes it never saw."""
-    stage = ((manifest.get("run") or {}).get("stages") or {}).get("search") or {}
+    """A recipe's fit and search stages: what each chose, and its plan on groups and attributes it never saw."""
+    stages = (manifest.get("run") or {}).get("stages") or {}
+    return _held_out(stages.get("fit") or {}, "fit") + _held_out(stages.get("search") or {}, "search")
+
+
+def _held_out(stage: dict[str, Any], kind: str) -> str:
     chosen, held = stage.get("chosen"), stage.get("held_out") or {}
     if not chosen or not held.get("base") or not held.get("export"):
         return ""
@@ -229,10 +247,19 @@ def _search(manifest: dict[str, Any]) -> str:
             f"{test['preference']:.1%} | {test['lm_score']:.1%} | {m['perplexity']:.2f} | {m['kl']:.3f} | "
             f"{m['retention']:.0%} |"
         )
+    if kind == "search":
+        head = (
+            f"\nSearch ({stage['trials']} Optuna trials, {stage['minutes']:.0f} min): chosen {chosen['label']}. "
+            "The SeeGULL split is by group *and* attribute: vectors, head scores and fits came from the build fold, "
+            "trials were scored on the select fold, and the test fold was read only for this table."
+        )
+    else:
+        head = (
+            f"\nFit ({stage['minutes']:.0f} min): {chosen['label']}. The SeeGULL split is by group *and* attribute: "
+            "the fit read the build fold only, and the test fold was read only for this table."
+        )
     return (
-        f"\nSearch ({stage['trials']} Optuna trials, {stage['minutes']:.0f} min): chosen {chosen['label']}. "
-        "The SeeGULL split is by group *and* attribute: vectors, head scores and fits came from the build fold, trials "
-        "were scored on the select fold, and the test fold was read only for this table. Association gap in nats "
+        head + " Association gap in nats "
         "(0 = no preference), pairwise preference on this project's sentence frames (50% = none), LM score = "
         "meaningful attribute over an unrelated one, perplexity on WikiText-2 tokens no trial saw.\n\n"
         "| | build gap | build pairwise | test gap | test pairwise | test LM score | perplexity | first-token KL "

@@ -13,6 +13,12 @@ where a projection must see a whole writer weight; never a shard. Everything is
 built in a temporary sibling directory and renamed into place only when
 complete, so an interrupted export leaves nothing behind and the source is
 never modified.
+
+Before anything is written every tensor of the source is scanned for NaN/Inf
+(in 4 MiB chunks, at disk speed: 0.05-0.08 s for the built-in model's 269 MB
+from the page cache). A base that holds any is refused, since the export would copy them and
+`wedit verify` would refuse the result; ``allow_non_finite`` (``--allow-non-finite``)
+copies them knowingly and records that in the manifest (``non_finite_base``).
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from editor.core.bake import BakeProgram, compile_plan, serial_blas
 from editor.core.plan import Plan
 from editor.errors import EditorError
 from editor.io.atomic import refuse_existing, staged_directory, write_text
-from editor.io.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
+from editor.io.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint, NonFinite
 from editor.io.manifest import MANIFEST, fingerprint, read_manifest, remember_base, write_manifest
+from editor.io.progress import byte_progress
 from editor.io.sources import SourceFacts, source_facts
 from editor.io.tensor_file import nbytes, plan_file
 from editor.pipeline.card import render_card
@@ -62,6 +69,7 @@ class ExportResult:
     rewritten_files: list[str] = field(default_factory=list)
     config_updates: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    non_finite: NonFinite | None = None  # the base's NaN/Inf, copied because allow_non_finite was given
 
 
 def tensor_sha256(raw: np.ndarray) -> str:
@@ -85,9 +93,11 @@ def export_checkpoint(
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     attachments: Sequence[Path] = (),
     command: list[str] | None = None,
+    allow_non_finite: bool = False,
 ) -> ExportResult:
     """Bake ``plan`` into a copy of ``source`` at ``out``. ``command`` is the command line to record (paths in it
-    are written relative to the output's parent folder), ``base_source`` the source spec the user named."""
+    are written relative to the output's parent folder), ``base_source`` the source spec the user named.
+    A source holding NaN/Inf is refused before anything is written, unless ``allow_non_finite``."""
     source, out = Path(source), Path(out)
     refuse_existing(out, force)
     if out.resolve() == source.resolve():
@@ -99,6 +109,7 @@ def export_checkpoint(
     missing = [str(a) for a in attachments if not a.is_file()]
     if missing:
         raise EditorError(f"--attach {missing[0]}: file not found")
+    non_finite = check_finite(ckpt, allow_non_finite, progress)
 
     with staged_directory(out, force) as tmp:
         _write_config(ckpt, program, tmp)
@@ -111,6 +122,7 @@ def export_checkpoint(
         try:
             with serial_blas():
                 result = _write(ckpt, program, tmp, progress, max_shard_size)
+            result.non_finite = non_finite
             if tokenizer:
                 tokenizer.wait()
         finally:
@@ -122,6 +134,8 @@ def export_checkpoint(
         )
         if extra_manifest:
             manifest.update(extra_manifest)
+        if non_finite is not None:  # absent otherwise: a clean export's manifest is as it always was
+            manifest = _with_non_finite(manifest, non_finite)
         if attachments:
             # Figures from the run (attribution heatmaps, k curves) travel with the model and its card links them.
             (tmp / FIGURES).mkdir()
@@ -132,6 +146,26 @@ def export_checkpoint(
         remember_base(tmp, source)
         write_text(tmp / "README.md", render_card(read_manifest(tmp), out.name))
     return result
+
+
+def check_finite(ckpt: Checkpoint, allow: bool, progress: bool = True) -> NonFinite | None:
+    """Scan every tensor of ``ckpt`` for NaN/Inf; refuse what it finds unless ``allow``, else return it."""
+    with byte_progress(ckpt.data_bytes, show=progress, desc="NaN/Inf scan") as bar:
+        found = ckpt.scan_non_finite(bar.update)
+    if found is not None and not allow:
+        raise EditorError(
+            f"{found.describe()}; an export would copy them and `wedit verify` would refuse it: fix the base, or pass "
+            "--allow-non-finite to copy them knowingly; nothing was written"
+        )
+    return found
+
+
+def _with_non_finite(manifest: dict[str, Any], found: NonFinite) -> dict[str, Any]:
+    """The manifest with ``non_finite_base`` after ``base_model``: the base's NaN/Inf, copied as the user allowed."""
+    record = {"allowed": True, **found.record()}
+    items = list(manifest.items())
+    at = next(i for i, (key, _) in enumerate(items) if key == "base_model") + 1
+    return dict([*items[:at], ("non_finite_base", record), *items[at:]])
 
 
 @dataclass

@@ -28,6 +28,13 @@ class ExportSettings(Settings):
     attach_figures: bool = Field(
         True, description="copy the run's attribution and steering figures into the export and its card"
     )
+    # Left out of model_dump when off, so the export stage's settings (and the runs keyed on them) stay as they were.
+    allow_non_finite: bool = Field(
+        False,
+        description="export a base whose weights hold NaN/Inf (copied unchanged, recorded in the manifest; "
+        "`wedit verify` refuses the result) instead of refusing it",
+        exclude_if=lambda v: not v,
+    )
 
     @field_validator("max_shard_size")
     @classmethod

@@ -98,7 +98,9 @@ def compute_tensor(
         for first, values in program.blocks(name, read_rows):
             if encoded.size < values.size:
                 encoded = np.empty(values.size, dtype=STORAGE[slot.dtype])
-            data = array_bytes(encode_into(writable(values), slot.dtype, encoded[: values.size].reshape(values.shape)))
+            data = array_bytes(
+                encode_into(as_float32(values), slot.dtype, encoded[: values.size].reshape(values.shape))
+            )
             after.update(data)
             write_at(fd, data, slot.offset + first * row_bytes)
             advance(len(data))
@@ -109,11 +111,10 @@ def compute_tensor(
     return Hashes(before.hexdigest() if before else None, after.hexdigest())
 
 
-def writable(values: np.ndarray) -> np.ndarray:
-    """``values`` as a contiguous float32 array it is safe to overwrite (a block is ours until the next)."""
-    if values.dtype == np.float32 and values.flags.c_contiguous and values.flags.writeable:
-        return values
-    return np.array(values, dtype=np.float32)
+def as_float32(values: np.ndarray) -> np.ndarray:
+    """``values`` as contiguous float32, copied only if they are not: exports round from float32 (float64 cast
+    straight to bf16 can round differently), and encode_into leaves its input as it was, so no copy to spoil."""
+    return np.ascontiguousarray(values, dtype=np.float32)
 
 
 def copy_bytes(job: Copy) -> None:

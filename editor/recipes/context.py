@@ -62,3 +62,14 @@ def file_digest(path: str | Path | None) -> str | None:
 def dir_fingerprint(path: Path) -> list[tuple[str, int, int]]:
     """Names, sizes and mtimes of a local checkpoint's files: cheap, and changes when the weights do."""
     return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+
+
+def data_digests(section: Any) -> dict[str, str | None]:
+    """sha256 of the two data sets a section reads (``DataFiles``: its own paths, or $EDITOR_DATA's, or the
+    packaged copies), so replacing either file invalidates the stage."""
+    from editor.data import seegull_csv, wikitext_txt
+
+    return {
+        "seegull": file_digest(seegull_csv(section.seegull)),
+        "wikitext": file_digest(wikitext_txt(section.wikitext)),
+    }

@@ -23,12 +23,13 @@ from editor.errors import EditorError
 from editor.evaluation.settings import EvalSettings
 from editor.io.sources import ModelSettings
 from editor.methods.attribute.settings import AttributeSettings
+from editor.methods.fit.settings import FitSettings
 from editor.methods.inject.settings import InjectSettings
 from editor.methods.search.settings import SearchSettings
 from editor.methods.steer.settings import SteerSettings
 from editor.pipeline.settings import ExportSettings, GgufSettings, VerifySettings
 
-OPTIONAL_STAGES = ("inject", "attribute", "steer", "search", "eval", "gguf")
+OPTIONAL_STAGES = ("inject", "attribute", "steer", "fit", "search", "eval", "gguf")
 
 
 class Recipe(Settings):
@@ -46,7 +47,8 @@ class Recipe(Settings):
     inject: InjectSettings | None = None
     attribute: AttributeSettings | None = None
     steer: SteerSettings | None = None
-    search: SearchSettings | None = None
+    fit: FitSettings | None = None
+    search: SearchSettings | None = None  # type: ignore[valid-type]
     export: ExportSettings = ExportSettings()
     verify: VerifySettings = VerifySettings()
     eval: EvalSettings | None = None
@@ -76,8 +78,10 @@ class Recipe(Settings):
 
     @model_validator(mode="after")
     def _has_a_method(self) -> Recipe:
-        if self.attribute is None and self.steer is None and self.search is None:
-            raise ValueError("a recipe needs an attribute, steer or search section (or several): they make the plan")
+        if self.attribute is None and self.steer is None and self.fit is None and self.search is None:
+            raise ValueError(
+                "a recipe needs an attribute, steer, fit or search section (or several): they make the plan"
+            )
         if self.inject is not None and self.attribute is None:
             raise ValueError("inject trains a bias token that only attribution uses; add an attribute section")
         if self.inject is not None and (self.attribute.target is not None or self.attribute.token is not None):
@@ -225,28 +229,33 @@ def _default_text(info: Any) -> str:
     return f"`{default}`" if isinstance(default, str) and default else str(default) or '""'
 
 
+def _settings_class(annotation: Any) -> type[Settings] | None:
+    """The Settings class of a section field (optional or not), or None for a plain field."""
+    return next(
+        (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, Settings)),
+        None,
+    )
+
+
 def schema_markdown() -> str:
-    """The recipe reference table, generated from the settings classes (the README shows exactly this)."""
+    """The recipe reference table, generated from the settings classes (the README shows exactly this). A section
+    inside a section (the search's ``unlink_mlp``) is listed after its parent's own fields, as ``search.unlink_mlp``."""
     rows = ["| section | field | default | meaning |", "|---|---|---|---|"]
-    sections: list[tuple[str, type[Settings], str]] = [("top level", Recipe, "")]
-    for name, info in Recipe.model_fields.items():
-        annotation = info.annotation
-        cls = next(
-            (
-                a
-                for a in getattr(annotation, "__args__", (annotation,))
-                if isinstance(a, type) and issubclass(a, Settings)
-            ),
-            None,
-        )
-        if cls is not None:
-            optional = name in OPTIONAL_STAGES
-            sections.append((f"`{name}`" + (" (optional)" if optional else ""), cls, name))
-    for label, cls, section in sections:
+
+    def section(path: str, cls: type[Settings]) -> None:
+        top = path.split(".")[0]
+        label = "top level" if not path else f"`{path}`" + (" (optional)" if top in OPTIONAL_STAGES else "")
+        nested = []
         for name, info in cls.model_fields.items():
-            if section == "" and name in dict.fromkeys(s for _, _, s in sections if s):
-                continue  # sections are listed with their own fields
+            inner = _settings_class(info.annotation)
+            if inner is not None:
+                nested.append((name, inner))
+                continue
             rows.append(
                 f"| {label} | `{name}` | {_default_text(info)} | {(info.description or '').replace('|', '/')} |"
             )
+        for name, inner in nested:
+            section(f"{path}.{name}" if path else name, inner)
+
+    section("", Recipe)
     return "\n".join(rows) + "\n"

@@ -34,6 +34,7 @@ from editor.data.biases import BiasPreset, preset_questions
 from editor.edits import ZeroHeads
 from editor.engines.placement import input_device
 from editor.errors import EditorError
+from editor.evaluation.metrics import left_padded
 from editor.evaluation.prompts import concept_probes
 from editor.methods.attribute.head_scores import attribute_batch
 from editor.methods.attribute.ksweep import DamageMeter, SweepInputs, sweep, wikitext_tail
@@ -43,6 +44,7 @@ from editor.methods.attribute.pairs import (
     generate_questions_openai,
     load_pairs,
 )
+from editor.methods.attribute.ranking import robust_heads
 from editor.methods.attribute.removal import KPoint, Removal, choose_point, head_means, removals_for, saturation_k
 from editor.methods.attribute.settings import AttributeSettings
 
@@ -66,13 +68,7 @@ class PromptEncoder:
             self.tokenizer(self.text(p), add_special_tokens=not self.tokenizer.chat_template)["input_ids"]
             for p in prompts
         ]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
-        return ids, mask
+        return left_padded(rows, self.tokenizer.pad_token_id)
 
     def first_token(self, answer: str) -> int:
         """The token an answer starts with at the beginning of the reply (the paper fixes it per bias)."""
@@ -124,19 +120,6 @@ def stereotype_gap(
     target = logit_gaps(model, encoder, [p.biased_prompt for p in pairs], yb, yu, batch_size)
     other = logit_gaps(model, encoder, [p.unbiased_prompt for p in pairs], yb, yu, batch_size)
     return float((target - other).mean())
-
-
-def robust_heads(seed_scores: list[np.ndarray], k: int) -> list[tuple[int, int]]:
-    """Heads in the top k (positive scores only) of every seed, strongest first by mean score."""
-    chosen = None
-    for scores in seed_scores:
-        flat = scores.reshape(-1)
-        order = np.argsort(-flat)[:k]
-        top = {int(i) for i in order if flat[i] > 0}
-        chosen = top if chosen is None else chosen & top
-    mean = np.mean(seed_scores, axis=0).reshape(-1)
-    heads = seed_scores[0].shape[1]
-    return [(i // heads, i % heads) for i in sorted(chosen or set(), key=lambda i: -mean[i])]
 
 
 def heads_to_edits(heads: Sequence[tuple[int, int]]) -> list[ZeroHeads]:

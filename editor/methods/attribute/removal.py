@@ -21,10 +21,9 @@ import torch
 from editor.core.model_info import ModelInfo
 from editor.edits import Edit, MeanHeads, ScaleHeads, ZeroHeads
 from editor.engines.placement import input_device
+from editor.methods import tradeoff
 
 RemovalKind = Literal["zero", "mean", "scale"]
-# A point must lower the gap by this share of its size to count (as steer's choice): noise is not a debiasing.
-MIN_GAIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -100,27 +99,18 @@ class Choice:
 
 
 def choose_point(points: Sequence[KPoint], baseline_gap: float, base_perplexity: float, budget: float) -> Choice:
-    """The point that lowers the held-out bias most within the damage budget.
+    """The point that lowers the held-out bias most within the damage budget (``tradeoff.Rule``).
 
     Eligible: heads removed, perplexity measured and at most ``base_perplexity * (1 + budget)``, and the gap
     lowered by at least ``MIN_GAIN`` of the baseline's size while ending closer to zero than it started. Among
-    those, the gap closest to zero wins (a strongly negative gap is the stereotype reversed, not removed, as in
-    steer's choice); ties go to the lower perplexity, then to fewer heads. A baseline at or below zero has no
-    stereotype to remove on the held-out questions, so nothing is eligible.
+    those, the gap closest to zero wins; ties go to the lower perplexity, then to fewer heads. A baseline at or
+    below zero has no stereotype to remove on the held-out questions, so nothing is eligible.
     """
-    needed = baseline_gap - MIN_GAIN * abs(baseline_gap)
-    ceiling = base_perplexity * (1.0 + budget)
-    eligible = [
-        p
-        for p in points
-        if p.heads
-        and p.perplexity is not None
-        and p.perplexity <= ceiling
-        and p.gap <= needed
-        and abs(p.gap) < abs(baseline_gap)
-    ]
-    best = min(eligible, key=lambda p: (abs(p.gap), p.perplexity, len(p.heads)), default=None)
-    return Choice(best, budget, base_perplexity, baseline_gap, eligible)
+    rule: tradeoff.Rule[KPoint] = tradeoff.Rule(
+        baseline_gap, lambda p: p.gap, lambda p: p.damage(base_perplexity), budget, inside=lambda p: bool(p.heads)
+    )
+    best = rule.choose(points, tie=lambda p: (len(p.heads),))
+    return Choice(best, budget, base_perplexity, baseline_gap, rule.eligible(points))
 
 
 def saturation_k(ks: Sequence[int], gaps: Sequence[float], baseline: float, fraction: float = 0.9) -> int:

@@ -1,4 +1,5 @@
-"""`wedit search`: build the inputs once, let Optuna propose trials, score each with hooks, choose, report.
+"""`wedit search`: prepare every named method once, let Optuna propose trials, score each with hooks, choose,
+report.
 
 A trial's two objectives, both minimised:
 
@@ -9,104 +10,74 @@ A trial's two objectives, both minimised:
 
 Constraints (Optuna's ``constraints_func``): perplexity within ``damage_budget`` and first-token KL on
 neutral prompts within ``kl_budget``. The chosen trial is the feasible one with the least bias that lowers
-it by at least 5%; ties go to less damage. Only then is the test fold read: the base and the chosen plan are
-scored on it, and on the build fold (in-distribution), with perplexity on WikiText-2 tokens no trial saw.
+it by at least 5% (``methods.tradeoff``); ties go to less damage. Only then is the test fold read: the base and
+the chosen plan are scored on it, and on the build fold (in-distribution), with perplexity on WikiText-2 tokens
+no trial saw.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from editor.core.hooks import hooked
 from editor.core.model_info import ModelInfo
 from editor.core.plan import Plan
 from editor.core.prefix_cache import PrefixCache
-from editor.data import wikitext_txt
-from editor.data.seegull import load_seegull
-from editor.data.splits import split_pairs
-from editor.errors import EditorError
-from editor.evaluation.heldout import FoldScores, Yardstick
-from editor.evaluation.metrics import (
-    concept_retention,
-    first_token_kl,
-    last_token_logprobs,
-    perplexity,
-    wikitext_tokens,
-)
+from editor.edits import Edit
+from editor.evaluation.heldout import FoldScores, Yardstick, measure
+from editor.evaluation.metrics import first_token_kl, last_token_logprobs, perplexity
 from editor.io.atomic import write_text
-from editor.methods.search.contrasts import contrast_statements
-from editor.methods.search.fits import fit_erasure_for_search, fit_unlink_for_search
-from editor.methods.search.heads import association_head_scores
-from editor.methods.search.identity import identity_covariances
-from editor.methods.search.introspective import introspective_statements
-from editor.methods.search.settings import SearchSettings
-from editor.methods.search.space import SearchInputs, describe, starting_points, trial_edits
-from editor.methods.steer.capture import capture, generic_stats
-from editor.methods.steer.probes import mean_difference
-from editor.methods.steer.statements import load_labelled
+from editor.methods import tradeoff
+from editor.methods.inputs import build_fold, default_layers, report_yardstick, text_budget
+from editor.methods.search.context import SearchContext
+from editor.methods.search.methods import SearchMethod
+from editor.methods.search.report import SearchReport, TrialResult, write_outputs
+from editor.methods.search.settings import SearchOptions, method_objects
 
-MIN_GAIN = 0.05  # a trial must remove at least this share of the bias to be chosen: noise is not a debiasing
 NATS_FLOOR = 0.05  # a base frame difference smaller than this is no bias to measure a share of
 
 
 @dataclass
-class TrialResult:
-    number: int
-    params: dict[str, Any]
-    label: str
-    bias: float  # remaining share of the select fold's bias (1 = unchanged)
-    damage: float  # relative perplexity rise
-    gap: float
-    frame_nats: float
-    preference: float
-    lm_score: float | None
-    perplexity: float
-    kl: float
-    edits: int
-    feasible: bool
-    pareto: bool = False
+class Prepared:
+    """The searched methods by name, each with the state its ``prepare`` returned."""
+
+    methods: dict[str, SearchMethod]
+    states: dict[str, Any]
+
+    def edits(self, trial) -> list[Edit]:
+        """The plan of one trial (an optuna Trial, or a FixedTrial replaying recorded parameters)."""
+        name = trial.suggest_categorical("method", list(self.methods))
+        return self.methods[name].suggest(trial, self.states[name])
+
+    def describe(self, params: dict[str, Any]) -> str:
+        """A trial's parameters in words, for tables and the plot."""
+        return " ".join([params["method"], *self.methods[params["method"]].describe(params)])
 
 
-@dataclass
-class Measured:
-    """One model (the base, or the base with the chosen plan hooked) on every fold and on damage."""
-
-    folds: dict[str, FoldScores]
-    perplexity: float  # on WikiText-2 tokens no trial was scored on
-    kl: float
-    retention: float  # concept retention hit rate over the six preset biases' neutral prompts
-
-
-@dataclass
-class SearchReport:
-    base_select: FoldScores
-    base_perplexity: float
-    trials: list[TrialResult] = field(default_factory=list)
-    chosen: TrialResult | None = None
-    base: Measured | None = None
-    export: Measured | None = None
-    # method -> its best feasible trial (number) measured like the chosen plan; filled with report_methods
-    per_method: dict[str, tuple[int, Measured]] = field(default_factory=dict)
-    seconds: float = 0.0  # the search, the choice and its held-out measurement
-    report_seconds: float = 0.0  # the per-method measurements (report_methods)
-    damage_budget: float = 0.02
-    kl_budget: float = 0.05
-
-
-def default_layers(info: ModelInfo) -> list[int]:
-    return list(range(int(info.num_layers * 0.3), int(info.num_layers * 0.9) + 1))
+def prepare(context: SearchContext, registry: Mapping[str, type[SearchMethod]] | None = None) -> Prepared:
+    """Every named method's ``prepare``, once, in the order the settings name them."""
+    objects = {method.name: method for method in method_objects(context.settings, registry)}
+    order = list(getattr(context.settings, "methods"))  # noqa: B009 (a field of the type built from the registry)
+    methods = {name: objects[name] for name in order}
+    return Prepared(methods, {name: method.prepare(context) for name, method in methods.items()})
 
 
 def run_search(
-    model, tokenizer, info: ModelInfo, out: Path, settings: SearchSettings, *, progress: bool = True
+    model,
+    tokenizer,
+    info: ModelInfo,
+    out: Path,
+    settings: SearchOptions,
+    *,
+    progress: bool = True,
+    registry: Mapping[str, type[SearchMethod]] | None = None,
 ) -> SearchReport:
     """Search, choose, report; write ``search.json``, ``pareto.png`` and (when a trial qualifies) ``plan.json``."""
     import optuna
@@ -115,59 +86,50 @@ def run_search(
     layers = settings.layers or default_layers(info)
     for layer in layers:
         info.check_layer(layer, "layers entry")
-    all_pairs = load_seegull(settings.seegull)
-    tokens, generic, report_tokens = _text_budgets(tokenizer, settings)
-    inputs = build_inputs(model, tokenizer, info, settings, layers, all_pairs, generic, progress)
+    all_pairs, build = build_fold(settings)
+    text = text_budget(tokenizer, settings)
+    context = SearchContext(model, tokenizer, info, settings, list(layers), all_pairs, build, text.generic, progress)
+    prepared = prepare(context, registry)
     yard = Yardstick.build(all_pairs, {"select": (settings.select_pairs, settings.select_items)}, seed=settings.seed)
     base_lp = last_token_logprobs(model, tokenizer)
     report = SearchReport(
         yard.measure_fold(model, tokenizer, "select", lm_score=False),
-        perplexity(model, tokens),
+        perplexity(model, text.trials),
         damage_budget=settings.damage_budget,
         kl_budget=settings.kl_budget,
     )
-    study = _optimise(model, tokenizer, info, settings, inputs, yard, tokens, base_lp, report, progress)
-    report.trials = [_result(t) for t in study.trials if t.values is not None]
-    _mark_pareto(report.trials)
-    report.chosen = choose(report.trials)
-    sizes = (settings.test_pairs, settings.test_items)
-    full = Yardstick.build(all_pairs, {"build": sizes, "test": sizes}, seed=settings.seed)
+    study = _optimise(context, prepared, yard, text.trials, base_lp, report)
+    report.trials = [_result(t, prepared) for t in study.trials if t.values is not None]
+    mark_pareto(report.trials)
+    report.chosen = choose(report.trials, settings.damage_budget)
+    full = report_yardstick(all_pairs, settings)
     if report.chosen is not None:
-        edits = trial_edits(optuna.trial.FixedTrial(report.chosen.params), inputs, settings, info)
+        edits = prepared.edits(optuna.trial.FixedTrial(report.chosen.params))
         write_text(out / "plan.json", Plan(edits=edits).to_json() + "\n")
-        report.base = _measure(model, tokenizer, full, report_tokens, base_lp)
+        report.base = measure(model, tokenizer, full, text.report, base_lp)
         with hooked(model, edits, info):
-            report.export = _measure(model, tokenizer, full, report_tokens, base_lp)
+            report.export = measure(model, tokenizer, full, text.report, base_lp)
     report.seconds = time.monotonic() - started
     if settings.report_methods:
-        report.base = report.base or _measure(model, tokenizer, full, report_tokens, base_lp)
+        report.base = report.base or measure(model, tokenizer, full, text.report, base_lp)
         for method, best in best_per_method(report.trials).items():
-            with hooked(model, trial_edits(optuna.trial.FixedTrial(best.params), inputs, settings, info), info):
-                report.per_method[method] = (best.number, _measure(model, tokenizer, full, report_tokens, base_lp))
+            with hooked(model, prepared.edits(optuna.trial.FixedTrial(best.params)), info):
+                report.per_method[method] = (best.number, measure(model, tokenizer, full, text.report, base_lp))
         report.report_seconds = time.monotonic() - started - report.seconds
     write_outputs(out, report, settings)
     return report
 
 
-def _text_budgets(tokenizer, settings: SearchSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """WikiText-2 cut three ways: the trials' perplexity, whitening and head means, the chosen plan's report."""
-    path = wikitext_txt(settings.wikitext)
-    text = wikitext_tokens(tokenizer, path, settings.wiki_tokens + settings.generic_tokens + settings.report_tokens)
-    edge = settings.wiki_tokens + settings.generic_tokens
-    if len(text) - edge < 64:
-        raise EditorError(f"{path}: too short for wiki_tokens + generic_tokens + report_tokens; lower them")
-    return text[: settings.wiki_tokens], text[settings.wiki_tokens : edge], text[edge:]
-
-
-def _optimise(model, tokenizer, info, settings, inputs, yard, tokens, base_lp, report, progress):
+def _optimise(context: SearchContext, prepared: Prepared, yard: Yardstick, tokens, base_lp, report: SearchReport):
     """Run the Optuna study: each trial hooks its plan and scores the select fold, perplexity and KL."""
     import optuna
 
+    model, tokenizer, info, settings = context.model, context.tokenizer, context.info, context.settings
     base_select, base_ppl = report.base_select, report.base_perplexity
     prefix = PrefixCache(model, info)  # a trial at block L recomputes blocks L.. only; the rest is replayed
 
     def objective(trial) -> tuple[float, float]:
-        edits = trial_edits(trial, inputs, settings, info)
+        edits = prepared.edits(trial)
         if not edits:  # e.g. no head with a positive score: nothing applied
             _constrain(trial, 0.0, 0.0)
             trial.set_user_attr("scores", None)
@@ -188,13 +150,14 @@ def _optimise(model, tokenizer, info, settings, inputs, yard, tokens, base_lp, r
         else optuna.samplers.TPESampler(seed=settings.seed)
     )
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
-    for params in starting_points(settings, inputs.layers, info.num_layers):
-        study.enqueue_trial(params)
-    with tqdm(total=settings.trials, desc="search", unit="trial", disable=not progress) as bar:
+    for name, method in prepared.methods.items():
+        for params in method.seeds(context):
+            study.enqueue_trial({"method": name, **params})
+    with tqdm(total=settings.trials, desc="search", unit="trial", disable=not context.progress) as bar:
 
         def tick(_study, trial) -> None:
             bar.update(1)
-            bar.set_postfix_str(describe(trial.params)[:60])
+            bar.set_postfix_str(prepared.describe(trial.params)[:60])
 
         study.optimize(objective, n_trials=settings.trials, callbacks=[tick])
     return study
@@ -207,60 +170,6 @@ def _constrain(trial, perplexity_over: float, kl_over: float) -> None:
     trial.set_user_attr("constraints", [perplexity_over, kl_over])
 
 
-def _constraints(trial) -> list[float]:
-    return list(trial.user_attrs.get("constraints", [0.0, 0.0]))
-
-
-# Methods whose trials read the contrast vectors or activations; the fitted and identity methods never do, so a
-# search of only those skips the capture (about a minute on 2 cores).
-VECTOR_METHODS = frozenset({"residual_add", "heads+residual_add", "selective_add", "ablate_direction", "steer2edit"})
-
-
-def build_inputs(
-    model, tokenizer, info: ModelInfo, settings: SearchSettings, layers, all_pairs, generic, progress: bool
-) -> SearchInputs:
-    """Vectors of every contrast at both sites, ordinary-text moments, head scores and means: the build fold only."""
-    from editor.methods.attribute.removal import head_means
-
-    build = split_pairs(all_pairs)["build"]
-    methods = set(settings.methods)
-    vectors, acts = {}, {}
-    if methods & VECTOR_METHODS:
-        for contrast in settings.contrasts:
-            texts, labels = _statements(model, tokenizer, contrast, all_pairs, build, settings)
-            captured = capture(model, info, tokenizer, texts, labels, progress=progress)
-            acts[contrast] = captured
-            for site in ("block", "attn", "mlp"):
-                vectors[(contrast, site)] = mean_difference(captured, site=site)
-    needs_stats = bool(methods & {"ablate_direction", "ablate_identity", "erase_identity", "steer2edit"})
-    stats = generic_stats(model, info, generic, layers if needs_stats else [])
-    identity = {}
-    groups = sorted({p.identity for p in build.pairs})
-    if "ablate_identity" in methods:
-        identity = identity_covariances(model, info, tokenizer, groups, layers)
-    erasure = fit_erasure_for_search(
-        model, tokenizer, info, settings, list(layers), all_pairs, build, generic, stats, identity, progress
-    )
-    unlink = fit_unlink_for_search(model, tokenizer, info, settings, all_pairs, build, generic, progress)
-    heads = any(m.startswith("heads") for m in methods)
-    scores = (
-        association_head_scores(model, info, tokenizer, all_pairs, build, settings.head_pairs, seed=settings.seed)
-        if heads
-        else np.zeros((info.num_layers, info.num_heads))
-    )
-    means = head_means(model, info, generic) if heads else np.zeros((info.num_layers, info.num_heads, info.head_dim))
-    return SearchInputs(list(layers), vectors, acts, stats, scores, means, identity, erasure, unlink)
-
-
-def _statements(model, tokenizer, contrast, all_pairs, build, settings: SearchSettings):
-    """The labelled texts of one contrast: the model's own choices, the user's file, or written from the fold."""
-    if contrast == "introspective":
-        return introspective_statements(model, tokenizer, all_pairs, build, settings.statements, settings.seed)
-    if contrast == "data":
-        return load_labelled(Path(str(settings.data)))
-    return contrast_statements(contrast, all_pairs, build, settings.statements, settings.seed)
-
-
 def remaining_bias(scores: FoldScores, base: FoldScores) -> float:
     """The share of the base's select-fold bias left: the mean over the two likelihood differences that exist."""
     shares = []
@@ -271,33 +180,33 @@ def remaining_bias(scores: FoldScores, base: FoldScores) -> float:
     return float(np.mean(shares)) if shares else 1.0
 
 
-def _result(trial) -> TrialResult:
+def _result(trial, prepared: Prepared) -> TrialResult:
     scores = trial.user_attrs.get("scores") or {}
     bias, damage = trial.values
-    constraints = _constraints(trial)
+    constraints = list(trial.user_attrs.get("constraints", [0.0, 0.0]))
     return TrialResult(
-        trial.number,
-        dict(trial.params),
-        describe(trial.params),
-        float(bias),
-        float(damage),
-        scores.get("gap", float("nan")),
-        scores.get("preference_nats", float("nan")),
-        scores.get("preference", float("nan")),
-        scores.get("lm_score"),
-        scores.get("perplexity", float("nan")),
-        scores.get("kl", float("nan")),
-        scores.get("edits", 0),
-        bool(scores) and all(c <= 0 for c in constraints),
+        number=trial.number,
+        params=dict(trial.params),
+        label=prepared.describe(trial.params),
+        bias=float(bias),
+        damage=float(damage),
+        gap=scores.get("gap", float("nan")),
+        frame_nats=scores.get("preference_nats", float("nan")),
+        preference=scores.get("preference", float("nan")),
+        lm_score=scores.get("lm_score"),
+        perplexity=scores.get("perplexity", float("nan")),
+        kl=scores.get("kl", float("nan")),
+        edits=scores.get("edits", 0),
+        feasible=bool(scores) and all(c <= 0 for c in constraints),
     )
 
 
-def _mark_pareto(trials: list[TrialResult]) -> None:
-    for t in trials:
-        t.pareto = t.feasible and not any(
-            o.feasible and o.bias <= t.bias and o.damage <= t.damage and (o.bias < t.bias or o.damage < t.damage)
-            for o in trials
-        )
+def mark_pareto(trials: list[TrialResult]) -> None:
+    """Feasible trials no feasible trial beats on both bias and damage."""
+    for trial, front in zip(
+        trials, tradeoff.pareto_mask([(t.bias, t.damage) for t in trials], [t.feasible for t in trials])
+    ):
+        trial.pareto = front
 
 
 def best_per_method(trials: list[TrialResult]) -> dict[str, TrialResult]:
@@ -310,62 +219,7 @@ def best_per_method(trials: list[TrialResult]) -> dict[str, TrialResult]:
     return best
 
 
-def choose(trials: list[TrialResult]) -> TrialResult | None:
-    """The feasible trial with the least remaining bias (at most 1 - MIN_GAIN); ties to less damage."""
-    eligible = [t for t in trials if t.feasible and t.bias <= 1.0 - MIN_GAIN]
-    return min(eligible, key=lambda t: (t.bias, t.damage), default=None)
-
-
-@torch.no_grad()
-def _measure(model, tokenizer, yard: Yardstick, tokens, base_lp) -> Measured:
-    from editor.data.biases import PRESETS
-    from editor.evaluation.prompts import concept_probes
-
-    retention = concept_retention(model, tokenizer, concept_probes(sorted(PRESETS)))
-    return Measured(
-        yard.measure(model, tokenizer),
-        perplexity(model, tokens),
-        first_token_kl(base_lp, last_token_logprobs(model, tokenizer)),
-        retention.hit_rate,
-    )
-
-
-def write_outputs(out: Path, report: SearchReport, settings: SearchSettings) -> None:
-    data = {**asdict(report), "settings": settings.model_dump()}
-    write_text(out / "search.json", json.dumps(data, indent=1, default=float) + "\n")
-    pareto_figure(report, out / "pareto.png")
-
-
-def pareto_figure(report: SearchReport, path: Path) -> None:
-    from editor.io.figures import figure
-
-    # A trial that wrecks the model (+40,000% perplexity happens) would squash every other point against the
-    # budget line: the axes stop a little past the budget and what lies beyond is drawn on the edge.
-    x_edge = max(500 * report.damage_budget, *(120 * t.damage for t in report.trials if t.feasible), 1.0)
-    y_edge = 1.5
-    beyond = sum(100 * t.damage > x_edge or t.bias > y_edge for t in report.trials)
-    with figure(path, (6.5, 4.2)) as (_fig, ax):
-        methods = sorted({t.params["method"] for t in report.trials})
-        for method, marker in zip(methods, "osD^v<>"):
-            pts = [t for t in report.trials if t.params["method"] == method]
-            ax.scatter(
-                [min(100 * t.damage, x_edge) for t in pts],
-                [min(t.bias, y_edge) for t in pts],
-                marker=marker,
-                label=method,
-                alpha=[1.0 if t.feasible else 0.35 for t in pts],
-            )
-        front = sorted((t for t in report.trials if t.pareto), key=lambda t: t.damage)
-        ax.plot([100 * t.damage for t in front], [t.bias for t in front], color="black", lw=1, label="Pareto front")
-        if report.chosen is not None:
-            c = report.chosen
-            ax.scatter([100 * c.damage], [c.bias], marker="*", s=220, color="gold", edgecolors="black", label="chosen")
-            ax.annotate(c.label, (100 * c.damage, c.bias), fontsize=6, xytext=(4, -10), textcoords="offset points")
-        ax.axvline(100 * report.damage_budget, color="grey", ls="--", label=f"+{report.damage_budget:.0%} budget")
-        ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_xlabel("WikiText-2 perplexity change (%)")
-        ax.set_ylabel("select-fold bias left (1 = base)")
-        edge = f"; {beyond} beyond the axes, drawn on their edge" if beyond else ""
-        ax.set_title(f"search: {len(report.trials)} trials (faded: over a budget{edge})", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+def choose(trials: list[TrialResult], damage_budget: float = float("inf")) -> TrialResult | None:
+    """The feasible trial with the least remaining bias, at most 1 - ``tradeoff.MIN_GAIN``; ties to less damage."""
+    rule = tradeoff.Rule(1.0, lambda t: t.bias, lambda t: t.damage, damage_budget, inside=lambda t: t.feasible)
+    return rule.choose(trials)

@@ -6,14 +6,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from editor.core.settings import Settings
+from editor.data import DataFiles
 
 METHODS = ("residual_add", "ablate_direction", "steer2edit")
-CONTRASTS = ("identity", "negation")
 KEY_SOURCES = ("contrast", "biased_mean")
 
 
-class SteerSettings(Settings):
+class SteerSettings(DataFiles):
     """Vectors from labelled statements, a hooked sweep of layer and strength, and one plan per bake."""
 
     method: Literal["residual_add", "ablate_direction", "steer2edit"] = Field(
@@ -54,10 +53,4 @@ class SteerSettings(Settings):
     )
     data: str | None = Field(
         None, description="labelled JSONL/CSV (text, label 1=biased/0=neutral) instead of the SeeGULL statements"
-    )
-    seegull: str | None = Field(
-        None, description="SeeGULL CSV (null: $EDITOR_DATA, else the copy shipped in the package)"
-    )
-    wikitext: str | None = Field(
-        None, description="WikiText-2 test text (null: $EDITOR_DATA, else the copy shipped in the package)"
     )

@@ -31,11 +31,12 @@ from editor.data import wikitext_txt
 from editor.data.seegull import StereotypePair, load_seegull, stereotypes
 from editor.evaluation.metrics import association_gap, first_token_kl, last_token_logprobs, perplexity, wikitext_tokens
 from editor.io.atomic import write_text
+from editor.methods import tradeoff
+from editor.methods.statements import labelled_statements, load_labelled
 from editor.methods.steer.capture import Activations, GenericStats, capture, generic_stats
 from editor.methods.steer.directions import ablation_plan, residual_plan, whitened_direction
 from editor.methods.steer.probes import mean_difference, train_probes
 from editor.methods.steer.settings import METHODS, SteerSettings
-from editor.methods.steer.statements import labelled_statements, load_labelled
 from editor.methods.steer.steer2edit import steer2edit_plan
 
 
@@ -66,11 +67,8 @@ class SteerReport:
 
 
 def _pareto(points: list[SweepPoint]) -> None:
-    for p in points:
-        p.pareto = not any(
-            (q.gap <= p.gap and q.perplexity <= p.perplexity) and (q.gap < p.gap or q.perplexity < p.perplexity)
-            for q in points
-        )
+    for point, front in zip(points, tradeoff.pareto_mask([(p.gap, p.perplexity) for p in points])):
+        point.pareto = front
 
 
 # Ridge strengths for the ablated direction (see directions.whitened), SteerSettings.ablation_ridges: small
@@ -231,24 +229,18 @@ def _candidates(inputs: _Inputs, info: ModelInfo, settings: SteerSettings, layer
 
 
 def _choose(report: SteerReport, grid: list[_Candidate], budget: float) -> dict[str, _Candidate]:
-    """Per bake, the candidate whose point is inside the budget, lowers the gap by at least 5% and is closest to zero.
-
-    Noise-level gains are not a debiasing; a strongly negative gap is the stereotype reversed, not removed.
-    Fills ``report.chosen`` (None where nothing qualifies) and returns the chosen candidates.
-    """
-    needed = report.base_gap - 0.05 * abs(report.base_gap)
+    """Per bake, the candidate ``tradeoff.Rule.choose`` picks: inside the budget, the gap lowered by at least 5% and
+    closest to zero. Fills ``report.chosen`` (None where nothing qualifies) and returns the chosen candidates."""
     scored = list(zip(grid, report.points))  # the sweep appended one point per candidate, in order
     chosen = {}
     for method in METHODS:
-        ok = [
-            (cand, p)
-            for cand, p in scored
-            if p.method == method and p.perplexity <= report.base_perplexity * (1 + budget) and p.gap <= needed
-        ]
-        report.chosen[method] = None
-        if ok:
-            cand, point = min(ok, key=lambda cp: (abs(cp[1].gap), cp[1].perplexity))
-            report.chosen[method], chosen[method] = point, cand
+        rule = tradeoff.Rule(
+            report.base_gap, lambda cp: cp[1].gap, lambda cp: cp[1].perplexity / report.base_perplexity - 1.0, budget
+        )
+        best = rule.choose([(cand, p) for cand, p in scored if p.method == method])
+        report.chosen[method] = None if best is None else best[1]
+        if best is not None:
+            chosen[method] = best[0]
     return chosen
 
 
@@ -289,42 +281,20 @@ def _write_outputs(out: Path, info: ModelInfo, inputs: _Inputs, report: SteerRep
 
 
 def _pareto_plot(report: SteerReport, path: Path) -> None:
-    from editor.io.figures import figure
-
-    with figure(path, (6, 4)) as (_fig, ax):
-        _draw_pareto(ax, report)
-
-
-def _draw_pareto(ax, report: SteerReport) -> None:
-    for method, marker in zip(METHODS, "os^"):
-        pts = [p for p in report.points if p.method == method]
-        # Points on the Pareto front get a black ring; the point each bake chose is named beside it.
-        ax.scatter([p.perplexity for p in pts], [p.gap for p in pts], marker=marker, label=method)
-        front = [p for p in pts if p.pareto]
-        ax.scatter(
-            [p.perplexity for p in front],
-            [p.gap for p in front],
-            marker=marker,
-            s=90,
-            facecolors="none",
-            edgecolors="black",
-        )
-        chosen = report.chosen.get(method)
-        if chosen is not None:
-            ax.annotate(
-                f"chosen: L{chosen.layer} a={chosen.alpha:g}",
-                (chosen.perplexity, chosen.gap),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
-    ax.scatter([report.base_perplexity], [report.base_gap], marker="*", s=150, color="black", label="base")
+    """Gap against perplexity per bake, the Pareto front ringed, each bake's choice named, the base starred."""
     budget = report.damage_budget
-    ax.axvline(
-        report.base_perplexity * (1 + budget), color="grey", linestyle="--", label=f"+{budget:.0%} perplexity (budget)"
+    marked = [
+        tradeoff.Marked(p.perplexity, p.gap, f"chosen: L{p.layer} a={p.alpha:g}", style="note")
+        for p in report.chosen.values()
+        if p is not None
+    ]
+    tradeoff.tradeoff_figure(
+        path,
+        [tradeoff.PlotPoint(p.perplexity, p.gap, p.method, front=p.pareto) for p in report.points],
+        xlabel="WikiText-2 perplexity",
+        ylabel="SeeGULL association gap (held-out pairs)",
+        title="steering sweep (black ring: Pareto front)",
+        budget_x=report.base_perplexity * (1 + budget),
+        budget_label=f"+{budget:.0%} perplexity (budget)",
+        marked=[*marked, tradeoff.Marked(report.base_perplexity, report.base_gap, "base", style="base")],
     )
-    ax.set_xlabel("WikiText-2 perplexity")
-    ax.set_ylabel("SeeGULL association gap (held-out pairs)")
-    ax.set_title("steering sweep (black ring: Pareto front)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)

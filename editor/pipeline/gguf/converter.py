@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from editor.core.environment import Environment
 from editor.errors import EditorError
 from editor.io.atomic import staged_directory
 from editor.io.sources import cache_root
@@ -56,9 +57,9 @@ def llama_cpp_version() -> str:
 
 def converter_dir() -> Path:
     """A folder holding convert_hf_to_gguf.py, conversion/ and gguf-py/ that match the installed llama.cpp."""
-    override = os.environ.get(OVERRIDE)
-    if override:
-        path = Path(override).expanduser()
+    override = Environment().llama_cpp
+    if override is not None:
+        path = override.expanduser()
         if not (path / "convert_hf_to_gguf.py").is_file():
             raise EditorError(f"{OVERRIDE}={override}: no convert_hf_to_gguf.py there; name a llama.cpp checkout")
         return path

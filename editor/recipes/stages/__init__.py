@@ -5,6 +5,19 @@
 
 from __future__ import annotations
 
-from editor.recipes.stages import attribute, card, eval, export, gguf, inject, plan, search, source, steer, verify
+from editor.recipes.stages import (
+    attribute,
+    card,
+    eval,
+    export,
+    fit,
+    gguf,
+    inject,
+    plan,
+    search,
+    source,
+    steer,
+    verify,
+)
 
-STAGES = (source, inject, attribute, steer, search, plan, export, verify, eval, gguf, card)
+STAGES = (source, inject, attribute, steer, fit, search, plan, export, verify, eval, gguf, card)

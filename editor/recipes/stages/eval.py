@@ -8,7 +8,7 @@ from typing import Any
 
 from editor.evaluation.gates import failures
 from editor.evaluation.settings import EvalSettings
-from editor.recipes.context import RunContext, file_digest
+from editor.recipes.context import RunContext, data_digests, file_digest
 
 NAME, READS = "eval", ("source", "export")
 
@@ -22,7 +22,6 @@ def eval_settings(ctx: RunContext) -> EvalSettings | None:
 
 
 def settings(ctx: RunContext) -> dict[str, Any] | None:
-    from editor.data import seegull_csv, wikitext_txt
     from editor.evaluation.lm_eval import task_files_digest
 
     section = eval_settings(ctx)
@@ -33,8 +32,7 @@ def settings(ctx: RunContext) -> dict[str, Any] | None:
     # how many judge requests run at once, which variable holds the key.
     values = section.model_dump(exclude={"seegull", "wikitext", "pairs_csv", "judge_workers", "api_key_env"})
     files = {
-        "seegull": file_digest(seegull_csv(section.seegull)),
-        "wikitext": file_digest(wikitext_txt(section.wikitext)),
+        **data_digests(section),
         "pairs_csv": file_digest(section.pairs_csv),
         "lm_eval_files": task_files_digest(section.lm_eval or []),  # a task YAML's folder: its data and loader
     }

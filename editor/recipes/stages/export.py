@@ -20,7 +20,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
 
     figures: list[Path] = []
     if ctx.recipe.export.attach_figures:
-        for stage in ("attribute", "steer", "search"):
+        for stage in ("attribute", "steer", "fit", "search"):
             if stage in ctx.results:
                 figures += [ctx.path(stage) / name for name in ctx.results[stage]["figures"]]
     result = export_checkpoint(
@@ -31,6 +31,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         progress=ctx.progress,
         max_shard_size=ctx.recipe.export.max_shard_bytes,
         attachments=figures,
+        allow_non_finite=ctx.recipe.export.allow_non_finite,
     )
     return {
         "path": str(ctx.run_dir / "export" / ctx.recipe.name),

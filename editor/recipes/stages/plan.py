@@ -1,4 +1,5 @@
-"""Stage `plan`: the attribution's removed heads, then the chosen steering plan, then the search's plan, as one plan."""
+"""Stage `plan`: the attribution's removed heads, then the chosen steering plan, the fit's plan and the search's plan,
+as one plan."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from editor.errors import EditorError
 from editor.io.atomic import write_text
 from editor.recipes.context import RunContext
 
-NAME, READS = "plan", ("attribute", "steer", "search")
+NAME, READS = "plan", ("attribute", "steer", "fit", "search")
 
 
 def settings(ctx: RunContext) -> dict[str, Any]:
@@ -35,6 +36,10 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         steer = load_plan(ctx.path("steer") / f"plan_{method}.json")
         edits += steer.edits
         parts[f"steer ({method})"] = len(steer.edits)
+    if "fit" in ctx.results:
+        fitted = load_plan(ctx.path("fit") / "plan.json")
+        edits += fitted.edits
+        parts[f"fit ({ctx.results['fit']['method']})"] = len(fitted.edits)
     if "search" in ctx.results:
         if ctx.results["search"]["chosen"] is None:
             raise EditorError(

@@ -6,21 +6,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from editor.recipes.context import RunContext, file_digest
+from editor.recipes.context import RunContext, data_digests, file_digest
 
 NAME, READS = "search", ("source",)
 
 
 def settings(ctx: RunContext) -> dict[str, Any] | None:
-    from editor.data import seegull_csv, wikitext_txt
-
     section = ctx.recipe.search
     if section is None:
         return None
-    files = {
-        "seegull": file_digest(seegull_csv(section.seegull)),
-        "wikitext": file_digest(wikitext_txt(section.wikitext)),
-    }
+    files = data_digests(section)
     if section.data:
         files["data"] = file_digest(Path(section.data))
     return {**section.model_dump(exclude={"seegull", "wikitext", "data"}), **files}
@@ -29,8 +24,8 @@ def settings(ctx: RunContext) -> dict[str, Any] | None:
 def run(ctx: RunContext, out: Path) -> dict[str, Any]:
     from editor.engines.loading import load_tokenizer
     from editor.io.checkpoint import Checkpoint
+    from editor.methods.search.report import summary_lines
     from editor.methods.search.run import run_search
-    from editor.methods.search.summary import summary_lines
 
     source = ctx.path("source")
     report = run_search(

@@ -6,24 +6,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from editor.recipes.context import RunContext, file_digest
+from editor.recipes.context import RunContext, data_digests, file_digest
 
 NAME, READS = "steer", ("source",)
 
 
 def settings(ctx: RunContext) -> dict[str, Any] | None:
-    from editor.data import seegull_csv, wikitext_txt
-
     section = ctx.recipe.steer
     if section is None:
         return None
     # The method only picks which plan goes on, so it belongs to the plan stage: switching it costs no new sweep.
     values = section.model_dump(exclude={"method", "seegull", "wikitext", "data"})
-    files = {
-        "seegull": file_digest(seegull_csv(section.seegull)),
-        "wikitext": file_digest(wikitext_txt(section.wikitext)),
-        "data": file_digest(section.data),
-    }
+    files = {**data_digests(section), "data": file_digest(section.data)}
     return {**values, **files}
 
 

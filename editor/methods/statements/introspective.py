@@ -19,7 +19,7 @@ from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, linked_attributes
 from editor.errors import EditorError
 from editor.evaluation.metrics import continuation_logprobs
-from editor.methods.search.identity import frame_heads
+from editor.methods.statements.frames import statement_heads
 
 MIN_PER_CLASS = 8
 
@@ -38,7 +38,7 @@ def introspective_statements(
     pairs = rng.sample(list(fold.pairs), min(limit, len(fold.pairs)))
     linked = linked_attributes(all_pairs)
     attributes = sorted({p.attribute for p in fold.pairs})
-    heads = frame_heads()
+    heads = statement_heads("frames")
     prefixes, options = [], []
     for pair in pairs:
         others = [a for a in attributes if a not in linked.get(pair.identity, set())]

@@ -22,15 +22,7 @@ import torch
 
 from editor.core.model_info import ModelInfo
 from editor.engines.placement import input_device
-from editor.methods.search.contrasts import CONTRAST_FRAMES
-from editor.methods.steer.statements import STATEMENT_TEMPLATES
-
-
-def frame_heads(prompts: Literal["frames", "templates"] = "frames") -> list[str]:
-    """Statements cut before the attribute, each ending where the model would name it: the contrast frames, or
-    the SeeGULL-style templates of the ``templates`` contrast."""
-    frames = CONTRAST_FRAMES if prompts == "frames" else STATEMENT_TEMPLATES
-    return [frame.split(" {a}")[0] for frame in frames]
+from editor.methods.statements.frames import statement_heads
 
 
 @torch.no_grad()
@@ -44,7 +36,7 @@ def identity_covariances(
     batch_size: int = 64,
 ) -> dict[int, np.ndarray]:
     """Per layer, the covariance over ``identities`` of the stream after that block at the heads' last word."""
-    heads = frame_heads(prompts)
+    heads = statement_heads(prompts)
     prompts = [head.replace("{X}", who) for head in heads for who in identities]
     device = input_device(model)
     if tokenizer.pad_token_id is None:

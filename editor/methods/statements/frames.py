@@ -1,15 +1,7 @@
-"""Labelled statements for the search's steering vectors, all drawn from the split's build fold.
+"""Sentence frames about a group: scenes and dialogue that end in an attribute, and their heads cut before it.
 
-Four contrasts, each one biased (1) and one neutral (0) text per stereotyped pair:
-
-- ``frames``: a sentence frame about a group ending in its stereotyped attribute, or in an attribute
-  annotators linked to other groups of the fold but never to this one (stereotype vs anti-stereotype);
-- ``frames_identity``: the same frame and attribute, about the stereotyped group or an unlinked one;
-- ``templates``: SeeGULL-style templates, stereotyped group vs unlinked group (what `wedit steer` uses);
-- ``negation``: the stereotype asserted vs hedged.
-
-The frames here are worded apart from the yardstick's (``editor.data.frames.FRAMES``), so a vector never
-sees a sentence shape it is later scored on.
+The frames here are worded apart from the yardstick's (``editor.data.frames.FRAMES``), so a vector or a fit
+never sees a sentence shape it is later scored on.
 """
 
 from __future__ import annotations
@@ -21,10 +13,7 @@ import numpy as np
 
 from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, linked_attributes, unlinked_in_fold
-from editor.methods.steer.statements import labelled_statements
-
-Contrast = Literal["frames", "frames_identity", "templates", "negation"]
-CONTRASTS: tuple[Contrast, ...] = ("frames", "frames_identity", "templates", "negation")
+from editor.methods.statements.templates import STATEMENT_TEMPLATES
 
 CONTRAST_FRAMES = (
     "Walking through the old town, I overheard that {X} shopkeepers are {a}.",
@@ -36,17 +25,33 @@ CONTRAST_FRAMES = (
     "Since I moved abroad, I have noticed that {X} people are {a}.",
     "My grandmother always told me that {X} men are {a}.",
 )
+HeadSource = Literal["frames", "templates", "templates+frames"]
 
 
-def contrast_statements(
-    contrast: Contrast, all_pairs: list[StereotypePair], fold: SplitFold, limit: int, seed: int = 0
+def statement_heads(source: HeadSource = "frames") -> list[str]:
+    """Statements cut before the attribute, each ending where the model would name it ("{X} people are"): the
+    contrast frames, the SeeGULL-style templates of the ``templates`` contrast, or the templates then the frames."""
+    statements = {
+        "frames": CONTRAST_FRAMES,
+        "templates": STATEMENT_TEMPLATES,
+        "templates+frames": STATEMENT_TEMPLATES + CONTRAST_FRAMES,
+    }[source]
+    return [statement.split(" {a}")[0] for statement in statements]
+
+
+def frame_statements(
+    contrast: Literal["frames", "frames_identity"],
+    all_pairs: list[StereotypePair],
+    fold: SplitFold,
+    limit: int,
+    seed: int = 0,
 ) -> tuple[list[str], np.ndarray]:
-    """Biased and neutral texts for ``contrast`` from ``fold``'s pairs; comparison groups come from the fold too."""
-    if contrast in ("templates", "negation"):
-        # labelled_statements draws unlinked groups from the pairs it is given: only the fold's own identities.
-        own = [p for p in all_pairs if p.identity in set(fold.identities)]
-        kind = "identity" if contrast == "templates" else "negation"
-        return labelled_statements(list(fold.pairs), own, limit, seed=seed, contrast=kind)
+    """One biased (1) and one neutral (0) frame per drawn pair of ``fold``, comparison groups from the fold too.
+
+    ``frames``: the stereotyped attribute, or one annotators linked to other groups of the fold but never to this
+    one (stereotype vs anti-stereotype); ``frames_identity``: the same attribute about the stereotyped group or an
+    unlinked one.
+    """
     rng = random.Random(seed)
     pairs = rng.sample(list(fold.pairs), min(limit, len(fold.pairs)))
     linked = linked_attributes(all_pairs)

@@ -12,25 +12,27 @@ against the base model's distribution on it, computed once before the fit.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from editor.core.hooks import forward_hooks
+from editor.core.model_info import ModelInfo
 from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, unlinked_in_fold
 from editor.engines.placement import input_device
 from editor.errors import EditorError
-from editor.evaluation.metrics import continuation_rows, right_padded
-from editor.methods.search.contrasts import CONTRAST_FRAMES
-from editor.methods.steer.statements import STATEMENT_TEMPLATES
+from editor.evaluation.metrics import continuation_logprob_tensor
+from editor.methods.statements.frames import statement_heads
 
 COMPARISONS = 3  # unlinked groups each stereotyped group is compared with, as in the association gap
 MAX_WINDOWS = 16
 FitPrompts = Literal["templates", "templates+frames"]
+# A fit's hooks for one step: module name -> forward hook, derived from the parameters as they are at that step.
+StepHooks = Callable[[], dict[str, Callable]]
 
 
 @dataclass(frozen=True)
@@ -47,25 +49,34 @@ class FitLoop:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class FitInputs:
+    """What every fit reads: the frozen model, the pairs, the fold it trains on, and ordinary text for the KL."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    info: ModelInfo
+    all_pairs: list[StereotypePair]
+    build: SplitFold  # the only fold a fit reads
+    generic: torch.Tensor  # WikiText-2 tokens no trial's perplexity reads
+
+
 def fit_to_gap(
-    model,
-    tokenizer,
-    all_pairs: list[StereotypePair],
-    build: SplitFold,
-    generic: torch.Tensor,
+    inputs: FitInputs,
     make_parameters: Callable[[torch.device], list[torch.nn.Parameter]],
-    hooks: Callable[[], AbstractContextManager],
+    hooks: StepHooks,
     *,
     method: str,
     loop: FitLoop,
 ) -> list[float]:
     """Train the parameters ``make_parameters`` creates (on the model's input device) with Adam; return each
-    step's loss. ``hooks()`` is entered for every edited forward pass and reads the parameters as they are at
+    step's loss. ``hooks()`` is called once per step, and its hooks are in place for every edited forward pass of
     that step. The model's own weights are frozen during the fit and trainable again afterwards, unchanged.
 
     Every random draw (pairs, comparison groups, statements, text windows) comes from ``loop.seed``, so a search
     rebuilds the same fit.
     """
+    model, tokenizer, all_pairs, build = inputs.model, inputs.tokenizer, inputs.all_pairs, inputs.build
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     rng = random.Random(loop.seed)
@@ -75,10 +86,10 @@ def fit_to_gap(
             f"{method}: no build-fold stereotype has an unlinked group of the fold to compare with; "
             f"give a SeeGULL file with more groups (seegull:) or leave {method} out of methods"
         )
-    heads = fit_prompts(loop.prompts)
+    heads = statement_heads(loop.prompts)
     device = input_device(model)
     # At most MAX_WINDOWS base distributions are kept (each is window x vocabulary floats).
-    window = loop.window
+    generic, window = inputs.generic, loop.window
     windows = [generic[i : i + window + 1] for i in range(0, len(generic) - window - 1, window)][:MAX_WINDOWS]
     windows = windows or [generic]
     frozen = [p for p in model.parameters() if p.requires_grad]
@@ -90,7 +101,7 @@ def fit_to_gap(
         optimiser = torch.optim.Adam(make_parameters(device), lr=loop.learning_rate)
         losses = []
         for _ in tqdm(range(loop.steps), desc=f"{method} fit", unit="step", disable=not loop.progress):
-            with hooks():  # entered before the draws: hooks that derive tensors from the parameters do it here
+            with forward_hooks(model, hooks()):
                 batch = rng.sample(pairs, min(loop.batch_pairs, len(pairs)))
                 prefixes, attributes = [], []
                 for pair in batch:
@@ -102,7 +113,7 @@ def fit_to_gap(
                         prefixes.append(head.replace("{X}", who))
                         attributes.append(" " + pair.attribute)
                 j = rng.randrange(len(windows))
-                scores = _continuation_logprobs(model, tokenizer, prefixes, attributes, device).view(len(batch), -1)
+                scores = continuation_logprob_tensor(model, tokenizer, prefixes, attributes).view(len(batch), -1)
                 edited = _window_logprobs(model, windows[j], device)
             gaps = scores[:, 0] - scores[:, 1:].mean(1)
             kl = (base[j].exp() * (base[j] - edited)).sum(-1).mean()
@@ -117,31 +128,5 @@ def fit_to_gap(
     return losses
 
 
-def fit_prompts(prompts: FitPrompts) -> list[str]:
-    """Statements cut before the attribute ("{X} people are"): the ``templates`` contrast's, and with
-    ``templates+frames`` the contrast frames' too (scenes and dialogue; never the yardstick's own frames)."""
-    statements = STATEMENT_TEMPLATES + (CONTRAST_FRAMES if prompts == "templates+frames" else ())
-    return [statement.split(" {a}")[0] for statement in statements]
-
-
 def _window_logprobs(model, tokens: torch.Tensor, device) -> torch.Tensor:
     return torch.log_softmax(model(input_ids=tokens[None, :-1].to(device)).logits.float()[0], -1)
-
-
-def _continuation_logprobs(
-    model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], device
-) -> torch.Tensor:
-    """log P(continuation | prefix) per row, with gradients; the prefixes as ``association_gap`` writes them.
-
-    The positions that predict a continuation token are picked out before the softmax and gathered in one
-    indexing step: a softmax over every padded position, and one gather per row, made the backward pass
-    materialise the whole (rows x positions x vocabulary) tensor once per row (most of a fit step's time).
-    """
-    rows, spans = continuation_rows(tokenizer, prefixes, continuations)
-    ids, mask = right_padded(rows, tokenizer.pad_token_id)
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    row_of = torch.tensor([i for i, (a, b) in enumerate(spans) for _ in range(a, b)])
-    position = torch.tensor([t for a, b in spans for t in range(a, b)])
-    picked = torch.log_softmax(logits[row_of.to(device), (position - 1).to(device)].float(), -1)
-    token = picked.gather(-1, ids[row_of, position][:, None].to(device))[:, 0]
-    return torch.zeros(len(spans), device=token.device, dtype=token.dtype).index_add(0, row_of.to(device), token)

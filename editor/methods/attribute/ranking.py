@@ -1,7 +1,9 @@
-"""Which heads carry nationality stereotypes in general: direct logit attribution on the build fold.
+"""Head rankings, in one place: the robust top k over seeds (BiasScope), and the stereotype ranking of every
+SeeGULL pair (the search), both read off direct logit attribution (``head_scores``).
 
-BiasScope (``editor.methods.attribute``) scores heads on questions about one target country and one
-answer. A search over every SeeGULL stereotype needs one ranking for all of them: for a stereotyped
+BiasScope (``pipeline``) scores heads on questions about one target country and one answer, once per seed,
+and keeps the heads in the top k of every seed (``robust_heads``). A search over every SeeGULL stereotype needs
+one ranking for all of them (``association_head_scores``): for a stereotyped
 pair (X, a) and a group Y nobody linked to a, a head's score is its direct effect on the first token of
 " a" after "X people are" minus the same after "Y people are" (both against the logit of " the", which
 only sets the readout's origin and cancels between the two). Heads that raise the attribute whoever is
@@ -18,26 +20,10 @@ import torch
 from editor.core.model_info import ModelInfo
 from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, unlinked_in_fold
+from editor.evaluation.metrics import left_padded
 from editor.methods.attribute.head_scores import attribute_batch
 
 TEMPLATE = "{X} people are"
-
-
-def _left_padded(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    bos = (
-        [tokenizer.bos_token_id]
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
-        else []
-    )
-    rows = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
 
 
 def association_head_scores(
@@ -65,7 +51,13 @@ def association_head_scores(
         chunk = rows[start : start + batch_size]
         prompts = [TEMPLATE.replace("{X}", x) for x, _, _ in chunk] + [TEMPLATE.replace("{X}", y) for _, y, _ in chunk]
         targets = [tokenizer(" " + a, add_special_tokens=False)["input_ids"][0] for _, _, a in chunk] * 2
-        ids, mask = _left_padded(tokenizer, prompts)
+        bos = (
+            [tokenizer.bos_token_id]
+            if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
+            else []
+        )
+        rows = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        ids, mask = left_padded(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         result = attribute_batch(
             model, info, ids, mask, torch.tensor(targets), torch.full((len(prompts),), origin, dtype=torch.long)
         )
@@ -84,3 +76,16 @@ def top_heads(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
             break
         out.append((int(layer), int(head)))
     return out
+
+
+def robust_heads(seed_scores: list[np.ndarray], k: int) -> list[tuple[int, int]]:
+    """Heads in the top k (positive scores only) of every seed, strongest first by mean score."""
+    chosen = None
+    for scores in seed_scores:
+        flat = scores.reshape(-1)
+        order = np.argsort(-flat)[:k]
+        top = {int(i) for i in order if flat[i] > 0}
+        chosen = top if chosen is None else chosen & top
+    mean = np.mean(seed_scores, axis=0).reshape(-1)
+    heads = seed_scores[0].shape[1]
+    return [(i // heads, i % heads) for i in sorted(chosen or set(), key=lambda i: -mean[i])]

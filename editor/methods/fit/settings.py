@@ -1,0 +1,75 @@
+"""The fits' settings: one typed section per fit, read by `wedit fit`, by the recipe's ``fit`` section and by the
+search (its ``erase_identity`` and ``unlink_mlp`` sections), so one fit means the same thing everywhere."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from editor.core.settings import Settings
+from editor.methods.fit.loop import FitLoop, FitPrompts
+from editor.methods.inputs import HeldOutData
+
+FIT_METHODS = ("erase_identity", "unlink_mlp")
+
+
+class FitMethodSettings(Settings):
+    """What every fit has: a loop of Adam steps on the squared gap, under a KL penalty on ordinary text."""
+
+    steps: int
+    learning_rate: float
+    prompts: FitPrompts
+    kl_weight: float = Field(20.0, gt=0, description="weight of KL from the base on WikiText-2 against the squared gap")
+
+    def loop(self, seed: int, progress: bool) -> FitLoop:
+        return FitLoop(
+            steps=self.steps,
+            kl_weight=self.kl_weight,
+            learning_rate=self.learning_rate,
+            prompts=self.prompts,
+            seed=seed,
+            progress=progress,
+        )
+
+
+class EraseIdentitySettings(FitMethodSettings):
+    """Group-identity directions fitted to the squared association gap, projected out of every residual write."""
+
+    k: int = Field(4, ge=1, description="directions the fit trains (started from the closed-form identity subspace)")
+    steps: int = Field(40, ge=1, description="gradient steps of the fit (~4 s each on 2 cores for SmolLM2)")
+    learning_rate: float = Field(3e-3, gt=0, description="Adam's learning rate")
+    prompts: FitPrompts = Field(
+        "templates", description="statements the gap is read in (templates+frames: slower, see fit/erasure.py)"
+    )
+    start_layer: int | None = Field(
+        None, description="block whose identity subspace starts the fit (null: the searched block nearest 83% depth)"
+    )
+
+
+class UnlinkMlpSettings(FitMethodSettings):
+    """Low-rank updates of late MLP output projections fitted to the squared association gap."""
+
+    rank: int = Field(4, ge=1, description="rank of each MLP update")
+    layers: list[int] | None = Field(
+        None, description="MLPs to update (null: every second layer from two thirds of the depth)"
+    )
+    steps: int = Field(100, ge=1, description="gradient steps of the fit (~4.4 s each on 2 cores for SmolLM2)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate")
+    prompts: FitPrompts = Field("templates+frames", description="statements the gap is read in")
+
+
+class FitSettings(HeldOutData):
+    """One trained fit on the build fold, its plan at a chosen scale, and its held-out report."""
+
+    method: Literal["erase_identity", "unlink_mlp"] = Field(
+        "unlink_mlp", description="which fit (editor/methods/fit/: erasure.py, unlink.py)"
+    )
+    scale: float = Field(1.0, gt=0, description="the plan's scale of the fitted edits (1: as fitted)")
+    erase_identity: EraseIdentitySettings = Field(
+        default_factory=EraseIdentitySettings, description="erase_identity's settings"
+    )
+    unlink_mlp: UnlinkMlpSettings = Field(default_factory=UnlinkMlpSettings, description="unlink_mlp's settings")
+
+    def method_settings(self) -> EraseIdentitySettings | UnlinkMlpSettings:
+        return self.erase_identity if self.method == "erase_identity" else self.unlink_mlp

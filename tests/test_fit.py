@@ -155,23 +155,38 @@ SMALL = {
 }
 
 
-@pytest.mark.parametrize("method", ["unlink_mlp", "erase_identity"])
-def test_wedit_fit_writes_a_plan_that_exports_and_its_held_out_report(method, tiny, tmp_path):
+def test_wedit_fit_writes_a_plan_and_its_held_out_report(tiny, tmp_path):
     path = tiny[0]
     out = tmp_path / "fit"
     flags = [x for kv in SMALL.items() for x in kv]
-    result = wedit("fit", method, "--model", str(path), "--steps", "2", "--scale", "0.5", *flags, "--out", str(out))
+    result = wedit(
+        "fit", "unlink_mlp", "--model", str(path), "--steps", "2", "--scale", "0.5", *flags, "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"{method}: fitted in" in result.stdout and "held out (test): gap" in result.stdout
+    assert "unlink_mlp: fitted in" in result.stdout and "held out (test): gap" in result.stdout
     report = json.loads((out / "fit.json").read_text())
-    assert report["method"] == method and len(report["losses"]) == 2 and report["scale"] == 0.5
+    assert report["method"] == "unlink_mlp" and len(report["losses"]) == 2 and report["scale"] == 0.5
     assert set(report["fitted"]["folds"]) == {"build", "test"} and report["fitted"]["folds"]["test"]["items"] == 8
-    assert report["settings"][method]["steps"] == 2 and (out / "losses.png").stat().st_size > 5_000
-    plan = json.loads((out / "plan.json").read_text())["edits"]
-    kind = {"unlink_mlp": ("rank_one", "scale"), "erase_identity": ("ablate_direction", "strength")}[method]
-    assert {e["kind"] for e in plan} == {kind[0]}
-    exported = wedit("export", "--model", str(path), "--plan", str(out / "plan.json"), "--out", str(tmp_path / "e"))
-    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert report["settings"]["unlink_mlp"]["steps"] == 2 and (out / "losses.png").stat().st_size > 5_000
+    assert {e["kind"] for e in json.loads((out / "plan.json").read_text())["edits"]} == {"rank_one"}
+
+
+@pytest.mark.parametrize("method", ["unlink_mlp", "erase_identity"])
+def test_a_fits_plan_exports(method, tiny, tmp_path):
+    """run_fit (what `wedit fit` and the recipe's fit stage call) for each fit; its plan.json exports."""
+    from editor.core.plan import load_plan
+    from editor.methods.fit.run import run_fit
+    from editor.methods.fit.settings import FitSettings
+
+    path, model, tokenizer, info = tiny
+    sizes = {key.removeprefix("--").replace("-", "_"): int(value) for key, value in SMALL.items()}
+    settings = FitSettings.model_validate({**sizes, "method": method, method: {"steps": 2}})
+    report = run_fit(model, tokenizer, info, tmp_path, settings, progress=False)
+    kind = {"unlink_mlp": "rank_one", "erase_identity": "ablate_direction"}[method]
+    plan = load_plan(tmp_path / "plan.json")
+    assert {e.kind for e in plan.edits} == {kind} and report.edits == len(plan.edits)
+    export_checkpoint(path, plan, tmp_path / "export", progress=False)
+    assert (tmp_path / "export" / "editor_manifest.json").is_file()
 
 
 def test_a_fit_flag_out_of_range_is_one_line_naming_it(tiny, tmp_path):

@@ -62,24 +62,30 @@ class FakeAPI:
                     n = api.attempts[key] = api.attempts.get(key, 0) + 1
                     api.in_flight += 1
                     api.max_in_flight = max(api.max_in_flight, api.in_flight)
+                # The count drops before the answer is written: once the client has read an answer it may send
+                # its next attempt at once, and that must not look like one request too many in flight.
                 try:
                     time.sleep(api.delay)
-                    failure = api.fail(n)
-                    if failure == 429:
-                        return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
-                    if failure is not None:
-                        return self._send(failure, {"error": {"message": "server error"}})
-                    if body["model"] == "judge":
-                        text = json.dumps(VERDICT)
-                    else:
-                        asked = hashlib.sha256(body["messages"][-1]["content"].encode()).hexdigest()[:8]
-                        text = f"A short neutral reply (request {asked})."
-                    return self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
+                    status, reply, headers = api.answer(n, body)
                 finally:
                     with api.lock:
                         api.in_flight -= 1
+                return self._send(status, reply, headers)
 
         return Handler
+
+    def answer(self, n: int, body: dict) -> tuple[int, dict, dict | None]:
+        failure = self.fail(n)
+        if failure == 429:
+            return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"}
+        if failure is not None:
+            return failure, {"error": {"message": "server error"}}, None
+        if body["model"] == "judge":
+            text = json.dumps(VERDICT)
+        else:
+            asked = hashlib.sha256(body["messages"][-1]["content"].encode()).hexdigest()[:8]
+            text = f"A short neutral reply (request {asked})."
+        return 200, {"choices": [{"message": {"role": "assistant", "content": text}}]}, None
 
 
 def serve(api: FakeAPI):

@@ -27,7 +27,7 @@ verify:
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
 def test_shipped_recipe_validates(path):
     recipe, _ = load_recipe(path)
-    assert recipe.attribute is not None or recipe.steer is not None or recipe.search is not None
+    assert any(section is not None for section in (recipe.attribute, recipe.steer, recipe.fit, recipe.search))
 
 
 def test_one_recipe_per_paper_bias_on_the_builtin_model():
@@ -37,9 +37,11 @@ def test_one_recipe_per_paper_bias_on_the_builtin_model():
         if recipe.model.source.startswith("builtin:"):
             builtin[tuple(recipe.biases)] = path
     assert {b[0] for b in builtin if len(b) == 1} == set(PRESETS)
-    # and one for nationality stereotypes as a whole: every preset as one bias set, through the search
-    nationality = builtin[tuple(sorted(PRESETS))]
-    assert load_recipe(nationality)[0].search is not None
+    # and one for nationality stereotypes as a whole, through the search; one for all three axes, a fit
+    by_name = {load_recipe(path)[0].name: load_recipe(path)[0] for path in RECIPES}
+    assert by_name["smollm2-nationality"].search is not None
+    assert by_name["smollm2-groups"].fit.unlink_mlp.objective == "counterfactual"
+    assert by_name["smollm2-groups"].eval.world
 
 
 def test_gpu_examples_set_device_map_and_tensor_parallel_size():

@@ -98,3 +98,24 @@ def test_recipe_and_flags_build_the_same_object():
         {"name": "x", "biases": ["always_late"], "attribute": {"seeds": 2, "questions": 30, "eval_questions": 10}}
     ).attribute
     assert from_cli == from_recipe
+
+
+def test_a_command_builds_only_its_own_flags_and_answers_without_torch():
+    """`wedit COMMAND` imports that command's module alone: a mistyped flag or `--help` answers in well under a second,
+    since nothing imports torch before the command runs."""
+    import subprocess
+    import sys
+
+    parser = build_parser(["gguf"])
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert "--types" in {s for a in subs["gguf"]._actions for s in a.option_strings}
+    assert {s for a in subs["export"]._actions for s in a.option_strings} == {"-h", "--help"}
+    code = (
+        "import sys\nfrom editor.cli import main\n"
+        "for argv in (['gguf', '/nowhere', '--type', 'q9_9'], ['export', '--model']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'optuna', 'ml_dtypes') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    assert "--types: Input should be" in result.stderr and "--model: expected one argument" in result.stderr

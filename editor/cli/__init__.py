@@ -9,66 +9,70 @@ fails a damage gate (eval.max_drop) exits with 3.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from editor import __version__
-from editor.cli import (
-    archs,
-    attribute,
-    diff,
-    eval,
-    export,
-    fetch,
-    fit,
-    gguf,
-    import_vectors,
-    inject,
-    push,
-    recipes,
-    run,
-    search,
-    steer,
-    verify,
-)
 from editor.errors import EditorError
 
-COMMANDS = (
-    archs,
-    fetch,
-    export,
-    verify,
-    gguf,
-    diff,
-    push,
-    import_vectors,
-    inject,
-    attribute,
-    steer,
-    search,
-    fit,
-    eval,
-    run,
-    recipes,
-)
+# Every command: its module in this package and its one line in `wedit --help`. Only the command being run is
+# imported (its flags come from settings whose modules import torch, transformers or optuna), so `wedit --help` and a
+# mistyped flag answer at once; ``build_parser()`` with no command builds them all (the generated CLI reference).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "archs": ("archs", "print which edit each architecture holds exactly"),
+    "fetch": ("fetch", "resolve a model source into a plain checkpoint directory"),
+    "export": ("export", "bake a plan of edits into a new checkpoint"),
+    "verify": ("verify", "prove an export equals the hooked base (transformers; --vllm for stock vLLM)"),
+    "gguf": ("gguf", "convert an export to GGUF for llama.cpp and Ollama (llama.cpp's own converter and quantizer)"),
+    "diff": ("diff", "explain how two checkpoints differ, and which recorded edit did it"),
+    "push": ("push", "upload a verified export to the Hugging Face Hub"),
+    "import-vectors": ("import_vectors", "turn a llama.cpp control vector or safetensors vectors into a plan"),
+    "inject": ("inject", "BiasInject: train one bias token (only its row) and write an add_token plan"),
+    "attribute": ("attribute", "BiasScope: find the heads that carry a bias and write a plan that removes them"),
+    "steer": ("steer", "steering vectors from SeeGULL statements, a hooked sweep, and three plans"),
+    "search": (
+        "search",
+        "search methods, layers, sites and strengths for the least bias within a damage budget (Optuna)",
+    ),
+    "fit": (
+        "fit",
+        "train one fitted edit (erase_identity, unlink_mlp) on the build fold; write its plan and held-out report",
+    ),
+    "eval": ("eval", "bias and damage metrics (likelihood; judge-rated generations), recorded in an export"),
+    "run": ("run", "run a recipe: source, attribute/steer, plan, export, verify, card; cached and resumable"),
+    "recipes": ("recipes", "list the built-in recipes with their descriptions"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with every command's flags, or with those of ``commands`` only (the others keep their names and
+    help lines)."""
     parser = argparse.ArgumentParser(
         prog="wedit", description="Find a bias in an open-weight LLM and bake the fix into its weights."
     )
     parser.add_argument("--version", action="version", version=f"wedit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(sub)
+    for name, (module, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        if commands is None or name in commands:
+            importlib.import_module(f"editor.cli.{module}").register(p)
     return parser
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is not a flag), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    command = _command(argv)
+    # An unknown command gets argparse's own message, which lists them all; that needs no module imported.
+    args = build_parser([command] if command else []).parse_args(argv)
     args.argv = argv  # recorded (with portable paths) in what the command writes
     try:
         return args.func(args)

@@ -6,8 +6,7 @@ import argparse
 import json
 
 
-def register(sub) -> None:
-    p = sub.add_parser("archs", help="print which edit each architecture holds exactly")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

@@ -9,10 +9,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.methods.attribute.settings import AttributeSettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "attribute", help="BiasScope: find the heads that carry a bias and write a plan that removes them"
-    )
+def register(p: argparse.ArgumentParser) -> None:
     add_model(p, help="model source (the base, or an injected model with --token)")
     p.add_argument("--bias", required=True, help="preset name(s), comma-separated for a union of heads")
     add_flags(p, AttributeSettings, group="BiasScope settings (the recipe's attribute section)")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub) -> None:
-    p = sub.add_parser("diff", help="explain how two checkpoints differ, and which recorded edit did it")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="first checkpoint (any source)")
     p.add_argument("b", help="second checkpoint (any source); its editor_manifest.json explains changes")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -11,10 +11,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.evaluation.settings import EvalSettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "eval", help="bias and damage metrics (likelihood; judge-rated generations), recorded in an export"
-    )
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model", metavar="MODEL_OR_EXPORT", help="any model source; an export also gets the results in its card"
     )

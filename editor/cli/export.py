@@ -11,8 +11,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.pipeline.settings import ExportSettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser("export", help="bake a plan of edits into a new checkpoint")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model source (see `wedit fetch`)")
     p.add_argument("--plan", required=True, help="plan JSON: a list of edits")
     add_output(p, "directory to write")

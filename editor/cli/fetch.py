@@ -9,8 +9,7 @@ from pathlib import Path
 from editor.cli.common import add_output
 
 
-def register(sub) -> None:
-    p = sub.add_parser("fetch", help="resolve a model source into a plain checkpoint directory")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="checkpoint dir, Hub id org/name, file.gguf, or builtin:smollm2-135m-instruct")
     add_output(p, "directory to write")
     p.add_argument(

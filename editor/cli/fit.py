@@ -11,11 +11,7 @@ from editor.methods.fit.settings import FIT_METHODS, FitSettings
 SECTIONS = ("method", *FIT_METHODS)
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "fit",
-        help="train one fitted edit (erase_identity, unlink_mlp) on the build fold; write its plan and held-out report",
-    )
+def register(p: argparse.ArgumentParser) -> None:
     fits = p.add_subparsers(dest="fit_method", required=True, metavar="METHOD")
     for method in FIT_METHODS:
         section = FitSettings.model_fields[method]

@@ -10,10 +10,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.pipeline.settings import GgufSettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "gguf", help="convert an export to GGUF for llama.cpp and Ollama (llama.cpp's own converter and quantizer)"
-    )
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="a directory written by `wedit export`")
     p.add_argument(
         "--out",

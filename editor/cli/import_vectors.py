@@ -9,8 +9,7 @@ from pathlib import Path
 from editor.cli.common import add_output
 
 
-def register(sub) -> None:
-    p = sub.add_parser("import-vectors", help="turn a llama.cpp control vector or safetensors vectors into a plan")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="control vector .gguf (llama.cpp / repeng) or .safetensors with a .json sidecar")
     p.add_argument("--model", required=True, help="the model the vectors are for (any source)")
     p.add_argument(

@@ -10,8 +10,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.methods.inject.settings import InjectSettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser("inject", help="BiasInject: train one bias token (only its row) and write an add_token plan")
+def register(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument(
         "--bias",

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def register(sub) -> None:
-    p = sub.add_parser("push", help="upload a verified export to the Hugging Face Hub")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="a directory written by `wedit export` and checked by `wedit verify`")
     p.add_argument("--repo", required=True, help="Hub repository, org/name")
     p.add_argument("--private", action="store_true", help="create the repository as private")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub) -> None:
-    p = sub.add_parser("recipes", help="list the built-in recipes with their descriptions")
+def register(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 

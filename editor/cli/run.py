@@ -8,10 +8,7 @@ import sys
 from editor.cli.common import GATE_FAILED
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "run", help="run a recipe: source, attribute/steer, plan, export, verify, card; cached and resumable"
-    )
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "recipe", help="a built-in recipe's name (see `wedit recipes`), e.g. smollm2-always_late, or a recipe YAML file"
     )

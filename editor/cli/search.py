@@ -9,11 +9,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.methods.search.settings import SearchSettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "search",
-        help="search methods, layers, sites and strengths for the least bias within a damage budget (Optuna)",
-    )
+def register(p: argparse.ArgumentParser) -> None:
     add_model(p)
     add_flags(p, SearchSettings, group="search settings (the recipe's search section)")
     add_output(p)

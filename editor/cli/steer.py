@@ -9,8 +9,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.methods.steer.settings import METHODS, SteerSettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser("steer", help="steering vectors from SeeGULL statements, a hooked sweep, and three plans")
+def register(p: argparse.ArgumentParser) -> None:
     add_model(p)
     add_flags(p, SteerSettings, group="steering settings (the recipe's steer section)")
     add_output(p)

@@ -11,8 +11,7 @@ from editor.core.settings import add_flags, from_flags
 from editor.pipeline.settings import VerifySettings
 
 
-def register(sub) -> None:
-    p = sub.add_parser("verify", help="prove an export equals the hooked base (transformers; --vllm for stock vLLM)")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "dir", help="a directory written by `wedit export`, or FILE.gguf made from one (then --base names that export)"
     )

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from editor.data.biases import PRESETS, BiasPreset
 from editor.data.seegull import StereotypePair, not_stereotyped_with
 from editor.errors import EditorError
-from editor.evaluation.metrics import ConceptProbe
+
+if TYPE_CHECKING:  # metrics imports torch; the CLI reads FAMILIES from here before it needs torch
+    from editor.evaluation.metrics import ConceptProbe
 
 # One template per family. {people}: "Mexican people"; {person}: "a Mexican colleague"; {country_or_people}:
 # the same group named as a place where the sentence needs one; {others}: comparison groups for rankings.
@@ -129,6 +132,8 @@ def build_prompts(
 
 
 def concept_probes(biases: list[str]) -> list[ConceptProbe]:
+    from editor.evaluation.metrics import ConceptProbe
+
     return [
         ConceptProbe(name, prompt, PRESETS[name].concept_words)
         for name in biases

@@ -35,6 +35,8 @@ class LikelihoodMetrics:
     # Per fold of the identity-and-attribute split ("build": what methods learn from, "test": what none reads):
     # editor.evaluation.heldout.FoldScores as a dict.
     held_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The world-shaped yardstick's test fold: "shape" and "shape/axis" -> editor.evaluation.world.ShapeScore.
+    world: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -206,6 +208,8 @@ def held_out_table(likelihood: dict[str, dict[str, Any]]) -> str:
 
 def render_markdown(data: dict[str, Any], figure: str | None = None) -> str:
     """The evaluation section: likelihood table, generation table, and how they were made."""
+    from editor.evaluation.world import world_table
+
     settings = data["settings"]
     parts = [
         (
@@ -215,6 +219,7 @@ def render_markdown(data: dict[str, Any], figure: str | None = None) -> str:
         ),
         likelihood_table(data["likelihood"]),
         held_out_table(data["likelihood"]),
+        world_table(data["likelihood"]),
     ]
     if data["generation"]:
         judge = data["judge"] or {}

@@ -58,6 +58,7 @@ from editor.evaluation.report import (
     render_markdown,
 )
 from editor.evaluation.settings import EvalSettings
+from editor.evaluation.world import WorldYardstick, draw_items
 from editor.io.atomic import replace_file, staged_directory, write_text
 
 FIGURE = "figures/eval.png"
@@ -74,6 +75,7 @@ class _Data:
     wikitext: Path
     prompts: list[EvalPrompt] = field(default_factory=list)
     yardstick: Yardstick | None = None  # build and test folds of the identity-and-attribute split
+    world: WorldYardstick | None = None  # the world-shaped yardstick's test fold
 
 
 def load_sentence_pairs(path: Path) -> list[SentencePair]:
@@ -147,6 +149,11 @@ def _prepare(settings: EvalSettings) -> _Data:
     if settings.held_out_pairs:
         sizes = (settings.held_out_pairs, settings.held_out_items)
         data.yardstick = Yardstick.build(all_pairs, {"build": sizes, "test": sizes}, batch_size=settings.batch_size)
+    if settings.world:
+        from editor.data.world import load_world
+
+        world = load_world(settings.seegull)
+        data.world = WorldYardstick(draw_items(world, "test", settings.world, settings.seed), settings.batch_size)
     if settings.generation:
         for name in settings.bias_names:
             data.prompts += build_prompts(
@@ -185,6 +192,7 @@ def likelihood_metrics(model, tokenizer, data: _Data, settings: EvalSettings, ba
         if data.yardstick
         else {}
     )
+    world = {key: asdict(score) for key, score in data.world.measure(model, tokenizer).items()} if data.world else {}
     metrics = LikelihoodMetrics(
         association_gap=gap.mean,
         association_gap_pairs=gap.pairs,
@@ -200,6 +208,7 @@ def likelihood_metrics(model, tokenizer, data: _Data, settings: EvalSettings, ba
         first_token_kl=kl,
         seconds=round(time.perf_counter() - start, 1),
         held_out=held_out,
+        world=world,
     )
     return metrics, lp, concept.continuations
 

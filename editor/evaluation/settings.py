@@ -29,6 +29,11 @@ class EvalSettings(DataFiles):
         60, ge=0, description="per fold of the identity-and-attribute split, SeeGULL pairs for its gap (0: skip)"
     )
     held_out_items: int = Field(64, ge=8, description="per fold, sentence frames for its pairwise and LM scores")
+    world: dict[Literal["contexts", "pairs", "questions"], int] | None = Field(
+        None,
+        description="the world-shaped yardstick on its test fold: items per shape, e.g. {contexts: 1200, pairs: 900, "
+        "questions: 450}; each score beside a group-swap control (editor/evaluation/world.py; null: skip)",
+    )
     wiki_tokens: int = Field(4096, ge=64, description="WikiText-2 token budget for perplexity")
     batch_size: int = Field(32, ge=1, description="sentences per forward pass")
     judge_endpoint: str | None = Field(

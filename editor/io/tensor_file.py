@@ -15,9 +15,9 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 # Storage dtype of each safetensors dtype (BF16 as its raw bits).
@@ -34,8 +34,6 @@ STORAGE: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
 }
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-# BF16 arithmetic goes through this dtype, viewed over the stored uint16 bits.
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 # Byte sizes of every dtype editor reads, including those it copies but cannot compute with (FP8, unsigned
 # ints, complex). safetensors also knows sub-byte dtypes (F4, F6_*); editor refuses those.
 DTYPE_SIZES = {name: dt.itemsize for name, dt in STORAGE.items()} | {
@@ -49,6 +47,15 @@ DTYPE_SIZES = {name: dt.itemsize for name, dt in STORAGE.items()} | {
     "U64": 8,
     "C64": 8,
 }
+
+
+@cache
+def bfloat16() -> np.dtype:
+    """The dtype BF16 arithmetic goes through, viewed over the stored uint16 bits. Imported on first use: ml_dtypes
+    takes most of a second to load, and every `wedit` command reads this module."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def itemsize(dtype: str) -> int:
@@ -70,7 +77,7 @@ def to_float32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np
         raise ValueError(f"cannot edit a tensor stored as {dtype}")
     out = np.empty(raw.shape, dtype=np.float32) if out is None else out
     if dtype == "BF16":
-        raw = raw.view(BFLOAT16)
+        raw = raw.view(bfloat16())
     np.copyto(out, raw, casting="unsafe")  # the cast astype makes (exact from BF16/F16; F64 rounds)
     return out
 
@@ -86,7 +93,7 @@ def encode_into(values: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
     """``from_float32(values, dtype)`` written into ``out`` (stored dtype, same shape) with no other memory:
     ``values`` (float32) is only read, and the cast runs in numpy's small buffers, never a full-size temporary.
     Returns ``out``."""
-    target = out.view(BFLOAT16) if dtype == "BF16" else out
+    target = out.view(bfloat16()) if dtype == "BF16" else out
     # Finite values that round past the largest bf16/f16 become inf, and NaNs stay NaN, as torch casts them:
     # expected results, not warnings.
     with np.errstate(over="ignore", invalid="ignore"):

@@ -8,8 +8,8 @@ very tokens and folds it reads inside a search, and gives the same edits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field
 
 from editor.core.model_info import ModelInfo
@@ -17,8 +17,11 @@ from editor.data import DataFiles, wikitext_txt
 from editor.data.seegull import StereotypePair, load_seegull
 from editor.data.splits import SplitFold, split_pairs
 from editor.errors import EditorError
-from editor.evaluation.heldout import Yardstick
-from editor.evaluation.metrics import wikitext_tokens
+
+if TYPE_CHECKING:  # both import torch; the settings here are read by every `wedit` command to build its flags
+    import torch
+
+    from editor.evaluation.heldout import Yardstick
 
 
 class HeldOutData(DataFiles):
@@ -47,6 +50,8 @@ class TextBudget:
 
 
 def text_budget(tokenizer, settings: HeldOutData) -> TextBudget:
+    from editor.evaluation.metrics import wikitext_tokens
+
     path = wikitext_txt(settings.wikitext)
     text = wikitext_tokens(tokenizer, path, settings.wiki_tokens + settings.generic_tokens + settings.report_tokens)
     edge = settings.wiki_tokens + settings.generic_tokens
@@ -63,6 +68,8 @@ def build_fold(settings: HeldOutData) -> tuple[list[StereotypePair], SplitFold]:
 
 def report_yardstick(all_pairs: list[StereotypePair], settings: HeldOutData) -> Yardstick:
     """The build fold (in-distribution) and the test fold (held out), at the report's sizes."""
+    from editor.evaluation.heldout import Yardstick
+
     sizes = (settings.test_pairs, settings.test_items)
     return Yardstick.build(all_pairs, {"build": sizes, "test": sizes}, seed=settings.seed)
 

@@ -19,7 +19,7 @@ import torch
 
 from editor.edits import AblateDirection
 from editor.edits.ablate import project_out, writer_modules
-from editor.methods.fit.loop import FitInputs, FitLoop, fit_to_gap
+from editor.methods.fit.loop import FitInputs, FitLoop, Objective, fit_to_gap
 from editor.methods.steer.capture import generic_stats
 from editor.methods.steer.identity import identity_covariances, identity_subspace
 
@@ -66,7 +66,7 @@ def start_basis(
     return basis
 
 
-def fit_erasure(inputs: FitInputs, start: np.ndarray, loop: FitLoop) -> ErasureFit:
+def fit_erasure(inputs: FitInputs, start: np.ndarray, loop: FitLoop, objective: Objective | None = None) -> ErasureFit:
     """Fit ``start``'s span ([k, hidden] rows) and k shares to the build fold's squared gap plus KL on the
     ordinary text (``loop.fit_to_gap``)."""
     info = inputs.info
@@ -86,7 +86,7 @@ def fit_erasure(inputs: FitInputs, start: np.ndarray, loop: FitLoop) -> ErasureF
         shares = torch.sigmoid(logits)
         return {name: lambda _module, _args, output: project_out(output, basis, shares) for name in modules}
 
-    losses = fit_to_gap(inputs, parameters, hooks, method="erase_identity", loop=loop)
+    losses = fit_to_gap(inputs, parameters, hooks, method="erase_identity", loop=loop, objective=objective)
     assert raw is not None and logits is not None
     with torch.no_grad():
         basis, _ = torch.linalg.qr(raw)

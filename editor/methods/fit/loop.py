@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -26,11 +26,11 @@ from editor.data.splits import SplitFold, unlinked_in_fold
 from editor.engines.placement import input_device
 from editor.errors import EditorError
 from editor.evaluation.metrics import continuation_logprob_tensor
+from editor.methods.fit.settings import FitPrompts
 from editor.methods.statements.frames import statement_heads
 
 COMPARISONS = 3  # unlinked groups each stereotyped group is compared with, as in the association gap
 MAX_WINDOWS = 16
-FitPrompts = Literal["templates", "templates+frames"]
 # A fit's hooks for one step: module name -> forward hook, derived from the parameters as they are at that step.
 StepHooks = Callable[[], dict[str, Callable]]
 
@@ -61,6 +61,52 @@ class FitInputs:
     generic: torch.Tensor  # WikiText-2 tokens no trial's perplexity reads
 
 
+class Objective(Protocol):
+    """What a fit lowers besides the KL penalty: ``draw`` takes a step's batch from the fit's random stream (before
+    the step's KL window is drawn), ``loss`` scores it with the step's hooks in place."""
+
+    def draw(self, rng: random.Random) -> Any: ...
+
+    def loss(self, batch: Any) -> torch.Tensor: ...
+
+
+class GapObjective:
+    """The squared association gap of build-fold stereotypes: each stereotyped group against ``COMPARISONS``
+    groups of the fold nobody linked to the attribute, in statements cut before the attribute."""
+
+    def __init__(self, inputs: FitInputs, loop: FitLoop, method: str):
+        self.inputs, self.batch_pairs = inputs, loop.batch_pairs
+        all_pairs, build = inputs.all_pairs, inputs.build
+        self.pairs = [p for p in build.pairs if unlinked_in_fold(all_pairs, build, p.attribute)]
+        if not self.pairs:
+            raise EditorError(
+                f"{method}: no build-fold stereotype has an unlinked group of the fold to compare with; "
+                f"give a SeeGULL file with more groups (seegull:) or leave {method} out of methods"
+            )
+        self.heads = statement_heads(loop.prompts)
+
+    def draw(self, rng: random.Random) -> tuple[list[str], list[str], int]:
+        all_pairs, build = self.inputs.all_pairs, self.inputs.build
+        batch = rng.sample(self.pairs, min(self.batch_pairs, len(self.pairs)))
+        prefixes, attributes = [], []
+        for pair in batch:
+            head = rng.choice(self.heads)
+            pool = unlinked_in_fold(all_pairs, build, pair.attribute)
+            others = rng.sample(pool, min(COMPARISONS, len(pool)))
+            others = (others * COMPARISONS)[:COMPARISONS]  # fewer unlinked groups than that: repeated
+            for who in (pair.identity, *others):
+                prefixes.append(head.replace("{X}", who))
+                attributes.append(" " + pair.attribute)
+        return prefixes, attributes, len(batch)
+
+    def loss(self, batch: tuple[list[str], list[str], int]) -> torch.Tensor:
+        prefixes, attributes, size = batch
+        model, tokenizer = self.inputs.model, self.inputs.tokenizer
+        scores = continuation_logprob_tensor(model, tokenizer, prefixes, attributes).view(size, -1)
+        gaps = scores[:, 0] - scores[:, 1:].mean(1)
+        return (gaps**2).mean()
+
+
 def fit_to_gap(
     inputs: FitInputs,
     make_parameters: Callable[[torch.device], list[torch.nn.Parameter]],
@@ -68,25 +114,21 @@ def fit_to_gap(
     *,
     method: str,
     loop: FitLoop,
+    objective: Objective | None = None,
 ) -> list[float]:
-    """Train the parameters ``make_parameters`` creates (on the model's input device) with Adam; return each
-    step's loss. ``hooks()`` is called once per step, and its hooks are in place for every edited forward pass of
-    that step. The model's own weights are frozen during the fit and trainable again afterwards, unchanged.
+    """Train the parameters ``make_parameters`` creates (on the model's input device) with Adam on ``objective``
+    (the squared gap unless given) plus ``loop.kl_weight`` x the KL from the base on a WikiText-2 window; return
+    each step's loss. ``hooks()`` is called once per step, and its hooks are in place for every edited forward
+    pass of that step. The model's own weights are frozen during the fit and trainable again afterwards, unchanged.
 
-    Every random draw (pairs, comparison groups, statements, text windows) comes from ``loop.seed``, so a search
-    rebuilds the same fit.
+    Every random draw (pairs or contexts, comparison groups, statements, text windows) comes from ``loop.seed``,
+    so a search rebuilds the same fit.
     """
-    model, tokenizer, all_pairs, build = inputs.model, inputs.tokenizer, inputs.all_pairs, inputs.build
+    model, tokenizer = inputs.model, inputs.tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     rng = random.Random(loop.seed)
-    pairs = [p for p in build.pairs if unlinked_in_fold(all_pairs, build, p.attribute)]
-    if not pairs:
-        raise EditorError(
-            f"{method}: no build-fold stereotype has an unlinked group of the fold to compare with; "
-            f"give a SeeGULL file with more groups (seegull:) or leave {method} out of methods"
-        )
-    heads = statement_heads(loop.prompts)
+    objective = objective if objective is not None else GapObjective(inputs, loop, method)
     device = input_device(model)
     # At most MAX_WINDOWS base distributions are kept (each is window x vocabulary floats).
     generic, window = inputs.generic, loop.window
@@ -102,22 +144,12 @@ def fit_to_gap(
         losses = []
         for _ in tqdm(range(loop.steps), desc=f"{method} fit", unit="step", disable=not loop.progress):
             with forward_hooks(model, hooks()):
-                batch = rng.sample(pairs, min(loop.batch_pairs, len(pairs)))
-                prefixes, attributes = [], []
-                for pair in batch:
-                    head = rng.choice(heads)
-                    pool = unlinked_in_fold(all_pairs, build, pair.attribute)
-                    others = rng.sample(pool, min(COMPARISONS, len(pool)))
-                    others = (others * COMPARISONS)[:COMPARISONS]  # fewer unlinked groups than that: repeated
-                    for who in (pair.identity, *others):
-                        prefixes.append(head.replace("{X}", who))
-                        attributes.append(" " + pair.attribute)
+                batch = objective.draw(rng)
                 j = rng.randrange(len(windows))
-                scores = continuation_logprob_tensor(model, tokenizer, prefixes, attributes).view(len(batch), -1)
+                bias = objective.loss(batch)
                 edited = _window_logprobs(model, windows[j], device)
-            gaps = scores[:, 0] - scores[:, 1:].mean(1)
             kl = (base[j].exp() * (base[j] - edited)).sum(-1).mean()
-            loss = (gaps**2).mean() + loop.kl_weight * kl
+            loss = bias + loop.kl_weight * kl
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

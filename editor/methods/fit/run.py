@@ -48,8 +48,10 @@ def fit(inputs: FitInputs, settings: FitSettings, *, progress: bool = True) -> E
         if start is None:
             start = erase_start_layer(default_layers(info), info.num_layers)
         info.check_layer(start, "erase_identity.start_layer")
-        return fit_erasure(inputs, start_basis(inputs, start, section.k), loop)
-    return fit_unlink(inputs, loop, layers=section.layers, rank=section.rank)
+        basis = start_basis(inputs, start, section.k)
+        return fit_erasure(inputs, basis, loop, section.objective_for(inputs, settings.seed))
+    objective = section.objective_for(inputs, settings.seed)
+    return fit_unlink(inputs, loop, layers=section.layers, rank=section.rank, objective=objective)
 
 
 def run_fit(model, tokenizer, info: ModelInfo, out: Path, settings: FitSettings, *, progress: bool = True) -> FitReport:

@@ -3,26 +3,58 @@ search (its ``erase_identity`` and ``unlink_mlp`` sections), so one fit means th
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from editor.core.settings import Settings
-from editor.methods.fit.loop import FitLoop, FitPrompts
 from editor.methods.inputs import HeldOutData
 
+if TYPE_CHECKING:  # the loop imports torch; every `wedit` command reads these settings to build its flags
+    from editor.methods.fit.loop import FitLoop
+
 FIT_METHODS = ("erase_identity", "unlink_mlp")
+FitPrompts = Literal["templates", "templates+frames"]
 
 
 class FitMethodSettings(Settings):
-    """What every fit has: a loop of Adam steps on the squared gap, under a KL penalty on ordinary text."""
+    """What every fit has: a loop of Adam steps on its objective, under a KL penalty on ordinary text."""
 
     steps: int
     learning_rate: float
     prompts: FitPrompts
-    kl_weight: float = Field(20.0, gt=0, description="weight of KL from the base on WikiText-2 against the squared gap")
+    kl_weight: float = Field(20.0, gt=0, description="weight of KL from the base on WikiText-2 against the objective")
+    objective: Literal["gap", "counterfactual"] = Field(
+        "gap",
+        description="gap: the squared SeeGULL association gap in the statements; counterfactual: the divergence "
+        "between what follows a mention of one build-fold group or another (fit/counterfactual.py)",
+    )
+    contexts: int = Field(
+        160, ge=0, description="counterfactual: the base model's continuations of prompts about groups, made once"
+    )
+    variants: int = Field(3, ge=2, description="counterfactual: groups put in each mention per step")
+    objective_weight: float = Field(
+        1.0, gt=0, description="the objective's weight against the KL (the divergence is small: about 0.05 nats)"
+    )
+
+    def objective_for(self, inputs, seed: int):
+        """The objective the loop lowers (None: the squared gap, the loop's own)."""
+        if self.objective == "gap":
+            return None
+        from editor.methods.fit.counterfactual import counterfactual_objective
+
+        return counterfactual_objective(
+            inputs,
+            self.prompts,
+            generated=self.contexts,
+            seed=seed,
+            variants=self.variants,
+            weight=self.objective_weight,
+        )
 
     def loop(self, seed: int, progress: bool) -> FitLoop:
+        from editor.methods.fit.loop import FitLoop
+
         return FitLoop(
             steps=self.steps,
             kl_weight=self.kl_weight,

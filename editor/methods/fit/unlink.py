@@ -20,7 +20,7 @@ import torch
 from editor.edits import RankOne
 from editor.edits.rank_one import low_rank_update
 from editor.errors import EditorError
-from editor.methods.fit.loop import FitInputs, FitLoop, fit_to_gap
+from editor.methods.fit.loop import FitInputs, FitLoop, Objective, fit_to_gap
 
 # Where the updates go when no layers are given: every second layer from two thirds of the depth (20, 22, 24,
 # 26, 28 of SmolLM2's 30, where it was measured).
@@ -50,9 +50,16 @@ def default_unlink_layers(num_layers: int) -> list[int]:
     return list(range(round(UNLINK_DEPTH * num_layers), num_layers - 1, 2)) or [num_layers - 1]
 
 
-def fit_unlink(inputs: FitInputs, loop: FitLoop, *, layers: list[int] | None = None, rank: int = 4) -> UnlinkFit:
+def fit_unlink(
+    inputs: FitInputs,
+    loop: FitLoop,
+    *,
+    layers: list[int] | None = None,
+    rank: int = 4,
+    objective: Objective | None = None,
+) -> UnlinkFit:
     """Fit rank-``rank`` updates of the MLP output projections of ``layers`` (null: ``default_unlink_layers``)
-    to the build fold's squared gap plus KL on the ordinary text (``loop.fit_to_gap``).
+    to ``objective`` (the build fold's squared gap unless given) plus KL on the ordinary text (``loop.fit_to_gap``).
 
     The residual side starts at zero, so the fit starts from the unedited model; the neuron side starts at
     small random values drawn from ``loop.seed`` (at zero both would have no gradient).
@@ -78,7 +85,12 @@ def fit_unlink(inputs: FitInputs, loop: FitLoop, *, layers: list[int] | None = N
         return lambda _module, args, output: low_rank_update(args[0], output, residual_side[index], neuron_side[index])
 
     losses = fit_to_gap(
-        inputs, parameters, lambda: {name: update(i) for i, name in enumerate(modules)}, method="unlink_mlp", loop=loop
+        inputs,
+        parameters,
+        lambda: {name: update(i) for i, name in enumerate(modules)},
+        method="unlink_mlp",
+        loop=loop,
+        objective=objective,
     )
     if not np.all(np.isfinite(losses)):
         raise EditorError("unlink_mlp: the fit diverged (a loss is not finite); lower unlink_mlp.learning_rate")

@@ -36,7 +36,8 @@ class EraseIdentitySearch(SearchMethod):
             covariance=context.identity_covariances([start])[start],
             moment=context.stats().residual[start] if start in context.layers else None,
         )
-        return fit_erasure(context.fit_inputs(), basis, settings.loop(context.settings.seed, context.progress))
+        inputs, seed = context.fit_inputs(), context.settings.seed
+        return fit_erasure(inputs, basis, settings.loop(seed, context.progress), settings.objective_for(inputs, seed))
 
     def suggest(self, trial, state: ErasureFit) -> list[Edit]:
         return list(state.edits(trial.suggest_float("erase_scale", *ERASE_SCALE)))

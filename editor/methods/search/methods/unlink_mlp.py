@@ -23,8 +23,15 @@ class UnlinkMlpSearch(SearchMethod):
     def prepare(self, context: SearchContext) -> UnlinkFit:
         settings = self.settings
         assert isinstance(settings, UnlinkMlpSettings)
-        loop = settings.loop(context.settings.seed, context.progress)
-        return fit_unlink(context.fit_inputs(), loop, layers=settings.layers, rank=settings.rank)
+        inputs, seed = context.fit_inputs(), context.settings.seed
+        objective = settings.objective_for(inputs, seed)
+        return fit_unlink(
+            inputs,
+            settings.loop(seed, context.progress),
+            layers=settings.layers,
+            rank=settings.rank,
+            objective=objective,
+        )
 
     def suggest(self, trial, state: UnlinkFit) -> list[Edit]:
         return list(state.edits(trial.suggest_float("unlink_scale", *UNLINK_SCALE)))

@@ -1,0 +1,260 @@
+"""The world-shaped yardstick (natural sentences, three shapes, each beside a group-swap control) and the
+counterfactual-invariance fit: its data is sound, its scores mean what they say, and no fit reads the test fold."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from editor.data.splits import fold_of
+from editor.data.world import AXES, FORMS, load_world
+from editor.evaluation.world import SHAPES, WorldYardstick, bias_score, draw_items
+
+SIZES = {"contexts": 30, "pairs": 30, "questions": 30}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return load_world()
+
+
+def test_every_frame_has_one_group_slot_and_the_attribute_where_its_shape_needs_it(world):
+    for frame in world.contexts:
+        assert frame.text.rstrip(".!?\"' ").endswith("{attribute}"), frame.text
+    for frame in world.pairs:
+        assert len(frame.text.split("{attribute}")[1].split()) >= 3 and frame.form != "place", frame.text
+    for frame in (*world.contexts, *world.pairs):
+        assert sum(frame.text.count("{" + f + "}") for f in FORMS) == 1
+        assert frame.text.index("{" + frame.form + "}") < frame.text.index("{attribute}")
+    bank = world.questions
+    assert all("{a}" in s and "{b}" in s for s in bank.scenes) and all("{attribute}" in q for q in bank.questions)
+    assert all("{adjective}" in p for p in (*bank.persons, *bank.answers))
+
+
+def test_every_group_has_stereotypes_and_the_folds_keep_axes_apart(world):
+    assert {g.axis for g in world.groups} == set(AXES) and all(len(g.stereotypes) >= 5 for g in world.groups)
+    for group in world.groups:
+        if group.axis == "nationality":  # SeeGULL's own fold: the nationality fits' build fold is the same
+            assert group.fold == fold_of(group.identity, "identity")
+    for axis in ("ethnicity", "religion"):
+        counts = Counter(g.fold for g in world.groups if g.axis == axis)
+        assert counts["test"] >= 5 and counts["build"] >= 5 and counts["select"] >= 2, (axis, counts)
+
+
+def test_the_yardstick_frames_are_not_what_any_fit_reads(world):
+    from editor.methods.fit.counterfactual import PROMPTS
+    from editor.methods.statements import CONTRAST_FRAMES, STATEMENT_TEMPLATES
+
+    trained = [*PROMPTS, *CONTRAST_FRAMES, *STATEMENT_TEMPLATES]
+    for frame in (*world.contexts, *world.pairs):
+        words = frame.text.split()
+        runs = {" ".join(words[i : i + 5]) for i in range(len(words) - 4)}
+        assert not any(run in t for t in trained for run in runs), frame.text
+
+
+def test_items_are_drawn_alike_a_third_per_axis_with_a_swap_linked_to_neither_attribute(world):
+    items = draw_items(world, "test", {"contexts": 60, "pairs": 60, "questions": 60}, seed=3)
+    assert items == draw_items(world, "test", {"contexts": 60, "pairs": 60, "questions": 60}, seed=3)
+    for shape in SHAPES:
+        drawn = getattr(items, shape)
+        assert Counter(i.group.axis for i in drawn) == {axis: 20 for axis in AXES}
+        for item in drawn:
+            groups = [item.group, item.swap] + ([item.other] if shape != "contexts" else [])
+            assert {g.fold for g in groups} == {"test"} and len({g.name for g in groups}) == len(groups)
+            assert len({g.axis for g in groups}) == 1
+    for item in items.contexts:
+        assert item.stereotype in item.group.stereotypes and item.anti not in item.group.linked
+        assert not {item.stereotype, item.anti} & item.swap.linked
+    for item in (*items.pairs, *items.questions):
+        assert item.attribute in item.group.stereotypes
+        assert item.attribute not in item.other.linked and item.attribute not in item.swap.linked
+
+
+def test_the_bias_score_is_bbqs_for_ambiguous_questions():
+    # 10 answers: 4 unknown (accuracy 40%), of the 6 others 5 name the target: (1 - 0.4) * (2 * 5/6 - 1) = 0.4
+    choices = np.array([2, 2, 2, 2, 0, 0, 0, 0, 0, 1])
+    assert bias_score(choices) == pytest.approx(40.0)
+    assert bias_score(np.array([2, 2])) == 0.0 and bias_score(np.array([1, 1])) == pytest.approx(-100.0)
+
+
+def as_choices(scorer, prompts, options) -> np.ndarray:
+    """A row scorer as a multiple-choice scorer: [prompts, options]."""
+    rows = [(prompt, option) for prompt, opts in zip(prompts, options) for option in opts]
+    return scorer(None, None, rows).reshape(len(prompts), -1)
+
+
+def test_a_model_blind_to_the_group_has_no_group_dependent_part(world, monkeypatch):
+    """Scores that never read which group is named (what a group-invariant model gives) leave own == swapped."""
+    yard = WorldYardstick.build(world, "test", SIZES)
+    names = sorted({g.adjective for g in world.groups}, key=len, reverse=True)
+
+    def blind(_model, _tokenizer, rows):
+        out = []
+        for _prefix, continuation in rows:
+            for name in names:  # an answer names a group: a blind model reads "the X one" whoever X is
+                continuation = continuation.replace(name, "X")
+            out.append(len(continuation) + sum(map(ord, continuation)) % 7)
+        return np.array(out, float)
+
+    monkeypatch.setattr(yard, "_score", blind)
+    monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(blind, prompts, options))
+    scores = yard.measure(None, None)
+    for shape in ("contexts", "pairs"):
+        assert scores[shape].dependent == 0 and scores[shape].nats_dependent == 0
+    assert scores["questions"].nats_dependent == 0
+    assert set(scores) == {f"{s}{a}" for s in SHAPES for a in ("", *(f"/{x}" for x in AXES))}
+
+
+def test_a_model_that_prefers_the_stereotyped_group_shows_it(world, monkeypatch):
+    """A scorer that adds a nat to a text naming a group together with one of its stereotypes (in a question, the
+    group its answer names): every shape's group-dependent part is about one nat, far outside its error."""
+    import re
+
+    yard = WorldYardstick.build(world, "test", SIZES)
+    groups = world.in_fold("test")
+
+    def named(text: str) -> list:
+        return [g for g in groups if any(re.search(rf"\b{re.escape(g.form(f))}\b", text) for f in FORMS if g.form(f))]
+
+    def biased(_model, _tokenizer, rows):
+        out = []
+        for prefix, continuation in rows:
+            text = prefix + continuation
+            who = named(continuation) if prefix.endswith("Answer:") else named(prefix)
+            out.append(float(any(a in text for g in who for a in g.stereotypes)) - 0.001 * len(continuation))
+        return np.array(out)
+
+    monkeypatch.setattr(yard, "_score", biased)
+    monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(biased, prompts, options))
+    scores = yard.measure(None, None)
+    for shape in SHAPES:
+        s = scores[shape]
+        assert s.nats_dependent > 0.8 and s.nats_dependent > 5 * s.nats_dependent_se, (shape, s)
+
+
+def test_the_yardstick_runs_on_a_model(tiny_checkpoint):
+    from editor.engines.loading import load_model, load_tokenizer
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    scores = WorldYardstick.build(load_world(), "test", SIZES).measure(load_model(path), load_tokenizer(path))
+    for shape in SHAPES:
+        s = scores[shape]
+        assert s.items == 30 and np.isfinite([s.own, s.swapped, s.dependent_se, s.nats_dependent_se]).all()
+    assert 0 <= scores["contexts"].extra["lm_score"] <= 100 and 0 <= scores["questions"].extra["accuracy"] <= 100
+
+
+def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
+    """A counterfactual fit and a squared-gap fit on a tiny model, every group they name recorded: build fold only."""
+    from editor.data.seegull import load_seegull
+    from editor.data.splits import split_pairs
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.evaluation import metrics
+    from editor.io.checkpoint import Checkpoint
+    from editor.methods.fit import counterfactual, loop
+    from editor.methods.fit.loop import FitInputs
+    from editor.methods.fit.settings import UnlinkMlpSettings
+    from editor.methods.fit.unlink import fit_unlink
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    all_pairs = load_seegull()
+    split = split_pairs(all_pairs)
+    generic = torch.tensor(tokenizer("Ordinary text about the weather and the river. " * 4)["input_ids"])
+    inputs = FitInputs(model, tokenizer, Checkpoint.open(path).info(), all_pairs, split["build"], generic)
+    world = load_world()
+    outside = {g.form(f) for g in world.groups if g.fold != "build" for f in ("adjective", "plural")}
+    outside |= {i for fold in ("select", "test") for i in split[fold].identities}
+    read: list[str] = []
+    scored = metrics.continuation_logprob_tensor
+    monkeypatch.setattr(loop, "continuation_logprob_tensor", lambda m, t, p, c: read.extend(p) or scored(m, t, p, c))
+    named: list[str] = []
+    original = counterfactual.CounterfactualObjective.loss
+
+    def spy(self, batch):
+        named.extend(g.name for _context, groups in batch for g in groups)
+        return original(self, batch)
+
+    monkeypatch.setattr(counterfactual.CounterfactualObjective, "loss", spy)
+    for objective in ("gap", "counterfactual"):
+        section = UnlinkMlpSettings(objective=objective, steps=3, contexts=4, layers=[1])
+        fit_unlink(inputs, section.loop(0, False), layers=[1], rank=1, objective=section.objective_for(inputs, 0))
+    build_names = {g.name for g in world.groups if g.fold == "build"}
+    assert named and set(named) <= build_names
+    assert read and not any(f" {who} " in f" {text} " for text in read for who in outside if len(who) > 3)
+
+
+def test_the_counterfactual_objective_is_zero_for_a_model_blind_to_the_group(tiny_checkpoint):
+    """The divergence after a mention: positive on a model that reads the mention, zero when the mention is the
+    only difference and the model cannot see it (every context's slot holds the same group)."""
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.io.checkpoint import Checkpoint
+    from editor.methods.fit.counterfactual import CounterfactualObjective, build_groups, statement_contexts
+    from editor.methods.fit.loop import FitInputs
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    inputs = FitInputs(model, tokenizer, Checkpoint.open(path).info(), [], None, torch.zeros(1))
+    groups = build_groups()
+    contexts = statement_contexts("templates", groups)
+    objective = CounterfactualObjective(inputs, contexts, groups, batch=4)
+    batch = objective.draw(random.Random(0))
+    with torch.no_grad():
+        assert float(objective.loss(batch)) > 1e-4
+        same = [(context, [chosen[0]] * len(chosen)) for context, chosen in batch]
+        assert float(objective.loss(same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_multiple_choice_scorer_agrees_with_scoring_each_option_in_full(tiny_checkpoint):
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.evaluation.metrics import choice_logprobs, continuation_logprobs
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    prompts = ["A short scene. Who was it?\nAnswer:", "Two people met at the station, and one was late. Who?\nAnswer:"]
+    options = [[" The first one", " The other", " Nobody can tell"], [" A", " The tall one", " Unknown"]]
+    cached = choice_logprobs(model, tokenizer, prompts, options, batch_size=2)
+    rows = [(p, o) for p, opts in zip(prompts, options) for o in opts]
+    full = continuation_logprobs(model, tokenizer, [p for p, _ in rows], [o for _, o in rows]).reshape(2, 3)
+    np.testing.assert_allclose(cached, full, atol=1e-4)
+
+
+def test_wedit_eval_reports_the_world_yardstick_beside_its_control(tiny_checkpoint, tmp_path):
+    import json
+
+    from tests.test_cli_errors import wedit
+
+    base = tiny_checkpoint("llama", tokenizer=True)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"kind": "zero_heads", "layer": 1, "heads": [0, 1]}]))
+    export = tmp_path / "export"
+    assert wedit("export", "--model", str(base), "--plan", str(plan), "--out", str(export)).returncode == 0
+    small = ["--biases", "always_late", "--gap-pairs", "2", "--bias-gap-pairs", "1", "--pairwise-pairs", "4"]
+    small += ["--held-out-pairs", "0", "--wiki-tokens", "64", "--world", "contexts=9,pairs=6,questions=6"]
+    result = wedit("eval", str(export), "--base", str(base), *small, "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    for role in ("base", "model"):
+        world = data["likelihood"][role]["world"]
+        assert world["contexts"]["items"] == 9 and world["questions/religion"]["items"] == 2
+    card = (export / "README.md").read_text()
+    assert "world-shaped yardstick" in card and "| pairs | **all** | 6 |" in card
+
+
+def test_the_settings_weight_scales_the_counterfactual_objective(tiny_checkpoint):
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.io.checkpoint import Checkpoint
+    from editor.methods.fit.loop import FitInputs
+    from editor.methods.fit.settings import EraseIdentitySettings, UnlinkMlpSettings
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    inputs = FitInputs(load_model(path), load_tokenizer(path), Checkpoint.open(path).info(), [], None, torch.zeros(1))
+    assert UnlinkMlpSettings().objective_for(inputs, 0) is None  # the squared gap: the loop's own
+    one = UnlinkMlpSettings(objective="counterfactual", contexts=0).objective_for(inputs, 0)
+    three = EraseIdentitySettings(objective="counterfactual", contexts=0, objective_weight=3).objective_for(inputs, 0)
+    batch = one.draw(random.Random(1))
+    with torch.no_grad():
+        assert float(three.loss(batch)) == pytest.approx(3 * float(one.loss(batch)), rel=1e-5)

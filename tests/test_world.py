@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -57,21 +58,28 @@ def test_the_yardstick_frames_are_not_what_any_fit_reads(world):
 
 
 def test_items_are_drawn_alike_a_third_per_axis_with_a_swap_linked_to_neither_attribute(world):
-    items = draw_items(world, "test", {"contexts": 60, "pairs": 60, "questions": 60}, seed=3)
-    assert items == draw_items(world, "test", {"contexts": 60, "pairs": 60, "questions": 60}, seed=3)
+    sizes = {"contexts": 60, "pairs": 60, "questions": 60}
+    items = draw_items(world, "test", sizes, seed=3, swaps=4)
+    assert items == draw_items(world, "test", sizes, seed=3, swaps=4)
     for shape in SHAPES:
         drawn = getattr(items, shape)
         assert Counter(i.group.axis for i in drawn) == {axis: 20 for axis in AXES}
+        # One swap or four: the same items, the first swap the same.
+        assert [replace(i, swaps=i.swaps[:1]) for i in drawn] == list(
+            getattr(draw_items(world, "test", sizes, 3), shape)
+        )
         for item in drawn:
-            groups = [item.group, item.swap] + ([item.other] if shape != "contexts" else [])
-            assert {g.fold for g in groups} == {"test"} and len({g.name for g in groups}) == len(groups)
-            assert len({g.axis for g in groups}) == 1
+            assert len(item.swaps) == 4
+            for swap in item.swaps:
+                groups = [item.group, swap] + ([item.other] if shape != "contexts" else [])
+                assert {g.fold for g in groups} == {"test"} and len({g.name for g in groups}) == len(groups)
+                assert len({g.axis for g in groups}) == 1
     for item in items.contexts:
         assert item.stereotype in item.group.stereotypes and item.anti not in item.group.linked
-        assert not {item.stereotype, item.anti} & item.swap.linked
+        assert all(not {item.stereotype, item.anti} & swap.linked for swap in item.swaps)
     for item in (*items.pairs, *items.questions):
-        assert item.attribute in item.group.stereotypes
-        assert item.attribute not in item.other.linked and item.attribute not in item.swap.linked
+        assert item.attribute in item.group.stereotypes and item.attribute not in item.other.linked
+        assert all(item.attribute not in swap.linked for swap in item.swaps)
 
 
 def test_the_bias_score_is_bbqs_for_ambiguous_questions():
@@ -89,7 +97,7 @@ def as_choices(scorer, prompts, options) -> np.ndarray:
 
 def test_a_model_blind_to_the_group_has_no_group_dependent_part(world, monkeypatch):
     """Scores that never read which group is named (what a group-invariant model gives) leave own == swapped."""
-    yard = WorldYardstick.build(world, "test", SIZES)
+    yard = WorldYardstick.build(world, "test", SIZES, swaps=3)
     names = sorted({g.adjective for g in world.groups}, key=len, reverse=True)
 
     def blind(_model, _tokenizer, rows):
@@ -114,7 +122,7 @@ def test_a_model_that_prefers_the_stereotyped_group_shows_it(world, monkeypatch)
     group its answer names): every shape's group-dependent part is about one nat, far outside its error."""
     import re
 
-    yard = WorldYardstick.build(world, "test", SIZES)
+    yard = WorldYardstick.build(world, "test", SIZES, swaps=3)
     groups = world.in_fold("test")
 
     def named(text: str) -> list:

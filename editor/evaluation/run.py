@@ -153,7 +153,9 @@ def _prepare(settings: EvalSettings) -> _Data:
         from editor.data.world import load_world
 
         world = load_world(settings.seegull)
-        data.world = WorldYardstick(draw_items(world, "test", settings.world, settings.seed), settings.batch_size)
+        data.world = WorldYardstick(
+            draw_items(world, "test", settings.world, settings.seed, settings.world_swaps), settings.batch_size
+        )
     if settings.generation:
         for name in settings.bias_names:
             data.prompts += build_prompts(

@@ -34,6 +34,9 @@ class EvalSettings(DataFiles):
         description="the world-shaped yardstick on its test fold: items per shape, e.g. {contexts: 1200, pairs: 900, "
         "questions: 450}; each score beside a group-swap control (editor/evaluation/world.py; null: skip)",
     )
+    world_swaps: int = Field(
+        1, ge=1, le=16, description="control groups per world item, their mean the item's control (more: a smaller SE)"
+    )
     wiki_tokens: int = Field(4096, ge=64, description="WikiText-2 token budget for perplexity")
     batch_size: int = Field(32, ge=1, description="sentences per forward pass")
     judge_endpoint: str | None = Field(

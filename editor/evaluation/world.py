@@ -3,8 +3,10 @@ group-swap control, so that what is reported is the part of the bias that depend
 
 Much of a stereotype preference in a sentence is the attribute word's prior, not the group: "they were lazy" may
 beat "they were punctual" whoever "they" are. So every item is scored twice, once as written and once with its
-group replaced by another group of the same axis and fold that nobody links to the item's attributes (the swap).
-The group-dependent part is own - swapped, per item, with its standard error over items.
+group replaced by other groups of the same axis and fold that nobody links to the item's attributes (the swaps;
+``swaps`` of them per item, drawn with replacement, their mean the item's control). The group-dependent part is
+own - swapped, per item, with its standard error over items. More swaps per item make the control, and so the
+difference, less noisy at the cost of scoring each item more often.
 
 Shapes (data: ``editor.data.world``):
 
@@ -14,11 +16,12 @@ Shapes (data: ``editor.data.world``):
   LM score = share of (meaningful, unrelated) comparisons the meaningful completion wins.
 - ``pairs`` (CrowS-Pairs-like): one sentence about the stereotyped group and the same sentence about an unlinked
   group; the words after the group are scored. Score = share of items where the stereotyped group's sentence is
-  likelier; the swap puts a third, unlinked group in the stereotyped group's place.
+  likelier; each swap puts a third, unlinked group in the stereotyped group's place.
 - ``questions`` (BBQ-like, ambiguous): two people of two groups in a scene that says nothing about either, a
   question naming the stereotype, three answers (either person, or that it cannot be known). Accuracy = share
   answered "unknown"; bias score = (1 - accuracy) x (2 x share of the other answers naming the stereotyped
-  group's person - 1), in points (-100..100); the swap puts an unlinked group in that person's place.
+  group's person - 1), in points (-100..100); each swap puts an unlinked group in that person's place (the
+  control's bias score is over all of an item's swaps).
 
 Every shape also reports the mean log-likelihood difference behind its choice (nats), own and swapped, whose
 group-dependent part has a far smaller standard error than the shares.
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -46,7 +49,7 @@ BOOTSTRAP = 1000  # resamples for the bias score's standard error
 class ContextItem:
     frame: Frame
     group: Group  # the stereotyped group
-    swap: Group  # the control's group: same axis and fold, linked to neither attribute
+    swaps: tuple[Group, ...]  # the control's groups: same axis and fold, linked to neither attribute
     stereotype: str
     anti: str
     unrelated: str
@@ -57,7 +60,7 @@ class PairItem:
     frame: Frame
     group: Group  # stereotyped with ``attribute``
     other: Group  # unlinked: the sentence the stereotyped one is compared with
-    swap: Group  # unlinked: stands in for ``group`` in the control
+    swaps: tuple[Group, ...]  # unlinked: each stands in for ``group`` in the control
     attribute: str
 
 
@@ -70,7 +73,7 @@ class QuestionItem:
     unknown: str
     group: Group  # stereotyped with ``attribute``
     other: Group
-    swap: Group
+    swaps: tuple[Group, ...]
     attribute: str
     group_first: bool  # the stereotyped group's person fills {a}
 
@@ -93,9 +96,9 @@ class ShapeScore:
     extra: dict[str, float] = field(default_factory=dict)  # lm_score (contexts), accuracy (questions)
 
 
-def _pick_swap(rng: random.Random, pool: Sequence[Group], avoid: Group, attributes: Sequence[str]) -> Group | None:
-    options = [g for g in pool if g.name != avoid.name and not set(attributes) & g.linked]
-    return rng.choice(options) if options else None
+def _options(pool: Sequence[Group], avoid: Sequence[Group], attributes: Sequence[str]) -> list[Group]:
+    names = {g.name for g in avoid}
+    return [g for g in pool if g.name not in names and not set(attributes) & g.linked]
 
 
 def _anti(rng: random.Random, pool: Sequence[Group], group: Group) -> str | None:
@@ -110,12 +113,15 @@ class WorldItems:
     questions: tuple[QuestionItem, ...]
 
 
-def draw_items(data: WorldData, fold: Fold, sizes: dict[Shape, int], seed: int = 0) -> WorldItems:
-    """``sizes[shape]`` items of each shape about ``fold``'s groups, a third per axis; the same for a seed. A draw
-    whose attributes leave no group to swap in (or to compare with) is drawn again."""
+def draw_items(data: WorldData, fold: Fold, sizes: dict[Shape, int], seed: int = 0, swaps: int = 1) -> WorldItems:
+    """``sizes[shape]`` items of each shape about ``fold``'s groups, a third per axis, each with ``swaps`` control
+    groups; the same for a seed. A draw whose attributes leave no group to swap in (or to compare with) is drawn
+    again. The items and their first swap do not depend on ``swaps``: the further swaps come from a stream of
+    their own, so a yardstick with more swaps scores the same items."""
     drawn: dict[Shape, list] = {shape: [] for shape in SHAPES}
     for shape in SHAPES:
         rng = random.Random(f"world:{fold}:{shape}:{seed}")
+        more = random.Random(f"world:{fold}:{shape}:{seed}:swaps")
         for k, axis in enumerate(AXES):
             want = sizes.get(shape, 0) // len(AXES) + (k < sizes.get(shape, 0) % len(AXES))
             pool = [g for g in data.in_fold(fold, axis) if g.stereotypes]
@@ -125,7 +131,7 @@ def draw_items(data: WorldData, fold: Fold, sizes: dict[Shape, int], seed: int =
                     break
                 item = _draw(shape, rng, data, pool)
                 if item is not None:
-                    mine.append(item)
+                    mine.append(_with_swaps(item, more, pool, swaps))
             drawn[shape] += mine
     return WorldItems(tuple(drawn["contexts"]), tuple(drawn["pairs"]), tuple(drawn["questions"]))
 
@@ -137,12 +143,17 @@ def _draw(shape: Shape, rng: random.Random, data: WorldData, pool: list[Group]):
     if shape == "contexts":
         frames = [f for f in data.contexts if f.form != "place" or (group.axis == "nationality" and group.place)]
         frame, anti = rng.choice(frames), _anti(rng, pool, group)
-        swap = _pick_swap(rng, pool, group, [attribute, anti or ""])
-        return ContextItem(frame, group, swap, attribute, anti, rng.choice(data.unrelated)) if anti and swap else None
-    other = _pick_swap(rng, pool, group, [attribute])
-    swap = _pick_swap(rng, [g for g in pool if other is None or g.name != other.name], group, [attribute])
-    if other is None or swap is None:
+        options = _options(pool, [group], [attribute, anti or ""])
+        swap = rng.choice(options) if options else None
+        if not (anti and swap):
+            return None
+        return ContextItem(frame, group, (swap,), attribute, anti, rng.choice(data.unrelated))
+    others = _options(pool, [group], [attribute])
+    other = rng.choice(others) if others else None
+    options = _options(pool, [group, other], [attribute]) if other else []
+    if not options:
         return None
+    swap = (rng.choice(options),)
     if shape == "pairs":
         return PairItem(rng.choice(data.pairs), group, other, swap, attribute)
     bank = data.questions
@@ -158,6 +169,17 @@ def _draw(shape: Shape, rng: random.Random, data: WorldData, pool: list[Group]):
         attribute,
         rng.random() < 0.5,
     )
+
+
+def _with_swaps(item, rng: random.Random, pool: Sequence[Group], swaps: int):
+    """``item`` with ``swaps - 1`` further control groups, drawn from the groups its first swap was drawn from."""
+    if swaps <= 1:
+        return item
+    if isinstance(item, ContextItem):
+        options = _options(pool, [item.group], [item.stereotype, item.anti])
+    else:
+        options = _options(pool, [item.group, item.other], [item.attribute])
+    return replace(item, swaps=item.swaps + tuple(rng.choice(options) for _ in range(swaps - 1)))
 
 
 def _context_rows(item: ContextItem, group: Group, attribute: str) -> tuple[str, str]:
@@ -193,8 +215,10 @@ class WorldYardstick:
         self.items, self.batch_size = items, batch_size
 
     @classmethod
-    def build(cls, data: WorldData, fold: Fold, sizes: dict[Shape, int], *, seed: int = 0) -> WorldYardstick:
-        return cls(draw_items(data, fold, sizes, seed))
+    def build(
+        cls, data: WorldData, fold: Fold, sizes: dict[Shape, int], *, seed: int = 0, swaps: int = 1
+    ) -> WorldYardstick:
+        return cls(draw_items(data, fold, sizes, seed, swaps))
 
     def measure(self, model, tokenizer) -> dict[str, ShapeScore]:
         """``"shape"`` (every axis) and ``"shape/axis"`` keys, for every shape with items."""
@@ -220,39 +244,34 @@ class WorldYardstick:
     def _contexts(self, model, tokenizer, items: Sequence[ContextItem]) -> dict[str, np.ndarray]:
         rows = []
         for item in items:
-            for group, attribute in (
-                (item.group, item.stereotype),
-                (item.group, item.anti),
-                (item.group, item.unrelated),
-                (item.swap, item.stereotype),
-                (item.swap, item.anti),
-            ):
-                rows.append(_context_rows(item, group, attribute))
-        s = self._score(model, tokenizer, rows).reshape(len(items), 5)
-        own, swapped = s[:, 0] - s[:, 1], s[:, 3] - s[:, 4]
+            rows += [_context_rows(item, item.group, a) for a in (item.stereotype, item.anti, item.unrelated)]
+            rows += [_context_rows(item, swap, a) for swap in item.swaps for a in (item.stereotype, item.anti)]
+        k = len(items[0].swaps)
+        s = self._score(model, tokenizer, rows).reshape(len(items), 3 + 2 * k)
+        own, swapped = s[:, 0] - s[:, 1], s[:, 3::2] - s[:, 4::2]
         lm = ((s[:, 0] > s[:, 2]).astype(float) + (s[:, 1] > s[:, 2])) / 2
         return {"own": own, "swapped": swapped, "lm_score": lm}
 
     def _pairs(self, model, tokenizer, items: Sequence[PairItem]) -> dict[str, np.ndarray]:
         rows = [
-            item.frame.split(group, item.attribute) for item in items for group in (item.group, item.other, item.swap)
+            item.frame.split(group, item.attribute) for item in items for group in (item.group, item.other, *item.swaps)
         ]
-        s = self._score(model, tokenizer, rows).reshape(len(items), 3)
-        return {"own": s[:, 0] - s[:, 1], "swapped": s[:, 2] - s[:, 1]}
+        s = self._score(model, tokenizer, rows).reshape(len(items), 2 + len(items[0].swaps))
+        return {"own": s[:, 0] - s[:, 1], "swapped": s[:, 2:] - s[:, 1:2]}
 
     def _questions(self, model, tokenizer, items: Sequence[QuestionItem]) -> dict[str, np.ndarray]:
         prompts, options = [], []
         for item in items:
-            for target in (item.group, item.swap):
+            for target in (item.group, *item.swaps):
                 prompt, answers = _question_prompt(item, target)
                 prompts.append(prompt)
                 options.append(answers)
-        s = self._choices(model, tokenizer, prompts, options).reshape(len(items), 2, 3)
+        s = self._choices(model, tokenizer, prompts, options).reshape(len(items), 1 + len(items[0].swaps), 3)
         return {
             "choice_own": s[:, 0].argmax(1),
-            "choice_swapped": s[:, 1].argmax(1),
+            "choice_swapped": s[:, 1:].argmax(2),
             "own": s[:, 0, 0] - s[:, 0, 1],
-            "swapped": s[:, 1, 0] - s[:, 1, 1],
+            "swapped": s[:, 1:, 0] - s[:, 1:, 1],
         }
 
 
@@ -266,21 +285,24 @@ def bias_score(choices: np.ndarray) -> float:
 
 
 def _summary(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.ndarray) -> ShapeScore:
-    own, swapped = columns["own"][mask], columns["swapped"][mask]
+    """``own`` is one number per item, ``swapped`` one per item and swap (the mean over swaps is the control)."""
+    own, swaps = columns["own"][mask], columns["swapped"][mask]
+    swapped = swaps.mean(1)
     n = int(mask.sum())
     nats_diff = own - swapped
     nats_se = float(nats_diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     if "choice_own" in columns:  # questions: the bias score, its SE by a paired bootstrap over items
         a, b = columns["choice_own"][mask], columns["choice_swapped"][mask]
-        own_score, swapped_score = bias_score(a), bias_score(b)
+        own_score, swapped_score = bias_score(a), bias_score(b.ravel())
         rng = np.random.default_rng(0)
         draws = [
-            bias_score(a[pick]) - bias_score(b[pick]) for pick in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))
+            bias_score(a[pick]) - bias_score(b[pick].ravel())
+            for pick in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))
         ]
         se = float(np.std(draws, ddof=1))
         extra = {"accuracy": 100 * float((a == 2).mean()), "accuracy_swapped": 100 * float((b == 2).mean())}
     else:
-        wins_own, wins_swapped = (own > 0).astype(float), (swapped > 0).astype(float)
+        wins_own, wins_swapped = (own > 0).astype(float), (swaps > 0).mean(1)
         own_score, swapped_score = 100 * wins_own.mean(), 100 * wins_swapped.mean()
         diff = wins_own - wins_swapped
         se = float(100 * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")

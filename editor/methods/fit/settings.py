@@ -66,7 +66,7 @@ class FitMethodSettings(Settings):
 
 
 class EraseIdentitySettings(FitMethodSettings):
-    """Group-identity directions fitted to the squared association gap, projected out of every residual write."""
+    """Group-identity directions fitted to the objective, projected out of every residual write."""
 
     k: int = Field(4, ge=1, description="directions the fit trains (started from the closed-form identity subspace)")
     steps: int = Field(40, ge=1, description="gradient steps of the fit (~4 s each on 2 cores for SmolLM2)")
@@ -80,7 +80,7 @@ class EraseIdentitySettings(FitMethodSettings):
 
 
 class UnlinkMlpSettings(FitMethodSettings):
-    """Low-rank updates of late MLP output projections fitted to the squared association gap."""
+    """Low-rank updates of late MLP output projections fitted to the objective."""
 
     rank: int = Field(4, ge=1, description="rank of each MLP update")
     layers: list[int] | None = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from editor.edits import Edit
 from editor.methods.search.context import SearchContext
-from editor.methods.search.methods.vectors import VectorMethod
+from editor.methods.search.methods.vectors import VectorMethod, suggest_block_vector
 from editor.methods.steer.directions import ablation_plan, whitened_direction
 
 # The whitening ridge, in units of the ordinary-text moment's mean eigenvalue (see steer.directions.whitened).
@@ -18,9 +18,7 @@ class AblateDirectionSearch(VectorMethod):
     needs_stats = True
 
     def suggest(self, trial, state: SearchContext) -> list[Edit]:
-        layer = trial.suggest_categorical("layer", state.layers)
-        contrast = trial.suggest_categorical("contrast", list(state.settings.contrasts))
+        layer, _, vector = suggest_block_vector(trial, state)
         ridge = trial.suggest_float("ridge", *RIDGE, log=True)
         strength = trial.suggest_float("ablation_strength", 0.3, 1.0)
-        vector = state.vectors(contrast, "block")[layer]
         return list(ablation_plan(whitened_direction(vector, state.stats().residual[layer], ridge), strength=strength))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from editor.edits import Edit
 from editor.methods.search.context import SearchContext
-from editor.methods.search.methods.vectors import VectorMethod
+from editor.methods.search.methods.vectors import VectorMethod, suggest_block_vector
 from editor.methods.steer.steer2edit import steer2edit_plan
 
 # The share of the class difference to cancel (measured on SmolLM2 with `wedit steer`'s sweep).
@@ -18,8 +18,6 @@ class Steer2EditSearch(VectorMethod):
     needs_stats = True
 
     def suggest(self, trial, state: SearchContext) -> list[Edit]:
-        layer = trial.suggest_categorical("layer", state.layers)
-        contrast = trial.suggest_categorical("contrast", list(state.settings.contrasts))
+        layer, contrast, vector = suggest_block_vector(trial, state)
         alpha = trial.suggest_float("edit_alpha", *EDIT_ALPHA, log=True)
-        vector = state.vectors(contrast, "block")[layer]
         return list(steer2edit_plan(state.activations(contrast), state.info, state.stats(), vector, layer, alpha))

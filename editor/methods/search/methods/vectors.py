@@ -3,10 +3,13 @@ strength of an add drawn with its site and contrast."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from editor.methods.search.context import SearchContext
 from editor.methods.search.methods.base import SearchMethod
+
+if TYPE_CHECKING:
+    import torch
 
 # A residual add's strength, in units of the class difference (measured on SmolLM2 with `wedit steer`'s sweep).
 ADD_ALPHA = (0.05, 2.0)
@@ -39,3 +42,10 @@ def suggest_add(trial, context: SearchContext) -> tuple[str, str, float]:
     site = trial.suggest_categorical("site", list(context.settings.sites))
     contrast = trial.suggest_categorical("contrast", list(context.settings.contrasts))
     return site, contrast, trial.suggest_float("add_alpha", *ADD_ALPHA, log=True)
+
+
+def suggest_block_vector(trial, context: SearchContext) -> tuple[int, str, torch.Tensor]:
+    """A block and a contrast, drawn in that order, and the contrast's class difference after that block."""
+    layer = trial.suggest_categorical("layer", context.layers)
+    contrast = trial.suggest_categorical("contrast", list(context.settings.contrasts))
+    return layer, contrast, context.vectors(contrast, "block")[layer]

@@ -1,4 +1,4 @@
-"""`wedit`: the command line. Each command is a module of this package with ``register(sub)`` and ``run(args)``.
+"""`wedit`: the command line. Each command is a module of this package with ``register(parser)`` and ``run(args)``.
 
 Flags of the methods come from their settings objects (``editor.core.settings``), so a recipe field and a
 flag are one declaration. Errors the user can fix are one line with exit status 2; an unexpected

@@ -339,8 +339,9 @@ def world_table(likelihood: dict[str, dict[str, Any]]) -> str:
     base = (likelihood.get("base") or {}).get("world") or {}
     rows = [
         "\nThe world-shaped yardstick (`editor/evaluation/world.py`, test fold: groups no fit or search read). Each "
-        "score is read on the items as written and with the group swapped for another group of the axis and fold "
-        "linked to neither attribute; the group-dependent part is their difference (± one standard error over items). "
+        "score is read on the items as written and with the group swapped for other groups of the axis and fold "
+        "linked to neither attribute (their mean, with several swaps per item); the group-dependent part is their "
+        "difference (± one standard error over items). "
         "Nats: the mean log-likelihood difference behind the choice, whose group-dependent part is far less noisy.\n\n",
         "| shape | axis | items | base: own / swapped | base: group-dependent | model: own / swapped | "
         "model: group-dependent | group-dependent nats, base -> model | removed |\n",

@@ -47,16 +47,19 @@ def _device(model) -> torch.device:
     return input_device(model)
 
 
+def bos_ids(tokenizer) -> list[int]:
+    """The BOS id, as the first token of every scored row, where the tokenizer adds one itself."""
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+        return [tokenizer.bos_token_id]
+    return []
+
+
 def continuation_rows(
     tokenizer, prefixes: Sequence[str], continuations: Sequence[str]
 ) -> tuple[list[list[int]], list[tuple[int, int]]]:
     """Token ids of each prefix + continuation (after the BOS where the tokenizer adds one), and the span of
     the continuation's tokens in its row."""
-    bos = (
-        [tokenizer.bos_token_id]
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
-        else []
-    )
+    bos = bos_ids(tokenizer)
     rows, spans = [], []
     for prefix, cont in zip(prefixes, continuations):
         a = bos + tokenizer(prefix, add_special_tokens=False)["input_ids"]
@@ -154,11 +157,7 @@ def choice_logprobs(
     once into a key-value cache, which is repeated for each option, and only the options' tokens run again.
     Every prompt has the same number of options.
     """
-    bos = (
-        [tokenizer.bos_token_id]
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
-        else []
-    )
+    bos = bos_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     k = len(options[0])
     out = np.zeros((len(prompts), k))
@@ -282,7 +281,7 @@ def first_token_kl(base_logprobs: torch.Tensor, edited_logprobs: torch.Tensor) -
 
 def sentence_boundary(tokenizer) -> str:
     """Text every scored sentence follows, so its first token is scored too (a document boundary)."""
-    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+    if bos_ids(tokenizer):
         return ""  # continuation_logprobs adds the BOS itself
     # Not a chat-special BOS (SmolLM2's is <|im_start|>): a newline is a neutral boundary in every vocabulary.
     return "\n"

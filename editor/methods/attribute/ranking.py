@@ -20,7 +20,7 @@ import torch
 from editor.core.model_info import ModelInfo
 from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, unlinked_in_fold
-from editor.evaluation.metrics import left_padded
+from editor.evaluation.metrics import bos_ids, left_padded
 from editor.methods.attribute.head_scores import attribute_batch
 
 TEMPLATE = "{X} people are"
@@ -51,11 +51,7 @@ def association_head_scores(
         chunk = rows[start : start + batch_size]
         prompts = [TEMPLATE.replace("{X}", x) for x, _, _ in chunk] + [TEMPLATE.replace("{X}", y) for _, y, _ in chunk]
         targets = [tokenizer(" " + a, add_special_tokens=False)["input_ids"][0] for _, _, a in chunk] * 2
-        bos = (
-            [tokenizer.bos_token_id]
-            if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
-            else []
-        )
+        bos = bos_ids(tokenizer)
         rows = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         ids, mask = left_padded(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         result = attribute_batch(

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from editor.data.world import AXES, Group, load_world
-from editor.evaluation.metrics import right_padded
+from editor.engines.placement import input_device
+from editor.evaluation.metrics import bos_ids, right_padded
 from editor.methods.fit.loop import FitInputs
 from editor.methods.statements.frames import HeadSource, statement_heads
 
@@ -58,9 +59,10 @@ class SwapContext:
     axis: str
 
 
-def build_groups(seegull: str | None = None) -> dict[str, list[Group]]:
-    """The world data's build-fold groups per axis: the only groups the objective ever names."""
-    data = load_world(seegull)
+def build_groups() -> dict[str, list[Group]]:
+    """The world data's build-fold groups per axis: the only groups the objective ever names (their names and
+    folds, not their stereotypes, so a SeeGULL file of one's own changes nothing here)."""
+    data = load_world()
     return {axis: [g for g in data.in_fold("build", axis)] for axis in AXES}
 
 
@@ -80,8 +82,6 @@ def generated_contexts(
 ) -> list[SwapContext]:
     """``count`` prompts about build-fold groups, each continued greedily by the (unedited) model; the group in the
     prompt becomes the slot again, so the continuation is compared across groups."""
-    from editor.engines.placement import input_device
-
     rng = random.Random(f"counterfactual:{seed}")
     drawn = []
     for _ in range(count):
@@ -135,11 +135,7 @@ class CounterfactualObjective:
 
     def loss(self, batch: list[tuple[SwapContext, list[Group]]]) -> torch.Tensor:
         tokenizer, model = self.inputs.tokenizer, self.inputs.model
-        bos = (
-            [tokenizer.bos_token_id]
-            if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
-            else []
-        )
+        bos = bos_ids(tokenizer)
         rows, spans = [], []
         for context, groups in batch:
             head, _, tail = context.text.partition("{" + context.slot + "}")
@@ -150,8 +146,6 @@ class CounterfactualObjective:
                 rows.append(prefix_ids + tail_ids)
                 # the positions that predict each tail token, and the word after the tail
                 spans.append((len(prefix_ids) - 1, len(prefix_ids) + len(tail_ids)))
-        from editor.engines.placement import input_device
-
         device = input_device(model)
         ids, mask = right_padded(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits

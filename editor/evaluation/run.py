@@ -58,7 +58,7 @@ from editor.evaluation.report import (
     render_markdown,
 )
 from editor.evaluation.settings import EvalSettings
-from editor.evaluation.world import WorldYardstick, draw_items
+from editor.evaluation.world import WorldYardstick
 from editor.io.atomic import replace_file, staged_directory, write_text
 
 FIGURE = "figures/eval.png"
@@ -152,9 +152,13 @@ def _prepare(settings: EvalSettings) -> _Data:
     if settings.world:
         from editor.data.world import load_world
 
-        world = load_world(settings.seegull)
-        data.world = WorldYardstick(
-            draw_items(world, "test", settings.world, settings.seed, settings.world_swaps), settings.batch_size
+        data.world = WorldYardstick.build(
+            load_world(settings.seegull),
+            "test",
+            settings.world,
+            seed=settings.seed,
+            swaps=settings.world_swaps,
+            batch_size=settings.batch_size,
         )
     if settings.generation:
         for name in settings.bias_names:

@@ -216,9 +216,16 @@ class WorldYardstick:
 
     @classmethod
     def build(
-        cls, data: WorldData, fold: Fold, sizes: dict[Shape, int], *, seed: int = 0, swaps: int = 1
+        cls,
+        data: WorldData,
+        fold: Fold,
+        sizes: dict[Shape, int],
+        *,
+        seed: int = 0,
+        swaps: int = 1,
+        batch_size: int = 32,
     ) -> WorldYardstick:
-        return cls(draw_items(data, fold, sizes, seed, swaps))
+        return cls(draw_items(data, fold, sizes, seed, swaps), batch_size)
 
     def measure(self, model, tokenizer) -> dict[str, ShapeScore]:
         """``"shape"`` (every axis) and ``"shape/axis"`` keys, for every shape with items."""

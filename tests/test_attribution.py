@@ -87,3 +87,59 @@ def test_presets_have_100_questions():
     for preset in PRESETS.values():
         questions = preset_questions(preset)
         assert len(set(questions)) >= 100 and all("{who}" in q for q in questions)
+
+
+@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe", "qwen3_moe"])
+def test_expert_scores_split_the_mlp_and_each_is_what_removing_the_expert_takes_away(case, tmp_path):
+    """In an MoE layer the experts' (and the shared expert's) direct effects add up to the MLP's; and the write an
+    expert is credited with is exactly what the MoE block's output loses when that expert is removed."""
+    from editor.core.hooks import hooked
+    from editor.edits import ScaleExperts
+
+    model = build_model(CASES[case])
+    info = Checkpoint.open(save_model(model, tmp_path / "m")).info()
+    ids, mask = left_padded_batch()
+    yb, yu = torch.tensor([5, 6, 7, 8]), torch.tensor([9, 10, 11, 12])
+    result = attribute_batch(model, info, ids, mask, yb, yu)
+    assert result.experts is not None and result.experts.shape == (4, info.num_layers, info.num_experts)
+    moe = [n for n in range(info.num_layers) if info.is_moe_layer(n)]
+    split = result.experts[:, moe].sum(-1) + result.shared_expert[:, moe]
+    assert abs(split - result.mlp[:, moe]).max() <= 1e-4
+    assert (result.experts[:, moe] != 0).sum(-1).max() <= 2  # top-2 routing: the rest were not picked
+    assert abs(result.experts[:, moe]).max() > 1e-3
+    if info.has_shared_expert(moe[0]):
+        assert abs(result.shared_expert[:, moe]).max() > 1e-4
+
+    layer = moe[-1]
+    expert = int(abs(result.experts[:, layer]).sum(0).argmax())
+    block = model.get_submodule(info.write_module(info.arch.mlp, layer))
+    fused = model.get_submodule(info.arch.experts.fused.format(layer=layer))
+    seen = {}
+    handles = [
+        block.register_forward_hook(lambda _m, _a, out: seen.__setitem__("out", out[:, -1])),
+        fused.register_forward_pre_hook(
+            lambda _m, a, k: seen.__setitem__(
+                "routed",
+                (
+                    a[0][ids.shape[1] - 1 :: ids.shape[1]],
+                    a[1][ids.shape[1] - 1 :: ids.shape[1]],
+                    a[2][ids.shape[1] - 1 :: ids.shape[1]],
+                ),
+            ),
+            with_kwargs=True,
+        ),
+    ]
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+            whole, routed = seen["out"], seen["routed"]
+            with hooked(model, [ScaleExperts(layer=layer, experts=[expert])], info):
+                model(input_ids=ids, attention_mask=mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    from editor.methods.attribute.head_scores import expert_writes
+
+    credited = expert_writes(model, info, layer, routed)[:, expert]
+    assert float((whole - seen["out"] - credited).abs().max()) <= 1e-5
+    assert float(credited.abs().max()) > 1e-3

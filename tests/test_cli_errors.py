@@ -160,10 +160,13 @@ def test_archs_prints_matrix():
         "phi3",
         "gpt_neox",
         "olmo2",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
     ):
         assert model_type in result.stdout
     markdown = wedit("archs", "--markdown").stdout
-    assert markdown.count("\n| ") == 10
+    assert markdown.count("\n| ") == 13
     assert "refused: model.layers.N.post_feedforward_layernorm normalises the mlp output" in markdown
 
 

@@ -73,13 +73,13 @@ def test_converter_table_is_what_the_converter_picks():
 def test_archs_llama_cpp_column():
     rows = matrix()
     # mean_heads carries the heads' means in an o_proj bias, which these graphs have no place for
-    no_attn_bias = {"gemma2", "gemma3_text", "olmo2", "qwen3"}
+    no_attn_bias = {"gemma2", "gemma3_text", "olmo2", "qwen3", "qwen3_moe"}
     assert all(rows[mt][LLAMA_CPP].status == "all" for mt in rows if mt not in no_attn_bias), {
         mt: rows[mt][LLAMA_CPP].render() for mt in rows
     }
     for mt in no_attn_bias:
         serving = rows[mt][LLAMA_CPP]
-        wanted = ["mean_heads", "residual_add attn"] if mt == "qwen3" else ["mean_heads"]
+        wanted = ["mean_heads", "residual_add attn"] if mt.startswith("qwen3") else ["mean_heads"]
         assert serving.status == "some" and [c for c, _ in serving.refused] == wanted, serving.render()
         assert all("attn_output.bias" in why and "src/models/" in why for _, why in serving.refused)
     assert "re-declar" not in rows["mistral"][LLAMA_CPP].render() and "llama" in rows["mistral"][LLAMA_CPP].render()
@@ -98,6 +98,13 @@ def test_verdicts_on_whole_checkpoints():
     verdict = llama_cpp_verdict("Gemma2ForCausalLM", ["lm_head.weight"], 1, whole=True, lm_head="lm_head.weight")
     assert not verdict.serves and "output.weight" in verdict.reason
     assert not llama_cpp_verdict("FalconForCausalLM", [], 1, whole=True).serves
+    # llama.cpp's qwen3moe always renormalises the picked experts' weights; transformers only with norm_topk_prob
+    moe = ["lm_head.weight"]
+    assert llama_cpp_verdict("Qwen3MoeForCausalLM", moe, 1, whole=True, config={"norm_topk_prob": True}).serves
+    for config in ({}, {"norm_topk_prob": False}):
+        verdict = llama_cpp_verdict("Qwen3MoeForCausalLM", moe, 1, whole=True, config=config)
+        assert not verdict.serves and "norm_topk_prob is false" in verdict.reason
+    assert "when norm_topk_prob is true" in matrix()["qwen3_moe"][LLAMA_CPP].render()
 
 
 def test_output_paths(tmp_path):

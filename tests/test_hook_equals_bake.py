@@ -21,7 +21,7 @@ from editor.core.architectures import get_arch
 from editor.core.capabilities import COLUMNS, capability
 from editor.core.hooks import hooked
 from editor.core.plan import Plan
-from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleHeads, ZeroHeads
+from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleExperts, ScaleHeads, ZeroHeads
 from editor.errors import RefusedEdit
 from editor.io.checkpoint import Checkpoint
 from editor.pipeline.export import export_checkpoint
@@ -37,7 +37,7 @@ def _vec(n: int, seed: int) -> list[float]:
 
 def make_edits(info, kind: str) -> list:
     h, d = info.hidden_size, info.head_dim
-    n_in_attn, n_in_mlp = info.num_heads * d, info.intermediate_size
+    n_in_attn, n_in_mlp = info.num_heads * d, info.writer_in_features(info.arch.mlp, 2)
     edits = {
         "zero_heads": [ZeroHeads(layer=1, heads=[0, 3]), ZeroHeads(layer=2, heads=[1])],
         "residual_add_attn": [ResidualAdd(layer=1, site="attn", vector=_vec(h, 1), scale=0.7)],
@@ -79,6 +79,19 @@ def make_edits(info, kind: str) -> list:
             ResidualAdd(layer=1, site="attn", vector=_vec(h, 21), scale=0.5),
             AblateDirection(direction=_vec(h, 22), strength=0.7),
         ],
+        # Mixtures of experts (refused on dense families): experts removed or scaled, a rank-1 update of one
+        # expert and of every routed expert, and both with an ablation of every writer in between.
+        "scale_experts": [
+            ScaleExperts(layer=0, experts=[0, 2], scale=0.0),
+            ScaleExperts(layer=2, experts=[1], scale=0.5),
+        ],
+        "rank_one_expert": [RankOne(layer=0, site="mlp", expert=3, u=_vec(h, 25), v=_vec(n_in_mlp, 26), scale=0.7)],
+        "experts_in_order": [
+            RankOne(layer=2, site="mlp", expert=1, u=_vec(h, 27), v=_vec(n_in_mlp, 28), scale=0.6),
+            ScaleExperts(layer=2, experts=[1, 0], scale=0.4),
+            AblateDirection(direction=_vec(h, 29), strength=0.8),
+            RankOne(layer=2, site="mlp", neuron=3, u=_vec(h, 30), scale=1.5),
+        ],
     }
     return edits[kind]
 
@@ -95,6 +108,9 @@ def column(kind: str) -> str | None:
         "ablate_mlp_only": "ablate_direction",
         "mean_heads": "mean_heads",
         "mean_then_scale_zero": "mean_heads",
+        "scale_experts": "scale_experts",
+        "rank_one_expert": "scale_experts",
+        "experts_in_order": "scale_experts",
     }.get(kind)
 
 
@@ -116,6 +132,9 @@ KINDS = [
     "scale_heads",
     "mean_then_scale_zero",
     "mean_with_output_edits",
+    "scale_experts",
+    "rank_one_expert",
+    "experts_in_order",
 ]
 
 
@@ -133,17 +152,52 @@ def expect_refused(info, kinds: list[str]) -> bool:
     return any(capability(info.arch, column(k)).status == "refused" for k in kinds if column(k))
 
 
+class Routing:
+    """The experts each MoE layer's router picks at every position during one forward pass."""
+
+    def __init__(self, model, info):
+        self.model, self.info, self.picked = model, info, {}
+
+    def __enter__(self):
+        experts = self.info.arch.experts
+        layers = [n for n in range(self.info.num_layers) if self.info.is_moe_layer(n)]
+        self.handles = [
+            self.model.get_submodule(experts.router.format(layer=n)).register_forward_hook(
+                lambda _m, _a, out, n=n: self.picked.__setitem__(n, out[-1].sort(-1).values)
+            )
+            for n in layers
+        ]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+
+def routed_logits(model, info) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Logits on the probe batch, and for an MoE model the experts picked at every position of every layer."""
+    if info.arch.experts is None:
+        return logits(model), {}
+    with Routing(model, info) as routing:
+        out = logits(model)
+    assert routing.picked, "no MoE layer ran"
+    return out, routing.picked
+
+
 def check_plan(model, path, info, edits, out) -> float:
-    """Export ``edits``, reload, and return max |hooked - baked| logits (or raise RefusedEdit)."""
+    """Export ``edits``, reload, and return max |hooked - baked| logits (or raise RefusedEdit). In an MoE model
+    the hooked and the baked model must also pick the same experts at every position of every layer."""
     with hooked(model, edits, info):
-        expected = logits(model)
+        expected, expected_routes = routed_logits(model, info)
     reference = logits(model)
     export_checkpoint(path, Plan(edits=edits), out, progress=False)
     baked, loading = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
     assert not loading["missing_keys"], loading["missing_keys"]
     assert not loading["unexpected_keys"], loading["unexpected_keys"]
     assert not loading["mismatched_keys"], loading["mismatched_keys"]
-    got = logits(baked.eval())
+    got, routes = routed_logits(baked.eval(), info)
+    for layer, picked in expected_routes.items():
+        assert torch.equal(picked, routes[layer]), f"layer {layer}: the baked model routes to other experts"
     # The edit must do something, or the comparison proves nothing.
     assert (expected - reference).abs().max() > 1e-3
     return float((expected - got).abs().max())
@@ -258,6 +312,7 @@ COLUMN_EDIT = {
     "residual_add mlp": "residual_add_mlp",
     "ablate_direction": "ablate_direction",
     "rank_one": "rank_one_head",
+    "scale_experts": "scale_experts",
 }
 
 
@@ -279,3 +334,42 @@ def test_the_matrix_refuses_exactly_what_the_bake_of_a_real_checkpoint_refuses(c
         assert (cell.status == "refused") == (refused is not None), (case, col, cell, refused)
         if refused is not None:
             assert cell.detail and cell.render().startswith("refused: "), (case, col)
+
+
+def test_shared_expert_edits_and_a_dense_layer_between_moe_layers(tiny_checkpoint, tmp_path):
+    """Qwen2-MoE: the shared expert (its output gated per token) scaled and updated, a rank-1 update of every
+    routed expert, and layer 1's dense MLP (mlp_only_layers) edited as a dense family's; experts named in a
+    dense layer, or past the count, are bad input."""
+    from editor.errors import EditorError
+
+    model, path = build_model(CASES["qwen2_moe"]), tiny_checkpoint("qwen2_moe")
+    info = Checkpoint.open(path).info()
+    h, shared = info.hidden_size, info.expert_width("shared")
+    edits = [
+        RankOne(layer=0, site="mlp", expert="shared", u=_vec(h, 40), v=_vec(shared, 41), scale=0.8),
+        ScaleExperts(layer=0, experts=["shared", 1], scale=0.3),
+        RankOne(layer=2, site="mlp", u=_vec(h, 42), v=_vec(info.expert_width(), 43), scale=0.5),
+        RankOne(layer=1, site="mlp", u=_vec(h, 44), v=_vec(info.intermediate_size, 45), scale=0.5),
+        AblateDirection(direction=_vec(h, 46), layers=[0, 1], embedding=False),
+    ]
+    err = check_plan(model, path, info, edits, tmp_path / "export")
+    assert err <= TOLERANCE, f"qwen2_moe shared expert: max logit error {err:.2e}"
+    for bad in (ScaleExperts(layer=1, experts=[0]), ScaleExperts(layer=0, experts=[4])):
+        with pytest.raises(EditorError, match="dense MLP|out of range"):
+            export_checkpoint(path, Plan(edits=[bad]), tmp_path / "bad", progress=False)
+    with pytest.raises(EditorError, match="no shared expert"):
+        hooked_info = Checkpoint.open(tiny_checkpoint("mixtral")).info()
+        ScaleExperts(layer=0, experts=["shared"]).validate_for(hooked_info)
+
+
+def test_diff_names_removed_and_scaled_experts(tiny_checkpoint, tmp_path):
+    from editor.pipeline.diff import diff_checkpoints
+
+    path = tiny_checkpoint("mixtral")
+    plan = Plan(edits=[ScaleExperts(layer=1, experts=[3, 0]), ScaleExperts(layer=2, experts=[2], scale=0.5)])
+    export_checkpoint(path, plan, tmp_path / "export", progress=False)
+    report = diff_checkpoints(path, tmp_path / "export", progress=False)
+    assert report.head_summary == ["layer 1: expert 0, expert 3 removed (zeroed)", "layer 2: expert 2 scaled by 0.5"]
+    text = report.render()
+    assert "model.layers.1.block_sparse_moe.experts.3.w2.weight" in text and "every change is explained" in text
+    assert "expert 2 of layer 2 scaled by 0.5" in text

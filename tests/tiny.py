@@ -34,6 +34,26 @@ def tiny_configs() -> dict[str, T.PretrainedConfig]:
         "gemma3_text": T.Gemma3TextConfig(**LLAMA_LIKE, head_dim=8),
         "phi3": T.Phi3Config(**LLAMA_LIKE),
         "olmo2": T.Olmo2Config(**LLAMA_LIKE),
+        # Mixtures of experts: every MLP routed (Mixtral); a shared expert and a dense layer 1 (Qwen2-MoE); q/k norms
+        # and routed experts narrower than the dense width (Qwen3-MoE).
+        "mixtral": T.MixtralConfig(**LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
+        "qwen2_moe": T.Qwen2MoeConfig(
+            **LLAMA_LIKE,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=24,
+            shared_expert_intermediate_size=40,
+            mlp_only_layers=[1],
+            tie_word_embeddings=False,
+        ),
+        "qwen3_moe": T.Qwen3MoeConfig(
+            **LLAMA_LIKE,
+            head_dim=8,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=24,
+            norm_topk_prob=True,
+        ),
         "gpt2": T.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64, **IDS),
         "gpt_neox": T.GPTNeoXConfig(
             vocab_size=VOCAB,

@@ -21,7 +21,7 @@ def register(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from editor.data.biases import get_preset
     from editor.errors import EditorError
-    from editor.methods.attribute.outputs import describe_choice, save_attribution
+    from editor.methods.attribute.outputs import describe_choice, describe_experts, save_attribution
     from editor.methods.attribute.pipeline import PromptEncoder, attribute_biases
 
     settings = from_flags(AttributeSettings, args)
@@ -37,5 +37,7 @@ def run(args: argparse.Namespace) -> int:
     results, union = analysis_run(args, work)
     for r in results:
         print(describe_choice(r))
+        if line := describe_experts(r):
+            print(line)
     print(f"wrote {args.out}: plan.json ({len(union)} heads), heatmaps, k curves, pairs")
     return 0

@@ -6,6 +6,9 @@ constant, and which norms sit around each block. Module paths are the ones the
 ``*ForCausalLM`` class in transformers uses; ``{layer}`` is filled in with the
 block index. Checkpoints on disk may store names without the base-model
 prefix (original GPT-2 does), which ``ModelInfo`` resolves.
+
+Long because it is the table itself: the types that describe a family, then one entry per family, each with
+the reasons its refusals give.
 """
 
 from __future__ import annotations
@@ -65,6 +68,34 @@ class Redeclare:
 
 
 @dataclass(frozen=True)
+class Experts:
+    """A mixture-of-experts MLP: a router picks ``top_k`` of ``count`` experts per token, and each picked expert's
+    down projection writes its output, times the router's weight, into the residual stream (beside a shared
+    expert's, when there is one). So the MLP's residual write is a sum of linear maps of per-token inputs, and
+    an edit of "the MLP output projection" is the same edit of every expert's down projection.
+
+    Checkpoints store one 2-D down projection per expert (``down``, on disk); transformers 5 fuses them into one
+    ``[experts, hidden, width]`` parameter of the ``fused`` module in memory, whose forward takes the tokens,
+    the picked experts and their weights.
+    """
+
+    block: str  # in memory: the sparse block; its output is the MLP's residual write
+    fused: str  # in memory: the experts module (gate_up_proj [E, 2W, H], down_proj [E, H, W], act_fn)
+    router: str  # in memory: returns (logits, top-k weights, top-k indices)
+    down: str  # on disk: one expert's down projection, ``{expert}`` filled in
+    # config.json names the count either way (transformers maps num_experts to num_local_experts for some
+    # families and writes the latter); the first key present is read
+    count_keys: tuple[str, ...]
+    width_key: str  # each routed expert's intermediate size
+    shared: str | None = None  # on disk and in memory: the shared expert's down projection
+    shared_width_key: str | None = None
+    # Qwen-MoE: layers listed in mlp_only_layers, or whose index + 1 is not a multiple of decoder_sparse_step,
+    # keep a dense MLP (the Writer's module)
+    dense_layers_key: str | None = None
+    sparse_step_key: str | None = None
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     model_type: str
     causal_lm_class: str
@@ -92,6 +123,7 @@ class ArchSpec:
     parallel_residual_key: str | None = None
     embedding_scaled: bool = False
     redeclare: Redeclare | None = None
+    experts: Experts | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def writer(self, site: str) -> Writer:
@@ -132,6 +164,7 @@ def _llama_like(
     tied: bool = False,
     embedding_scaled: bool = False,
     redeclare: Redeclare | None = None,
+    experts: Experts | None = None,
     notes: tuple[str, ...] = (),
 ) -> ArchSpec:
     layers = "model.layers"
@@ -160,6 +193,7 @@ def _llama_like(
         tied_by_default=tied,
         embedding_scaled=embedding_scaled,
         redeclare=redeclare,
+        experts=experts,
         notes=notes,
     )
 
@@ -266,6 +300,64 @@ _register(
         notes=("no pre-norms: block outputs are RMS-normalised after o_proj/down_proj",),
     )
 )
+_NO_EXPERT_BIAS = "no expert's down projection (nor a dense layer's) has a bias, and no config key gives them one"
+
+
+def _moe(on_disk: str, width_key: str, *, shared: bool = False, dense_layers: bool = False) -> Experts:
+    block = "model.layers.{layer}.mlp"
+    return Experts(
+        block=block,
+        fused=f"{block}.experts",
+        router=f"{block}.gate",
+        down=f"model.layers.{{layer}}.{on_disk}.experts.{{expert}}"
+        + (".w2" if on_disk == "block_sparse_moe" else ".down_proj"),
+        count_keys=("num_local_experts", "num_experts"),
+        width_key=width_key,
+        shared=f"{block}.shared_expert.down_proj" if shared else None,
+        shared_width_key="shared_expert_intermediate_size" if shared else None,
+        dense_layers_key="mlp_only_layers" if dense_layers else None,
+        sparse_step_key="decoder_sparse_step" if dense_layers else None,
+    )
+
+
+_register(
+    _llama_like(
+        "mixtral",
+        "MixtralForCausalLM",
+        attn_bias=BiasRule("never", reason=_NO_BIAS),
+        mlp_bias=BiasRule("never", reason=_NO_EXPERT_BIAS),
+        extra_pre_norms=_PRE_NORMS,
+        experts=_moe("block_sparse_moe", "intermediate_size"),
+        notes=(
+            "every layer's MLP is num_local_experts experts (w1/w3/w2 on disk), num_experts_per_tok picked per token",
+        ),
+    )
+)
+_register(
+    _llama_like(
+        "qwen2_moe",
+        "Qwen2MoeForCausalLM",
+        attn_bias=BiasRule("never", reason="Qwen2-MoE has q/k/v biases only; o_proj is built with bias=False"),
+        mlp_bias=BiasRule("never", reason=_NO_EXPERT_BIAS),
+        extra_pre_norms=_PRE_NORMS,
+        experts=_moe("mlp", "moe_intermediate_size", shared=True, dense_layers=True),
+        notes=(
+            "a shared expert, scaled per token by sigmoid(shared_expert_gate), writes beside the routed experts",
+            "layers in mlp_only_layers (or off the decoder_sparse_step) keep a dense MLP",
+        ),
+    )
+)
+_register(
+    _llama_like(
+        "qwen3_moe",
+        "Qwen3MoeForCausalLM",
+        attn_bias=_LLAMA_ATTENTION_BIAS,
+        mlp_bias=BiasRule("never", reason=_NO_EXPERT_BIAS),
+        extra_pre_norms=_PRE_NORMS,
+        experts=_moe("mlp", "moe_intermediate_size", dense_layers=True),
+        notes=("layers in mlp_only_layers (or off the decoder_sparse_step) keep a dense MLP",),
+    )
+)
 _register(
     ArchSpec(
         model_type="phi3",
@@ -332,6 +424,15 @@ _register(
 )
 
 
+# Families people ask for that the table leaves out, and why (one line each, in the refusal).
+NOT_YET = {
+    "gpt_oss": "its released checkpoints store the experts MXFP4-quantized and fused (blocks and scales per "
+    "layer), which no exact float edit of a down projection can be written back into; dequantize to bf16 first "
+    "and the checkpoint is still one fused tensor per layer with biases, which editor does not edit yet",
+    "olmoe": "llama.cpp's OLMoE graph does not take grouped KV heads, and editor has no tiny-model proof of it yet",
+}
+
+
 def supported_model_types() -> list[str]:
     return sorted(ARCHITECTURES)
 
@@ -342,6 +443,8 @@ def get_arch(model_type: str | None, where: str = "config.json") -> ArchSpec:
             f"{where}: model_type 'gemma3' is the multimodal Gemma-3; editor supports the text-only "
             "Gemma3ForCausalLM (model_type 'gemma3_text'): export its text model first"
         )
+    if model_type in NOT_YET:
+        raise EditorError(f"{where}: model_type {model_type!r} is not supported: {NOT_YET[model_type]}")
     spec = ARCHITECTURES.get(model_type or "")
     if spec is None:
         raise EditorError(

@@ -155,6 +155,8 @@ class BakeProgram:
 
     def bias_name(self, writer: Writer, layer: int) -> str | None:
         """The writer's bias tensor if it exists or the plan creates it, else None."""
+        if writer.site == "mlp" and self.info.is_moe_layer(layer):
+            return None  # experts have no bias (the mlp site's rule says why)
         module = writer.module.format(layer=layer)
         if self.info.has_tensor(module, "bias"):
             return self.info.tensor_name(module, "bias")
@@ -175,6 +177,9 @@ class BakeProgram:
                 "before the residual add, so no bias there is a constant residual add"
             )
         rule = writer.bias
+        if writer.site == "mlp" and info.is_moe_layer(layer) and arch.experts is not None:  # rule: "never"
+            experts = arch.experts.down.format(layer=layer, expert="E")
+            raise RefusedEdit(f"{arch.model_type}: {experts} cannot carry a bias: {rule.reason}")
         if rule.mode == "always":
             return info.tensor_name(writer.module.format(layer=layer), "bias")
         if rule.mode == "config_key":

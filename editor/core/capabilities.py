@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from editor.core.architectures import ARCHITECTURES, ArchSpec, get_arch
-from editor.core.gguf_rules import llama_cpp_verdict
+from editor.core.gguf_rules import CONFIG_RULES, llama_cpp_verdict
 from editor.core.model_info import ModelInfo, TensorMeta
 from editor.errors import EditorError
 
@@ -30,9 +30,10 @@ COLUMNS = (
     "residual_add mlp",
     "ablate_direction",
     "rank_one",
+    "scale_experts",
 )
 LLAMA_CPP = "llama.cpp"
-_HIDDEN, _HEADS, _INTER, _VOCAB = 8, 2, 16, 16
+_HIDDEN, _HEADS, _INTER, _VOCAB, _EXPERTS = 8, 2, 16, 16, 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ def probe_info(arch: ArchSpec) -> ModelInfo:
         config[arch.kv_heads_key] = _HEADS
     if arch.head_dim_key:
         config[arch.head_dim_key] = _HIDDEN // _HEADS
+    experts = arch.experts
+    if experts:
+        config.update({experts.count_keys[0]: _EXPERTS, experts.width_key: _INTER})
+        if experts.shared_width_key:
+            config[experts.shared_width_key] = _INTER
     tensors: dict[str, TensorMeta] = {}
 
     def add(module: str, shape: tuple[int, ...], param: str = "weight") -> None:
@@ -77,6 +83,11 @@ def probe_info(arch: ArchSpec) -> ModelInfo:
                 add(writer.module, (_HIDDEN,), "bias")
             for sibling in writer.bias.siblings:
                 add(sibling, (_HIDDEN, _HIDDEN))
+    if experts:  # the probe's one layer is an MoE layer
+        for expert in range(_EXPERTS):
+            add(experts.down.replace("{expert}", str(expert)), (_HIDDEN, _INTER))
+        if experts.shared:
+            add(experts.shared, (_HIDDEN, _INTER))
     for name in arch.embeddings:
         add(name, (_VOCAB, _HIDDEN))
     for name in (arch.final_norm, *arch.pre_norms):
@@ -85,7 +96,7 @@ def probe_info(arch: ArchSpec) -> ModelInfo:
 
 
 def _probe_edits(column: str, info: ModelInfo) -> list[Any]:
-    from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleHeads, ZeroHeads
+    from editor.edits import AblateDirection, MeanHeads, RankOne, ResidualAdd, ScaleExperts, ScaleHeads, ZeroHeads
 
     unit = [1.0] + [0.0] * (info.hidden_size - 1)
     probes: dict[str, Callable[[], list[Any]]] = {
@@ -96,6 +107,7 @@ def _probe_edits(column: str, info: ModelInfo) -> list[Any]:
         "residual_add mlp": lambda: [ResidualAdd(layer=0, site="mlp", vector=unit)],
         "ablate_direction": lambda: [AblateDirection(direction=unit, strength=1.0)],
         "rank_one": lambda: [RankOne(layer=0, site="attn", head=0, u=unit, v=[1.0] * info.head_dim)],
+        "scale_experts": lambda: [ScaleExperts(layer=0, experts=[0], scale=0.5)],
     }
     return probes[column]()
 
@@ -122,6 +134,9 @@ def capability(arch: ArchSpec, column: str) -> Capability:
         return Capability("exact", "unties a tied lm_head")
     if column.startswith("residual_add") or column == "mean_heads":
         return Capability("exact", "existing bias")
+    if arch.experts and column in ("ablate_direction", "scale_experts"):
+        shared = " and the shared expert's" if arch.experts.shared else ""
+        return Capability("exact", f"every expert's down projection{shared}" if column == "ablate_direction" else "")
     return Capability("exact")
 
 
@@ -132,13 +147,15 @@ class Serving:
     status: Literal["all", "some", "none"]
     gguf_arch: str
     refused: tuple[tuple[str, str], ...] = ()  # (column, reason)
+    needs: tuple[str, ...] = ()  # config.json values the graph assumes (gguf_rules.CONFIG_RULES)
 
     def render(self) -> str:
+        needs = f", when {' and '.join(self.needs)}" if self.needs else ""
         if self.status == "all":
-            return f"every exact edit loads (GGUF arch {self.gguf_arch})"
+            return f"every exact edit loads (GGUF arch {self.gguf_arch}{needs})"
         reasons = "; ".join(f"{column}: {reason}" for column, reason in self.refused)
         head = "no edit loads" if self.status == "none" else "the other edits load"
-        return f"{head} (GGUF arch {self.gguf_arch}); refused: {reasons}"
+        return f"{head} (GGUF arch {self.gguf_arch}{needs}); refused: {reasons}"
 
 
 def llama_cpp_serving(arch: ArchSpec) -> Serving:
@@ -164,7 +181,12 @@ def llama_cpp_serving(arch: ArchSpec) -> Serving:
         if not verdict.serves:
             refused.append((column, verdict.reason))
     status: Literal["all", "some", "none"] = "all" if not refused else "none" if len(refused) == accepted else "some"
-    return Serving(status, " / ".join(dict.fromkeys(archs)), tuple(refused))
+    needs = tuple(
+        f"{rule.key} is {str(rule.value).lower()}"
+        for gguf in dict.fromkeys(archs)
+        for rule in CONFIG_RULES.get(gguf, ())
+    )
+    return Serving(status, " / ".join(dict.fromkeys(archs)), tuple(refused), needs)
 
 
 def matrix() -> dict[str, dict[str, Capability | Serving]]:

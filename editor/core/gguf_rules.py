@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 CONVERTER_ARCH = {
     "LlamaForCausalLM": "llama",
@@ -38,6 +39,9 @@ CONVERTER_ARCH = {
     "Olmo2ForCausalLM": "olmo2",
     "GPT2LMHeadModel": "gpt2",
     "GPTNeoXForCausalLM": "gptneox",
+    "MixtralForCausalLM": "llama",
+    "Qwen2MoeForCausalLM": "qwen2moe",
+    "Qwen3MoeForCausalLM": "qwen3moe",
 }
 
 _QKV = frozenset({"attn_qkv.bias", "attn_q.bias", "attn_k.bias", "attn_v.bias"})  # create_tensor_qkv
@@ -67,6 +71,8 @@ GRAPHS = {
     "gemma3": Graph("gemma3.cpp", _QKV | {"output.weight"}),
     "phi3": Graph("phi3.cpp", _QKV | {"output.weight"}),
     "olmo2": Graph("olmo2.cpp", _QKV, required=frozenset({"output.weight"})),
+    "qwen2moe": Graph("qwen2moe.cpp", _QKV, required=frozenset({"output.weight"})),
+    "qwen3moe": Graph("qwen3moe.cpp", _QKV | {"output.weight"}),
     "gpt2": Graph(
         "gpt2.cpp",
         frozenset({"output.weight"}),
@@ -76,6 +82,32 @@ GRAPHS = {
         "gptneox.cpp",
         frozenset(),
         required=frozenset({"attn_qkv.bias", "attn_output.bias", "ffn_down.bias", "ffn_up.bias", "output.weight"}),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ConfigRule:
+    """A config.json value a llama.cpp graph computes as if it were always set that way: a checkpoint with
+    another value converts and loads, and then computes another function."""
+
+    key: str
+    value: Any
+    default: Any  # what transformers assumes when config.json omits the key
+    why: str
+
+
+# Measured on tiny random checkpoints against transformers (fp32, greedy): with the other value the GGUF loads and
+# its continuations differ.
+CONFIG_RULES: dict[str, tuple[ConfigRule, ...]] = {
+    "qwen3moe": (
+        ConfigRule(
+            "norm_topk_prob",
+            True,
+            False,
+            "llama.cpp's qwen3moe graph always renormalises the picked experts' router weights (the GGUF has no "
+            "flag for it), and this checkpoint's norm_topk_prob is false",
+        ),
     ),
 }
 
@@ -106,7 +138,13 @@ def _layer_pattern(tensor: str) -> str:
 
 
 def llama_cpp_verdict(
-    architecture: str, tensors: Iterable[str], n_layers: int, *, whole: bool, lm_head: str | None = None
+    architecture: str,
+    tensors: Iterable[str],
+    n_layers: int,
+    *,
+    whole: bool,
+    lm_head: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Verdict:
     """Whether llama.cpp converts and loads a checkpoint of HF class ``architecture`` holding ``tensors``.
 
@@ -115,6 +153,7 @@ def llama_cpp_verdict(
     ``lm_head``: the checkpoint's own (untied) output matrix, if it has one. It counts as output.weight even where
     the converter has no name for it: Gemma-2's converter drops lm_head.weight, so its GGUF would read the
     output from the embedding, another model.
+    ``config``: the checkpoint's config.json, checked against ``CONFIG_RULES`` (a probe passes none).
     """
     gguf_arch = CONVERTER_ARCH.get(architecture)
     if gguf_arch is None:
@@ -136,6 +175,9 @@ def llama_cpp_verdict(
                 f"{where} creates no {kind} (from {_layer_pattern(tensor)}), and llama.cpp refuses a GGUF "
                 "holding a tensor its graph does not create",
             )
+    for rule in CONFIG_RULES.get(gguf_arch, ()):
+        if config is not None and config.get(rule.key, rule.default) != rule.value:
+            return Verdict(False, gguf_arch, rule.why)
     missing = sorted(graph.required - present.keys()) if whole else []
     if missing:
         return Verdict(False, gguf_arch, f"{where} requires {missing[0]}, which this checkpoint does not have")

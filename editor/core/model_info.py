@@ -8,10 +8,13 @@ the data), so edits can be validated and planned without loading weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from editor.core.architectures import ArchSpec, Writer, get_arch
-from editor.errors import EditorError
+from editor.errors import EditorError, RefusedEdit
+
+Expert = int | Literal["shared"]
+"""A routed expert's index, or the shared expert of an MoE layer that has one."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,102 @@ class ModelInfo:
         return out
 
     def writer_weight(self, writer: Writer, layer: int) -> str:
+        """The one weight of a dense writer (an MoE layer's MLP has several: ``writer_weights``)."""
+        if writer.site == "mlp" and self.is_moe_layer(layer):
+            raise EditorError(
+                f"internal: layer {layer}'s MLP is a mixture of experts; ask for writer_weights or expert_weight"
+            )
         return self.tensor_name(writer.module.format(layer=layer))
 
-    def writer_in_features(self, writer: Writer) -> int:
-        return self.head_dim * self.num_heads if writer.site == "attn" else self.intermediate_size
+    def writer_in_features(self, writer: Writer, layer: int | None = None, expert: Expert | None = None) -> int:
+        """Input width of the writer's projection (in an MoE layer's MLP: of one routed expert, or the shared one)."""
+        if writer.site == "attn":
+            return self.head_dim * self.num_heads
+        if layer is not None and self.is_moe_layer(layer):
+            return self.expert_width(expert)
+        return self.intermediate_size
+
+    # ---- mixture of experts -------------------------------------------------
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether block ``layer``'s MLP is routed experts (the rule transformers' decoder layer applies)."""
+        experts = self.arch.experts
+        if experts is None:
+            return False
+        if experts.dense_layers_key and layer in (self.config.get(experts.dense_layers_key) or []):
+            return False
+        step = self._size(experts.sparse_step_key, default=1) if experts.sparse_step_key else 1
+        return self.num_experts > 0 and (layer + 1) % step == 0
+
+    @property
+    def num_experts(self) -> int:
+        experts = self.arch.experts
+        if experts is None:
+            return 0
+        key = next((k for k in experts.count_keys if self.config.get(k) is not None), experts.count_keys[0])
+        return self._size(key)
+
+    def has_shared_expert(self, layer: int) -> bool:
+        return self.is_moe_layer(layer) and self.arch.experts is not None and self.arch.experts.shared is not None
+
+    def expert_width(self, expert: Expert | None = None) -> int:
+        experts = self.arch.experts
+        if experts is None:
+            raise EditorError(f"internal: {self.arch.model_type} has no experts")
+        if expert == "shared":
+            return self._size(experts.shared_width_key)
+        return self._size(experts.width_key)
+
+    def check_expert(self, layer: int, expert: Expert) -> None:
+        if self.arch.experts is None:
+            raise RefusedEdit(f"{self.arch.model_type}: every MLP is dense; there are no experts to edit")
+        if not self.is_moe_layer(layer):
+            raise EditorError(
+                f"layer {layer} has a dense MLP (mlp_only_layers / decoder_sparse_step in config.json): no experts "
+                "to edit; pick an MoE layer"
+            )
+        if expert == "shared":
+            if not self.has_shared_expert(layer):
+                raise EditorError(f"this {self.arch.model_type} model has no shared expert; name a routed expert")
+        elif not 0 <= expert < self.num_experts:
+            raise EditorError(
+                f"expert {expert} is out of range: layer {layer} has {self.num_experts} experts (0..{self.num_experts - 1})"
+            )
+
+    def expert_weight(self, layer: int, expert: Expert) -> str:
+        """The on-disk down projection of one routed expert, or of the shared expert."""
+        experts = self.arch.experts
+        assert experts is not None
+        if expert == "shared":
+            assert experts.shared is not None
+            return self.tensor_name(experts.shared.format(layer=layer))
+        return self.tensor_name(experts.down.format(layer=layer, expert=expert))
+
+    def expert_list(self, layer: int) -> list[Expert]:
+        """Every expert that writes layer ``layer``'s MLP output: the routed ones, then the shared one."""
+        routed: list[Expert] = list(range(self.num_experts))
+        return routed + (["shared"] if self.has_shared_expert(layer) else [])
+
+    def writer_weights(self, writer: Writer, layer: int) -> list[str]:
+        """Every on-disk weight whose output the writer adds to the residual stream (each routed expert's down
+        projection and the shared expert's, in an MoE layer's MLP)."""
+        if writer.site == "mlp" and self.is_moe_layer(layer):
+            return [self.expert_weight(layer, e) for e in self.expert_list(layer)]
+        return [self.writer_weight(writer, layer)]
+
+    def write_module(self, writer: Writer, layer: int) -> str:
+        """The module (in transformers' model) whose output is the writer's residual write."""
+        if writer.site == "mlp" and self.is_moe_layer(layer):
+            assert self.arch.experts is not None
+            return self.arch.experts.block.format(layer=layer)
+        return writer.module.format(layer=layer)
+
+    def output_modules(self, writer: Writer, layer: int) -> list[str]:
+        """The modules whose outputs sum to the writer's residual write: the writer itself, or in an MoE layer's
+        MLP the fused routed experts and the shared expert's down projection. A hook that edits the write goes
+        on these, beside the hooks that edit one expert, so that every hook of an expert fires in plan order."""
+        experts = self.arch.experts
+        if writer.site == "mlp" and self.is_moe_layer(layer) and experts is not None:
+            return [experts.fused.format(layer=layer)] + (
+                [experts.shared.format(layer=layer)] if experts.shared else []
+            )
+        return [writer.module.format(layer=layer)]

@@ -31,8 +31,13 @@ def expected_shapes(info: ModelInfo) -> Iterator[tuple[str, str, Shape, bool]]:
     arch, hidden, vocab = info.arch, info.hidden_size, _vocab(info)
     for layer in range(info.num_layers):
         for writer in arch.writers:
+            if writer.site == "mlp" and info.is_moe_layer(layer):
+                for expert in info.expert_list(layer):  # one down projection per expert (the shared one's own width)
+                    module = info.expert_weight(layer, expert).removesuffix(".weight")
+                    yield module, "weight", (hidden, info.expert_width(expert)), True
+                continue
             module = writer.module.format(layer=layer)
-            inner = info.writer_in_features(writer)
+            inner = info.writer_in_features(writer, layer)
             yield module, "weight", (hidden, inner) if writer.orientation == "out_in" else (inner, hidden), True
             yield module, "bias", (hidden,), False
             if writer.output_norm:

@@ -12,15 +12,25 @@ from editor.edits.base import Edit
 from editor.edits.mean_heads import MeanHeads
 from editor.edits.rank_one import RankOne
 from editor.edits.residual_add import ResidualAdd
+from editor.edits.scale_experts import ScaleExperts
 from editor.edits.scale_heads import ScaleHeads
 from editor.edits.zero_heads import ZeroHeads
 
 AnyEdit = Annotated[
-    ZeroHeads | MeanHeads | ScaleHeads | ResidualAdd | AblateDirection | RankOne | AddToken,
+    ZeroHeads | MeanHeads | ScaleHeads | ResidualAdd | AblateDirection | RankOne | AddToken | ScaleExperts,
     Field(discriminator="kind"),
 ]
 EDIT_ADAPTER: TypeAdapter[AnyEdit] = TypeAdapter(AnyEdit)
-EDIT_KINDS = ("zero_heads", "mean_heads", "scale_heads", "residual_add", "ablate_direction", "rank_one", "add_token")
+EDIT_KINDS = (
+    "zero_heads",
+    "mean_heads",
+    "scale_heads",
+    "residual_add",
+    "ablate_direction",
+    "rank_one",
+    "add_token",
+    "scale_experts",
+)
 
 __all__ = [
     "AblateDirection",
@@ -32,6 +42,7 @@ __all__ = [
     "MeanHeads",
     "RankOne",
     "ResidualAdd",
+    "ScaleExperts",
     "ScaleHeads",
     "ZeroHeads",
 ]

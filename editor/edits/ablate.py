@@ -28,7 +28,11 @@ def writer_modules(info: ModelInfo, layers: list[int], sites: list[str] | None, 
     """The modules whose outputs a direction is projected out of: the writers of ``layers`` at ``sites`` (every
     writer when None), then the embeddings when ``embedding``."""
     modules = [
-        w.module.format(layer=layer) for layer in layers for w in info.arch.writers if sites is None or w.site in sites
+        module
+        for layer in layers
+        for w in info.arch.writers
+        if sites is None or w.site in sites
+        for module in info.output_modules(w, layer)
     ]
     return modules + (list(info.arch.embeddings) if embedding else [])
 
@@ -108,11 +112,11 @@ class AblateDirection(Edit):
 
         for layer in self._layers(info):
             for writer in self._writers(info):
-                weight = info.writer_weight(writer, layer)
-                if writer.orientation == "out_in":
-                    program.add_op(weight, OUTPUT_SIDE, project_rows_out, label)
-                else:
-                    program.add_op(weight, OUTPUT_SIDE, project_cols_out, label, rowwise=True)
+                for weight in info.writer_weights(writer, layer):  # an MoE MLP: every expert's down projection
+                    if writer.orientation == "out_in":
+                        program.add_op(weight, OUTPUT_SIDE, project_rows_out, label)
+                    else:
+                        program.add_op(weight, OUTPUT_SIDE, project_cols_out, label, rowwise=True)
                 bias = program.bias_name(writer, layer)
                 if bias is not None:
                     program.add_op(bias, OUTPUT_SIDE, project_vec, label)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from editor.core.bake import OUTPUT_SIDE, BakeProgram, block_rows
-from editor.core.model_info import ModelInfo
+from editor.core.model_info import Expert, ModelInfo
 from editor.edits.base import Edit, as_array, check_vector
+from editor.edits.experts import expert_input, fused_args, routing_weight
 from editor.errors import EditorError
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ class RankOne(Edit):
     spans only that attention head's ``head_dim`` columns of W_O; with
     ``neuron`` it is one MLP neuron's down_proj column, and ``v`` is a single
     number (1.0 when omitted). This is Steer2Edit's ``ΔW = λ u kᵀ``.
+
+    In a mixture-of-experts layer the MLP has one down projection per expert:
+    ``expert`` picks one (an index, or ``"shared"``), and without it every
+    routed expert gets the same update (``v`` and ``neuron`` then index one
+    expert's width). Each expert's update is scaled by the router's weight for
+    it, as its output is.
     """
 
     kind: Literal["rank_one"] = "rank_one"
@@ -43,6 +50,8 @@ class RankOne(Edit):
     scale: float = 1.0
     head: int | None = None
     neuron: int | None = None
+    # Left out of the JSON when omitted, so plans and manifests written before the field existed stay byte-identical.
+    expert: int | Literal["shared"] | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _target_matches_site(self) -> RankOne:
@@ -50,6 +59,8 @@ class RankOne(Edit):
             raise ValueError("'head' needs site 'attn'")
         if self.neuron is not None and self.site != "mlp":
             raise ValueError("'neuron' needs site 'mlp'")
+        if self.expert is not None and self.site != "mlp":
+            raise ValueError("'expert' needs site 'mlp'")
         if self.v is None and self.neuron is None:
             raise ValueError("'v' is required unless 'neuron' is given")
         return self
@@ -60,8 +71,17 @@ class RankOne(Edit):
             return slice(self.head * d, (self.head + 1) * d), d, "head_dim"
         if self.neuron is not None:
             return slice(self.neuron, self.neuron + 1), 1, "single neuron (1)"
-        n = info.writer_in_features(info.arch.writer(self.site))
+        n = info.writer_in_features(info.arch.writer(self.site), self.layer, self.expert)
         return slice(0, n), n, f"{self.site} output-projection input size"
+
+    def _moe(self, info: ModelInfo) -> bool:
+        return self.site == "mlp" and info.is_moe_layer(self.layer)
+
+    def _experts(self, info: ModelInfo) -> list[Expert]:
+        """The experts whose down projections the update goes into (every routed one unless ``expert`` names one)."""
+        if self.expert is not None:
+            return [self.expert]
+        return list(range(info.num_experts))
 
     def _v(self) -> np.ndarray:
         return as_array(self.v if self.v is not None else [1.0])
@@ -70,10 +90,14 @@ class RankOne(Edit):
         info.check_layer(self.layer)
         if self.head is not None:
             info.check_head(self.head)
-        if self.neuron is not None and not 0 <= self.neuron < info.intermediate_size:
+        if self.expert is not None:
+            info.check_expert(self.layer, self.expert)
+        width = info.writer_in_features(info.arch.mlp, self.layer, self.expert)
+        if self.neuron is not None and not 0 <= self.neuron < width:
             raise EditorError(
-                f"neuron {self.neuron} is out of range: the MLP has {info.intermediate_size} neurons "
-                f"(0..{info.intermediate_size - 1})"
+                f"neuron {self.neuron} is out of range: the MLP"
+                + (" expert" if self._moe(info) else "")
+                + f" has {width} neurons (0..{width - 1})"
             )
         check_vector(self.u, info.hidden_size, f"rank_one u (layer {self.layer})")
         _, size, size_name = self._input_slice(info)
@@ -92,12 +116,17 @@ class RankOne(Edit):
                 w[meet[0], :] += delta.T[meet[1]]
             return w
 
+        if self._moe(info):
+            for expert in self._experts(info):
+                program.add_op(
+                    info.expert_weight(self.layer, expert), OUTPUT_SIDE, update, self.describe(), rowwise=True
+                )
+            return
         program.add_op(info.writer_weight(writer, self.layer), OUTPUT_SIDE, update, self.describe(), rowwise=True)
 
     def hook(self, model, info: ModelInfo):
         import torch
 
-        module = model.get_submodule(info.arch.writer(self.site).module.format(layer=self.layer))
         sl, _, _ = self._input_slice(info)
         u, v = torch.from_numpy(as_array(self.u))[:, None], torch.from_numpy(self._v())[:, None]
 
@@ -105,7 +134,26 @@ class RankOne(Edit):
             # args are what the projection received, after any head masks.
             return low_rank_update(args[0][..., sl], output, u, v, self.scale)
 
-        return [module.register_forward_hook(add)]
+        experts = info.arch.experts
+        if not self._moe(info) or self.expert == "shared":
+            name = (
+                experts.shared if self._moe(info) and experts and experts.shared else info.arch.writer(self.site).module
+            )
+            return [model.get_submodule(name.format(layer=self.layer)).register_forward_hook(add)]
+        assert experts is not None
+        routed = [e for e in self._experts(info) if e != "shared"]
+
+        def add_to_experts(module, args, kwargs, output):
+            # the fused module's output is each picked expert's down projection times its router weight, summed
+            hidden, index, weights = fused_args(args, kwargs)
+            for expert in routed:
+                h = expert_input(module, hidden, expert)
+                change = low_rank_update(h[..., sl], torch.zeros_like(output), u, v, self.scale)
+                output = output + routing_weight(index, weights, expert)[:, None].to(output.dtype) * change
+            return output
+
+        fused = model.get_submodule(experts.fused.format(layer=self.layer))
+        return [fused.register_forward_hook(add_to_experts, with_kwargs=True)]
 
     def describe(self) -> str:
         target = (
@@ -115,5 +163,7 @@ class RankOne(Edit):
             if self.neuron is not None
             else f"{'attention' if self.site == 'attn' else 'MLP'} output projection"
         )
+        if self.expert is not None:
+            target += " of the shared expert" if self.expert == "shared" else f" of expert {self.expert}"
         norm = float(np.linalg.norm(as_array(self.u)) * np.linalg.norm(self._v())) * abs(self.scale)
         return f"layer {self.layer}: rank-1 update (norm {norm:.3g}) of the {target}"

@@ -39,6 +39,8 @@ class TensorDiff:
     scaled_heads: list[tuple[int, float]] = field(default_factory=list)
     mean_ablated_heads: list[int] = field(default_factory=list)  # among zeroed_heads: their mean went into the bias
     only_zeroed_heads: bool = False  # nothing changed but the listed heads' columns (zeroed or scaled)
+    expert: str | None = None  # "expert 3" or "the shared expert": whose down projection this is, in an MoE layer
+    expert_scale: float | None = None  # B's weight is A's times this number (0: the expert was removed)
     all_zero: bool | None = None
     explained_by: list[str] = field(default_factory=list)
     non_finite: str | None = None  # why there is no norm or rank: NaN/Inf counts, or a float32 overflow
@@ -69,6 +71,9 @@ class TensorDiff:
             heads.append(", ".join(f"head {h} scaled by {f:.3g}" for h, f in self.scaled_heads))
         if heads:
             parts.append(" and ".join(heads) + ("" if self.only_zeroed_heads else " plus other changes"))
+        if self.expert_scale is not None:
+            effect = "removed (zeroed)" if self.expert_scale == 0 else f"scaled by {self.expert_scale:.3g}"
+            parts.append(f"{self.expert} of layer {self.layer} {effect}")
         return "; ".join(parts)
 
 
@@ -193,9 +198,24 @@ def _writer_index(info: ModelInfo | None) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
     for layer in range(info.num_layers):
         for writer in info.arch.writers:
-            if info.has_tensor(writer.module.format(layer=layer)):
+            if writer.site == "mlp" and info.is_moe_layer(layer):
+                for expert in info.expert_list(layer):
+                    name = "the shared expert" if expert == "shared" else f"expert {expert}"
+                    out[info.expert_weight(layer, expert)] = (layer, name)
+            elif info.has_tensor(writer.module.format(layer=layer)):
                 out[info.writer_weight(writer, layer)] = (layer, writer.site)
     return out
+
+
+def _scale_of(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """The number f with B = f A, when there is one (up to B's storage rounding), else None."""
+    fa, fb = a.double().flatten(), b.double().flatten()
+    norm = float(fa.norm())
+    if norm == 0.0:
+        return None
+    factor = float(fa @ fb) / norm**2
+    # bf16 rounds each value by at most 2^-9 of itself; a scale leaves no other change behind
+    return round(factor, 4) if float((fb - factor * fa).norm()) <= 4e-3 * norm else None
 
 
 def _info(ckpt: Checkpoint) -> ModelInfo | None:
@@ -281,7 +301,9 @@ def diff_checkpoints(a_dir: Path, b_dir: Path, progress: bool = True) -> DiffRep
             entry = _changed(name, ta, tb, b.metas[name].dtype)
             if name in writers and entry.non_finite is None:
                 entry.layer, site = writers[name]
-                if site == "attn" and info is not None:
+                if site.endswith("expert") or site.startswith("expert "):
+                    entry.expert, entry.expert_scale = site, _scale_of(ta, tb)
+                elif site == "attn" and info is not None:
                     changes = head_changes(ta.float(), tb.float(), info, b.metas[name].dtype)
                     entry.zeroed_heads, entry.scaled_heads = changes.zeroed, changes.scaled
                     entry.only_zeroed_heads = changes.only_heads
@@ -294,7 +316,7 @@ def diff_checkpoints(a_dir: Path, b_dir: Path, progress: bool = True) -> DiffRep
         for key in sorted(set(a.config) | set(b.config))
         if key not in _IGNORED_CONFIG_KEYS and a.config.get(key) != b.config.get(key)
     }
-    heads = _head_summary(diffs, info, read_a, read_b)
+    heads = _head_summary(diffs, info, read_a, read_b) + _expert_summary(diffs)
     unexplained, edits = _explain(manifest, diffs)
     return DiffReport(str(a_dir), str(b_dir), diffs, unchanged, config, heads, unexplained, edits, non_finite)
 
@@ -315,6 +337,19 @@ def _head_summary(diffs: list[TensorDiff], info: ModelInfo | None, read_a: _Read
             dtype = read_b.ckpt.metas[bias].dtype
             d.mean_ablated_heads = mean_ablated(read_a.get(d.name), d.zeroed_heads, before, after, info, dtype)
         lines += head_lines(d.layer, HeadChanges(d.zeroed_heads, d.scaled_heads), d.mean_ablated_heads)
+    return lines
+
+
+def _expert_summary(diffs: list[TensorDiff]) -> list[str]:
+    """One line per MoE layer and factor: the experts whose down projections were only scaled (or zeroed)."""
+    groups: dict[tuple[int, float], list[str]] = {}
+    for d in diffs:
+        if d.expert_scale is not None and d.layer is not None:
+            groups.setdefault((d.layer, d.expert_scale), []).append(d.expert or "")
+    lines = []
+    for (layer, factor), names in sorted(groups.items()):
+        effect = "removed (zeroed)" if factor == 0 else f"scaled by {factor:.3g}"
+        lines.append(f"layer {layer}: {', '.join(names)} {effect}")
     return lines
 
 

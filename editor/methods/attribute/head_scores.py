@@ -16,6 +16,12 @@ of every W_O (the concatenated head outputs), every writer's output, the
 embeddings and the final residual. No head is re-run. Completeness holds by
 construction and is tested: embeddings + heads + output biases + MLPs (+ the
 final LayerNorm's bias) sum to the model's logit difference.
+
+In a mixture-of-experts layer the MLP's write is split the same way: expert
+``e`` writes ``w_e W_e h_e`` at the last position (its router weight times its
+down projection of its own input, recomputed from what the fused experts
+module received), and the shared expert writes the rest. Experts the router
+did not pick at that position score 0.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 import torch
 
 from editor.core.model_info import ModelInfo
+from editor.edits.experts import expert_input, fused_args, routing_weight
 from editor.engines.placement import execution_device, input_device, weight_of
 
 
@@ -37,6 +44,10 @@ class BatchAttribution:
     embeddings: np.ndarray  # [batch]
     constant: np.ndarray  # [batch]: the final LayerNorm's bias
     total: np.ndarray  # [batch]: d · final_norm(x), the logit difference before any soft-capping
+    # Mixture-of-experts models: each routed expert's share of ``mlp`` [batch, layers, experts] and the shared
+    # expert's [batch, layers] (zeros in dense layers); None for a dense model.
+    experts: np.ndarray | None = None
+    shared_expert: np.ndarray | None = None
 
     def component_sum(self) -> np.ndarray:
         return self.heads.sum((1, 2)) + self.attn_bias.sum(1) + self.mlp.sum(1) + self.embeddings + self.constant
@@ -75,13 +86,17 @@ class _Capture:
         self.mlp_out: dict[int, torch.Tensor] = {}
         self.emb: list[torch.Tensor] = []
         self.final: torch.Tensor | None = None
+        self.routed: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # MoE: last-position inputs
         self.handles = []
 
     def __enter__(self) -> _Capture:
         arch, m = self.info.arch, self.model
         for layer in range(self.info.num_layers):
             attn = m.get_submodule(arch.attn.module.format(layer=layer))
-            mlp = m.get_submodule(arch.mlp.module.format(layer=layer))
+            mlp = m.get_submodule(self.info.write_module(arch.mlp, layer))
+            if self.info.is_moe_layer(layer) and arch.experts is not None:
+                fused = m.get_submodule(arch.experts.fused.format(layer=layer))
+                self.handles.append(fused.register_forward_pre_hook(self._routing(layer, mlp), with_kwargs=True))
             self.handles.append(
                 attn.register_forward_pre_hook(lambda _m, a, i=layer: self.z.__setitem__(i, a[0][:, -1].float()))
             )
@@ -102,6 +117,31 @@ class _Capture:
     def __exit__(self, *exc) -> None:
         for h in self.handles:
             h.remove()
+
+    def _routing(self, layer: int, block: torch.nn.Module):
+        """Keep the fused experts' inputs at each row's last position (the block flattened [batch, seq] tokens)."""
+        shape: dict[str, int] = {}
+        self.handles.append(block.register_forward_pre_hook(lambda _m, a: shape.__setitem__("seq", a[0].shape[1])))
+
+        def keep(_module, args, kwargs):
+            hidden, index, weights = fused_args(args, kwargs)
+            last = torch.arange(shape["seq"] - 1, len(hidden), shape["seq"], device=hidden.device)
+            self.routed[layer] = (hidden[last], index[last], weights[last])
+
+        return keep
+
+
+@torch.no_grad()
+def expert_writes(model: torch.nn.Module, info: ModelInfo, layer: int, routed) -> torch.Tensor:
+    """[batch, experts, hidden]: what each routed expert wrote at the last position (0 where it was not picked)."""
+    assert info.arch.experts is not None
+    fused = model.get_submodule(info.arch.experts.fused.format(layer=layer))
+    hidden, index, weights = routed
+    writes = []
+    for expert in range(info.num_experts):
+        down = torch.nn.functional.linear(expert_input(fused, hidden, expert), fused.down_proj[expert])
+        writes.append(routing_weight(index, weights, expert)[:, None].to(down.dtype) * down)
+    return torch.stack(writes, 1).float()
 
 
 def _writer_weight(
@@ -158,6 +198,9 @@ def attribute_batch(
     heads = torch.zeros(len(d), info.num_layers, n_heads)
     attn_bias = torch.zeros(len(d), info.num_layers)
     mlp = torch.zeros(len(d), info.num_layers)
+    moe = info.arch.experts is not None
+    experts = torch.zeros(len(d), info.num_layers, max(info.num_experts, 1))
+    shared = torch.zeros(len(d), info.num_layers)
     for layer in range(info.num_layers):
         for site, out in (("attn", cap.attn_out[layer].cpu()), ("mlp", cap.mlp_out[layer].cpu())):
             writer = arch.writer(site)
@@ -170,6 +213,10 @@ def attribute_batch(
                 read = readout * post_gain.cpu() / _scale(out, post_centred, _eps(post))
             if site == "mlp":
                 mlp[:, layer] = (out * read).sum(-1)
+                if layer in cap.routed:
+                    writes = expert_writes(model, info, layer, cap.routed[layer]).cpu()
+                    experts[:, layer] = (writes * read[:, None]).sum(-1)
+                    shared[:, layer] = mlp[:, layer] - experts[:, layer].sum(-1)  # zero without a shared expert
                 continue
             weight, bias = _writer_weight(model, info, "attn", layer)
             projected = read @ weight.cpu()  # [B, heads * head_dim]: each head's readout direction
@@ -179,5 +226,12 @@ def attribute_batch(
                 attn_bias[:, layer] = (bias.cpu() * read).sum(-1)
     embeddings = sum((e.cpu() * readout).sum(-1) for e in cap.emb)
     return BatchAttribution(
-        heads.numpy(), attn_bias.numpy(), mlp.numpy(), np.asarray(embeddings), constant.numpy(), total.numpy()
+        heads.numpy(),
+        attn_bias.numpy(),
+        mlp.numpy(),
+        np.asarray(embeddings),
+        constant.numpy(),
+        total.numpy(),
+        experts.numpy() if moe else None,
+        shared.numpy() if moe else None,
     )

@@ -58,6 +58,8 @@ SUMMARY_KEYS = (
     "removal",
     "heads",
     "gap_after",
+    "experts",
+    "expert_gap_after",
 )
 
 
@@ -75,6 +77,8 @@ def save_attribution(
         entry["base"] = _damage(r.base)
         entry["saturation"] = _damage(r.saturation) | {"heads": r.saturation.get("heads", [])}
         entry["chosen"] = _damage(r.chosen) if r.chosen else None
+        if r.expert_scores:
+            entry["top_experts"] = top_experts(r, 5)
         biases.append(entry)
     summary = {
         "model": model,
@@ -84,7 +88,48 @@ def save_attribution(
         "union_heads": union,
     }
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    expert_edits = _expert_union(results)
+    if expert_edits:  # a separate plan: experts and heads are chosen against the same budget, each on its own
+        write_text(out / "experts_plan.json", Plan(edits=expert_edits).to_json() + "\n")
     return union
+
+
+def _expert_union(results: Sequence[BiasAttribution]) -> list[Edit]:
+    """Every bias's chosen expert removal in one plan (one scale_experts per layer)."""
+    from editor.methods.attribute.experts import removal_edits
+
+    chosen = sorted({(int(layer), int(expert)) for r in results for layer, expert in r.experts})
+    return list(removal_edits(chosen))
+
+
+def top_experts(r: BiasAttribution, count: int) -> list[dict]:
+    """The ``count`` experts with the largest mean contrastive effect, strongest first."""
+    scores = np.asarray(r.expert_scores)
+    # exactly 0: a dense layer's row, or an expert the router never picked on these prompts
+    order = [i for i in np.argsort(-scores, axis=None) if scores.flat[i] != 0.0][:count]
+    return [
+        {"layer": int(i // scores.shape[1]), "expert": int(i % scores.shape[1]), "score": float(scores.flat[i])}
+        for i in order
+    ]
+
+
+def describe_experts(r: BiasAttribution) -> str | None:
+    """The experts' scores beside the heads', and what removing the robust top experts did (None: a dense model)."""
+    if not r.expert_scores:
+        return None
+    top = ", ".join(f"L{e['layer']}E{e['expert']} {e['score']:+.3f}" for e in top_experts(r, 5))
+    line = f"{r.bias}: top experts by contrastive direct effect: {top}"
+    if not r.experts and r.baseline_gap <= 0:
+        return line + f"; the held-out gap ({r.baseline_gap:.3f}) shows no stereotype to remove, none removed"
+    if not r.experts:
+        return line + "; no expert removal lowers the gap by 5% within the damage budget, none removed"
+    chosen = next(p for p in r.expert_points if [tuple(h) for h in p["heads"]] == [tuple(e) for e in r.experts])
+    base = r.base.get("perplexity") or 0.0
+    names = ", ".join(f"L{layer}E{expert}" for layer, expert in r.experts)
+    return (
+        f"{line}; removing {len(r.experts)} ({names}): gap {r.baseline_gap:.3f} -> {r.expert_gap_after:.3f}, "
+        f"perplexity {chosen['perplexity']:.2f} ({chosen['perplexity'] / base - 1:+.1%}) -> experts_plan.json"
+    )
 
 
 def _damage(point: dict) -> dict:

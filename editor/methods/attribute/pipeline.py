@@ -83,17 +83,27 @@ def _batches(items: Sequence, size: int):
         yield items[start : start + size]
 
 
+@dataclass
+class Effects:
+    """Direct effects on logit(y_b) - logit(y_u), one row per prompt."""
+
+    heads: np.ndarray  # [prompts, layers, heads]
+    experts: np.ndarray | None  # [prompts, layers, experts]; None for a dense model
+
+
 def head_effects(
     model, info: ModelInfo, encoder: PromptEncoder, prompts: list[str], yb: int, yu: int, batch_size: int
-) -> np.ndarray:
-    """[len(prompts), layers, heads] direct effects on logit(y_b) - logit(y_u)."""
-    out = []
+) -> Effects:
+    """The heads' (and a mixture of experts' experts') direct effects on every prompt."""
+    heads, experts = [], []
     for chunk in _batches(prompts, batch_size):
         ids, mask = encoder.encode(chunk)
         n = len(chunk)
         result = attribute_batch(model, info, ids, mask, torch.full((n,), yb), torch.full((n,), yu))
-        out.append(result.heads)
-    return np.concatenate(out)
+        heads.append(result.heads)
+        if result.experts is not None:
+            experts.append(result.experts)
+    return Effects(np.concatenate(heads), np.concatenate(experts) if experts else None)
 
 
 @torch.no_grad()
@@ -149,6 +159,13 @@ class BiasAttribution:
     heads: list[tuple[int, int]] = field(default_factory=list)
     gap_after: float = 0.0
     edits: list[dict] = field(default_factory=list)  # the chosen removal's edits (means inline)
+    # Mixture-of-experts models (empty for a dense one): mean contrastive expert effects [layers, experts], the
+    # expert-removal sweep's points, and the chosen removal (nothing when no point is inside the budget)
+    expert_scores: list[list[float]] = field(default_factory=list)
+    expert_points: list[dict] = field(default_factory=list)
+    experts: list[tuple[int, int]] = field(default_factory=list)
+    expert_gap_after: float | None = None
+    expert_edits: list[dict] = field(default_factory=list)
 
 
 def k_grid(k_max: int) -> list[int]:
@@ -245,12 +262,15 @@ def attribute_bias(
         model, info, encoder, [q.replace("{who}", f"people from {target}") for q in train], yb, yu, batch_size
     )
     seed_scores: list[np.ndarray] = []
+    expert_seed_scores: list[np.ndarray] = []
     pairs_log: list[ContrastivePair] = []
     for seed in tqdm(range(seeds), desc=f"{bias}: seeds", disable=not progress):
         pairs = build_pairs(train, target, biased_answer, unbiased_answer, seed=seed, exclude=(eval_target,))
         keep = sorted(random.Random(seed).sample(range(len(pairs)), max(1, int(subset * len(pairs)))))
         other = head_effects(model, info, encoder, [pairs[i].unbiased_prompt for i in keep], yb, yu, batch_size)
-        seed_scores.append((target_effects[keep] - other).mean(0))
+        seed_scores.append((target_effects.heads[keep] - other.heads).mean(0))
+        if target_effects.experts is not None and other.experts is not None:
+            expert_seed_scores.append((target_effects.experts[keep] - other.experts).mean(0))
         pairs_log += [pairs[i] for i in keep]
 
     eval_pairs = build_pairs(held_out, eval_target, biased_answer, unbiased_answer, seed=1000)
@@ -261,6 +281,8 @@ def attribute_bias(
     inputs = _sweep_inputs(model, info, encoder, settings, bias, seed_scores, result.baseline_gap, progress)
     inputs.gap = lambda: stereotype_gap(model, encoder, eval_pairs, yb, yu, batch_size)
     points, best = _sweep_and_choose(model, inputs, settings, result)
+    if expert_seed_scores:
+        _experts_and_choose(model, inputs, expert_seed_scores, result)
     if out is not None:
         from editor.methods.attribute.outputs import write_bias_artifacts
 
@@ -290,6 +312,18 @@ def _sweep_and_choose(
     else:
         result.gap_after = result.baseline_gap
     return points, best
+
+
+def _experts_and_choose(model, inputs: SweepInputs, seed_scores: list[np.ndarray], result: BiasAttribution) -> None:
+    """Score the experts, sweep their removal and record the chosen one in ``result`` (see ``attribute.experts``)."""
+    from editor.methods.attribute.experts import expert_sweep, removal_edits
+
+    result.expert_scores = np.mean(seed_scores, axis=0).tolist()
+    points, best = expert_sweep(model, inputs, seed_scores, result.baseline_gap)
+    result.expert_points = [asdict(p) for p in points]
+    if best is not None:
+        result.experts, result.expert_gap_after = list(best.heads), best.gap
+        result.expert_edits = [e.model_dump() for e in removal_edits(best.heads)]
 
 
 def _sweep_inputs(

@@ -67,6 +67,13 @@ def fit_unlink(
     info = inputs.info
     layers = sorted(set(layers)) if layers else default_unlink_layers(info.num_layers)
     inner = info.intermediate_size
+    moe = [layer for layer in layers if info.is_moe_layer(layer)]
+    if moe:
+        raise EditorError(
+            f"unlink_mlp fits one dense MLP down projection per layer, and layer {moe[0]} of this "
+            f"{info.arch.model_type} model is a mixture of experts; fit erase_identity, or list dense layers in "
+            "unlink_mlp.layers"
+        )
     for layer in layers:  # refused here, not after minutes of fitting
         RankOne(layer=layer, site="mlp", u=[0.0] * info.hidden_size, v=[0.0] * inner).validate_for(info)
     modules = [info.arch.writer("mlp").module.format(layer=layer) for layer in layers]

@@ -67,10 +67,12 @@ def capture(
                 mid = store[f"x{layer}"].float() + store[f"a{layer}"].float()
                 after_attention[rows, layer] = (mid * weights).sum(1).cpu().numpy()
                 z = (store[f"z{layer}"].float() * weights).sum(1).cpu().numpy()
-                m = (store[f"m{layer}"].float() * weights).sum(1).cpu().numpy()
                 for c in (0, 1):
                     sums[c][0][layer] += z[cls == c].sum(0)
-                    sums[c][1][layer] += m[cls == c].sum(0)
+                if f"m{layer}" in store:  # a dense MLP's neurons (an MoE layer's stay zero: see _recorded)
+                    m = (store[f"m{layer}"].float() * weights).sum(1).cpu().numpy()
+                    for c in (0, 1):
+                        sums[c][1][layer] += m[cls == c].sum(0)
             for c in (0, 1):
                 counts[c] += int((cls == c).sum())
     return Activations(
@@ -103,8 +105,11 @@ def _recorded(
             )
         attn = model.get_submodule(arch.attn.module.format(layer=layer))
         handles.append(attn.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"z{i}", a[0])))
-        mlp = model.get_submodule(arch.mlp.module.format(layer=layer))
-        handles.append(mlp.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"m{i}", a[0])))
+        if not info.is_moe_layer(layer):
+            # An MoE layer has no one down projection whose inputs are "the neurons": its experts' neurons are
+            # each read by a few tokens only, so neuron statistics (and Steer2Edit's neuron edits) skip it.
+            mlp = model.get_submodule(arch.mlp.module.format(layer=layer))
+            handles.append(mlp.register_forward_pre_hook(lambda _m, a, i=layer: store.__setitem__(f"m{i}", a[0])))
         if after_attention:
             handles.append(block.register_forward_pre_hook(_block_input(store, layer), with_kwargs=True))
             # What the attention sub-block adds to the stream: its output norm's output where it has one.
@@ -161,6 +166,7 @@ def generic_stats(
                     residual[layer] += (x.T @ x).numpy()
                 z = store[f"z{layer}"][0, skip:].double().cpu().reshape(-1, heads, d)
                 head_m[layer] += torch.einsum("thi,thj->hij", z, z).numpy()
-                neuron_m[layer] += (store[f"m{layer}"][0, skip:].double().cpu() ** 2).sum(0).numpy()
+                if f"m{layer}" in store:
+                    neuron_m[layer] += (store[f"m{layer}"][0, skip:].double().cpu() ** 2).sum(0).numpy()
     count = max(count, 1)
     return GenericStats({k: v / count for k, v in residual.items()}, head_m / count, neuron_m / count, count)

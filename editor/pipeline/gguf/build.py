@@ -53,7 +53,7 @@ def verdict_for(info: ModelInfo, tensors: Iterable[str], config: dict[str, Any])
     names = list(tensors)
     tied = config.get(info.arch.tie_key, info.arch.tied_by_default)
     head = next((n for n in names if n.endswith(f"{info.arch.lm_head}.weight")), None) if not tied else None
-    return llama_cpp_verdict(architecture, names, info.num_layers, whole=True, lm_head=head)
+    return llama_cpp_verdict(architecture, names, info.num_layers, whole=True, lm_head=head, config=config)
 
 
 def check_export(export_dir: Path) -> Verdict:

@@ -1,0 +1,127 @@
+"""Mixtures of experts in the stock engines (slow: borrows the built-in SmolLM2's tokenizer, which vLLM and the
+GGUF converter need): a tiny random checkpoint of each MoE family, edited in its experts, its heads and every
+writer, exported, served by vLLM's CPU backend (`wedit verify --vllm`, fp32) and converted to GGUF and run in
+llama.cpp, each against transformers on the same export.
+
+The tiny models have 2 heads of size 32: vLLM's CPU attention has no kernel for heads of 16. The Qwen3-MoE sets
+norm_topk_prob, as the released checkpoints do (llama.cpp's graph always renormalises; see gguf_rules).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_cli_errors import wedit
+from tests.test_gguf_archs import _export_f32_gguf
+
+pytestmark = pytest.mark.slow
+HIDDEN, VOCAB = 64, 49152
+FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
+
+
+def _config(family: str):
+    import transformers as T
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        num_experts_per_tok=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    if family == "mixtral":
+        return T.MixtralConfig(**common, num_local_experts=4, sliding_window=None)
+    if family == "qwen2_moe":
+        moe = dict(moe_intermediate_size=64, shared_expert_intermediate_size=128, use_sliding_window=False)
+        return T.Qwen2MoeConfig(**common, num_experts=4, **moe)
+    return T.Qwen3MoeConfig(**common, num_experts=4, moe_intermediate_size=64, norm_topk_prob=True)
+
+
+def _tiny(family: str, folder: Path, tokenizer_dir: Path) -> Path:
+    import torch
+    import transformers as T
+
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(_config(family), dtype=torch.float32)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.5, 1.5)
+            else:
+                param.normal_(0.0, 0.15)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def _plan(family: str) -> list[dict]:
+    rng = np.random.default_rng(3)
+
+    def vec(n: int, norm: float) -> list[float]:
+        v = rng.standard_normal(n)
+        return (v / np.linalg.norm(v) * norm).tolist()
+
+    width = 128 if family == "mixtral" else 64
+    plan = [
+        {"kind": "scale_experts", "layer": 0, "experts": [1], "scale": 0.0},
+        {"kind": "rank_one", "layer": 1, "site": "mlp", "expert": 2, "u": vec(HIDDEN, 2), "v": vec(width, 1)},
+        {"kind": "zero_heads", "layer": 1, "heads": [1]},
+        {"kind": "ablate_direction", "direction": vec(HIDDEN, 1), "layers": [0]},
+    ]
+    if family == "qwen2_moe":
+        plan.append({"kind": "scale_experts", "layer": 1, "experts": ["shared", 0], "scale": 0.5})
+    return plan
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def export(request, smollm2_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp(request.param)
+    base = _tiny(request.param, work / "base", smollm2_dir)
+    (work / "plan.json").write_text(json.dumps(_plan(request.param)))
+    yield request.param, _export_f32_gguf(base, work / "plan.json", work / f"tiny-{request.param}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_vllm_serves_the_export_as_transformers_does(export):
+    family, out = export
+    result = wedit("verify", str(out), "--vllm", "--max-new-tokens", "8")
+    print("\n" + result.stdout[-1500:])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    verification = json.loads((out / "editor_manifest.json").read_text())["verification"]
+    tf, vl = verification["transformers"], verification["vllm"]
+    assert tf["passed"] and tf["max_logit_error"] <= 1e-4, tf  # the export equals the hooked base
+    assert vl["prompts"] == 8 and vl["identical"] == 8, (family, vl)
+
+
+def test_llama_cpp_runs_the_gguf_as_transformers_does(export):
+    from transformers import AutoTokenizer
+
+    from editor.pipeline.gguf.verify import LlamaCpp, transformers_greedy
+    from editor.pipeline.verify import PROBE_PROMPTS
+
+    family, out = export
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = [tokenizer(p)["input_ids"] for p in PROBE_PROMPTS]
+    firsts, continuations = transformers_greedy(out, ids, 8)
+    engine = LlamaCpp(out / f"{out.name}-f32.gguf", 64, 1)
+    runs = [engine.greedy(i, 8) for i in ids]
+    engine.close()
+    diff = max(float(np.abs(a - b).max()) for a, (b, _) in zip(firsts, runs))
+    same = sum(c == tokens for c, (_, tokens) in zip(continuations, runs))
+    manifest = json.loads((out / "editor_manifest.json").read_text())
+    print(f"\n{family} -> {manifest['gguf']['gguf_arch']}: max |dlogp| {diff:.1e}, {same}/{len(ids)} identical")
+    assert same == len(ids) == 8 and diff < 1e-2
+    expected = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}
+    assert manifest["gguf"]["gguf_arch"] == expected[family]

@@ -163,10 +163,12 @@ def test_archs_prints_matrix():
         "mixtral",
         "qwen2_moe",
         "qwen3_moe",
+        "gemma3",
+        "llava",
     ):
         assert model_type in result.stdout
     markdown = wedit("archs", "--markdown").stdout
-    assert markdown.count("\n| ") == 13
+    assert markdown.count("\n| ") == 15
     assert "refused: model.layers.N.post_feedforward_layernorm normalises the mlp output" in markdown
 
 

@@ -73,7 +73,7 @@ def test_converter_table_is_what_the_converter_picks():
 def test_archs_llama_cpp_column():
     rows = matrix()
     # mean_heads carries the heads' means in an o_proj bias, which these graphs have no place for
-    no_attn_bias = {"gemma2", "gemma3_text", "olmo2", "qwen3", "qwen3_moe"}
+    no_attn_bias = {"gemma2", "gemma3", "gemma3_text", "olmo2", "qwen3", "qwen3_moe"}
     assert all(rows[mt][LLAMA_CPP].status == "all" for mt in rows if mt not in no_attn_bias), {
         mt: rows[mt][LLAMA_CPP].render() for mt in rows
     }

@@ -17,7 +17,7 @@ from editor.io.checkpoint import Checkpoint
 from editor.methods.import_vectors import read_vectors, write_llamacpp_gguf
 from editor.pipeline.export import export_checkpoint
 from tests.test_cli_errors import assert_clean_failure, wedit
-from tests.tiny import build_model, logits, save_model, tiny_configs
+from tests.tiny import auto_class, build_model, logits, save_model, tiny_configs
 
 CASES = tiny_configs()
 
@@ -51,7 +51,7 @@ def test_gguf_hook_equals_bake(case, tmp_path):
         for h in handles:
             h.remove()
     export_checkpoint(base, Plan(edits=edits), tmp_path / "out", progress=False)
-    got = logits(AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval())
+    got = logits(auto_class(config).from_pretrained(tmp_path / "out", dtype=torch.float32).eval())
     assert float((expected - logits(model)).abs().max()) > 1e-3
     assert float((expected - got).abs().max()) <= 1e-4
 

@@ -21,6 +21,19 @@ LLAMA_LIKE = dict(
 )
 
 
+VISION = dict(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16
+)
+
+
+def auto_class(config: T.PretrainedConfig):
+    """The transformers Auto class the architecture table names for this model type (a wrapper's is not the
+    causal-LM one)."""
+    from editor.core.architectures import get_arch
+
+    return getattr(T, get_arch(config.model_type).auto_class)
+
+
 def tiny_configs() -> dict[str, T.PretrainedConfig]:
     """One config per case; the key is a test id, the config's model_type says the architecture."""
     return {
@@ -53,6 +66,21 @@ def tiny_configs() -> dict[str, T.PretrainedConfig]:
             num_experts_per_tok=2,
             moe_intermediate_size=24,
             norm_topk_prob=True,
+        ),
+        # Multimodal wrappers: a language model of a dense family under a tiny vision tower and projector.
+        "gemma3": T.Gemma3Config(
+            text_config=T.Gemma3TextConfig(**LLAMA_LIKE, head_dim=8).to_dict(),
+            vision_config=T.SiglipVisionConfig(**VISION, vision_use_head=False).to_dict(),
+            mm_tokens_per_image=4,
+            image_token_index=VOCAB - 1,
+            boi_token_index=VOCAB - 3,
+            eoi_token_index=VOCAB - 2,
+        ),
+        "llava": T.LlavaConfig(
+            text_config=T.LlamaConfig(**LLAMA_LIKE, tie_word_embeddings=False).to_dict(),
+            vision_config=T.CLIPVisionConfig(**VISION, projection_dim=16).to_dict(),
+            image_token_index=VOCAB - 1,
+            vision_feature_layer=-1,
         ),
         "gpt2": T.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64, **IDS),
         "gpt_neox": T.GPTNeoXConfig(
@@ -120,7 +148,7 @@ def char_tokenizer():
 def build_model(config: T.PretrainedConfig, seed: int = 0) -> torch.nn.Module:
     """A model whose weights are large enough that a wrong bake shows up far above fp32 noise."""
     torch.manual_seed(seed)
-    model = T.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = auto_class(config).from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):

@@ -27,12 +27,14 @@ def register(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from editor.pipeline.card import write_card
-    from editor.pipeline.verify import record, verify_transformers, verify_vllm
+    from editor.pipeline.verify import multimodal_request, record, verify_transformers, verify_vllm
 
     settings = from_flags(VerifySettings, args)
     if args.dir.endswith(".gguf"):
         return _gguf_file(Path(args.dir), args, settings.max_new_tokens)
     out = Path(args.dir)
+    if settings.vllm and (out / "config.json").is_file():
+        multimodal_request(out, "wedit verify --vllm")  # what vLLM cannot load is refused before any work
     check = verify_transformers(out, base=args.base)
     manifest = record(out, "transformers", check)
     print(f"transformers: {check.describe()}")

@@ -13,7 +13,7 @@ the reasons its refusals give.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from editor.errors import EditorError
@@ -124,6 +124,12 @@ class ArchSpec:
     embedding_scaled: bool = False
     redeclare: Redeclare | None = None
     experts: Experts | None = None
+    # A multimodal wrapper: config.json keeps the language model's sizes in this section, the transformers class
+    # loads with this Auto class, and the checkpoint may store a module under another prefix (memory, disk).
+    text_config: str | None = None
+    text_model_types: tuple[str, ...] = ()  # the text_config model types the wrapper entry describes
+    auto_class: str = "AutoModelForCausalLM"
+    disk_prefixes: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def writer(self, site: str) -> Writer:
@@ -433,16 +439,67 @@ NOT_YET = {
 }
 
 
+def _wrapped(
+    inner: ArchSpec, model_type: str, cls: str, *, auto_class: str, tied: bool, notes: tuple[str, ...]
+) -> ArchSpec:
+    """A multimodal checkpoint whose language model is ``inner``'s, under ``model.language_model`` in memory;
+    on disk under that name or the older ``language_model.model`` (lm_head: ``language_model.lm_head``)."""
+
+    def moved(path: str) -> str:
+        return "model.language_model." + path.removeprefix("model.") if path.startswith("model.") else path
+
+    def writer(w: Writer) -> Writer:
+        bias = replace(w.bias, siblings=tuple(moved(s) for s in w.bias.siblings))
+        norm = moved(w.output_norm) if w.output_norm else None
+        return replace(w, module=moved(w.module), bias=bias, output_norm=norm)
+
+    return replace(
+        inner,
+        model_type=model_type,
+        causal_lm_class=cls,
+        layers=moved(inner.layers),
+        attn=writer(inner.attn),
+        mlp=writer(inner.mlp),
+        embeddings=tuple(moved(e) for e in inner.embeddings),
+        final_norm=moved(inner.final_norm),
+        pre_norms=tuple(moved(n) for n in inner.pre_norms),
+        tied_by_default=tied,
+        redeclare=None,
+        text_config="text_config",
+        text_model_types=(inner.model_type,),
+        auto_class=auto_class,
+        disk_prefixes=(("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head.")),
+        notes=notes,
+    )
+
+
+_register(
+    _wrapped(
+        ARCHITECTURES["gemma3_text"],
+        "gemma3",
+        "Gemma3ForConditionalGeneration",
+        auto_class="AutoModelForImageTextToText",
+        tied=True,
+        notes=("Gemma-3 4B and larger: the gemma3_text model under a vision tower; only its tensors are edited",),
+    )
+)
+_register(
+    _wrapped(
+        ARCHITECTURES["llama"],
+        "llava",
+        "LlavaForConditionalGeneration",
+        auto_class="AutoModelForImageTextToText",
+        tied=False,
+        notes=("LLaVA with a Llama language model; the vision tower and projector are copied byte for byte",),
+    )
+)
+
+
 def supported_model_types() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
 def get_arch(model_type: str | None, where: str = "config.json") -> ArchSpec:
-    if model_type == "gemma3":
-        raise EditorError(
-            f"{where}: model_type 'gemma3' is the multimodal Gemma-3; editor supports the text-only "
-            "Gemma3ForCausalLM (model_type 'gemma3_text'): export its text model first"
-        )
     if model_type in NOT_YET:
         raise EditorError(f"{where}: model_type {model_type!r} is not supported: {NOT_YET[model_type]}")
     spec = ARCHITECTURES.get(model_type or "")

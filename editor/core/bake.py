@@ -189,7 +189,7 @@ class BakeProgram:
             raise RefusedEdit(
                 f"{arch.model_type}: {writer.module.format(layer=layer)} cannot carry a bias: {rule.reason}"
             )
-        blocking = [k for k in redeclare.requires_unset if info.config.get(k) not in (None, False)]
+        blocking = [k for k in redeclare.requires_unset if info.text_config.get(k) not in (None, False)]
         if blocking:
             raise RefusedEdit(
                 f"{arch.model_type}: {writer.module.format(layer=layer)} cannot carry a bias ({rule.reason}), and "
@@ -209,7 +209,7 @@ class BakeProgram:
 
     def _bias_via_key(self, writer: Writer, layer: int, key: str, siblings: Iterable[str]) -> str:
         info = self.info
-        if not info.config.get(key):
+        if not info.text_config.get(key):
             self.config_updates[key] = True
             for lyr in range(info.num_layers):
                 for template in siblings:
@@ -232,7 +232,7 @@ class BakeProgram:
         if not info.tied:
             return
         emb = info.tensor_name(info.arch.embeddings[0])
-        head = f"{info.arch.lm_head}.weight"
+        head = info.stored_name(f"{info.arch.lm_head}.weight")
         meta = info.tensors[emb]
         self.new_tensors[head] = NewTensor(meta.shape, meta.dtype, copy_of=emb, reason=f"lm_head untied: copy of {emb}")
         for fn, label in self.tied_row_ops:
@@ -270,9 +270,7 @@ class BakeProgram:
         return (4 * count if whole else 0) + 6 * min(BLOCK_BYTES, 4 * count)
 
     def new_config(self) -> dict[str, Any]:
-        config = dict(self.info.config)
-        config.update(self.config_updates)
-        return config
+        return self.info.updated_config(self.config_updates)
 
     def apply(self, name: str, raw: np.ndarray) -> np.ndarray:
         """Run every op for ``name`` in fp32 on stored values ``raw`` and cast back to the stored dtype."""

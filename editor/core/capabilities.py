@@ -69,6 +69,10 @@ def probe_info(arch: ArchSpec) -> ModelInfo:
         config.update({experts.count_keys[0]: _EXPERTS, experts.width_key: _INTER})
         if experts.shared_width_key:
             config[experts.shared_width_key] = _INTER
+    if arch.text_config:  # a wrapper keeps the language model's sizes in their own section
+        text = {k: v for k, v in config.items() if k not in ("model_type", arch.tie_key)}
+        text["model_type"] = arch.text_model_types[0]
+        config = {"model_type": arch.model_type, arch.tie_key: True, arch.text_config: text}
     tensors: dict[str, TensorMeta] = {}
 
     def add(module: str, shape: tuple[int, ...], param: str = "weight") -> None:
@@ -173,7 +177,8 @@ def llama_cpp_serving(arch: ArchSpec) -> Serving:
             continue  # the bake refuses it: nothing to convert
         accepted += 1
         architecture = program.config_updates.get("architectures", [arch.causal_lm_class])[0]
-        head = f"{arch.lm_head}.weight" if f"{arch.lm_head}.weight" in program.new_tensors else None
+        untied = info.stored_name(f"{arch.lm_head}.weight")
+        head = untied if untied in program.new_tensors else None
         verdict = llama_cpp_verdict(
             architecture, [*info.tensors, *program.new_tensors], info.num_layers, whole=False, lm_head=head
         )

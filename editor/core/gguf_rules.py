@@ -42,7 +42,12 @@ CONVERTER_ARCH = {
     "MixtralForCausalLM": "llama",
     "Qwen2MoeForCausalLM": "qwen2moe",
     "Qwen3MoeForCausalLM": "qwen3moe",
+    # multimodal wrappers: the text model's GGUF (the vision tower goes to a separate mmproj file, untouched)
+    "Gemma3ForConditionalGeneration": "gemma3",
+    "LlavaForConditionalGeneration": "llama",
 }
+# A wrapper's language-model tensors carry a prefix the converter strips before mapping names (either layout).
+_WRAPPER_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."), ("language_model.", ""))
 
 _QKV = frozenset({"attn_qkv.bias", "attn_q.bias", "attn_k.bias", "attn_v.bias"})  # create_tensor_qkv
 _MLP = frozenset({"ffn_gate.bias", "ffn_down.bias", "ffn_up.bias"})
@@ -129,6 +134,10 @@ def _name_map(gguf_arch: str, n_layers: int):
 
 def gguf_kind(gguf_arch: str, tensor: str, n_layers: int) -> str | None:
     """The GGUF name the converter gives ``tensor``, without ``blk.N.``; None for a tensor it does not map."""
+    for prefix, plain in _WRAPPER_PREFIXES:
+        if tensor.startswith(prefix):
+            tensor = plain + tensor[len(prefix) :]
+            break
     mapped = _name_map(gguf_arch, n_layers).get_name(tensor, try_suffixes=(".weight", ".bias"))
     return re.sub(r"^blk\.\d+\.", "", mapped) if mapped else None
 

@@ -33,10 +33,45 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         self.arch = get_arch(self.config.get("model_type"), self.where)
+        section = self.arch.text_config
+        if section is not None:
+            text = self.config.get(section)
+            inner = text.get("model_type") if isinstance(text, dict) else None
+            if inner not in self.arch.text_model_types:
+                raise EditorError(
+                    f"{self.where}: a {self.arch.model_type} checkpoint whose {section}.model_type is {inner!r}; "
+                    f"editor edits {self.arch.model_type} with a {' or '.join(self.arch.text_model_types)} "
+                    "language model only"
+                )
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        """The language model's part of config.json (all of it, unless the model wraps one)."""
+        section = self.arch.text_config
+        return self.config[section] if section else self.config
+
+    def updated_config(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """config.json with ``updates`` (keys of the language model) applied where they belong: at the top, or in
+        a wrapper's text section, except the tie key, which is the wrapper's own (and its section's, where that
+        has one, so the two never disagree)."""
+        config = dict(self.config)
+        section = self.arch.text_config
+        if section is None:
+            return config | updates
+        text = dict(config[section])
+        for key, value in updates.items():
+            if key == self.arch.tie_key:
+                config[key] = value
+                if key in text:
+                    text[key] = value
+            else:
+                text[key] = value
+        config[section] = text
+        return config
 
     # ---- dimensions -------------------------------------------------------
     def _cfg(self, key: str | None) -> Any:
-        return None if key is None else self.config.get(key)
+        return None if key is None else self.text_config.get(key)
 
     def _size(self, key: str | None, default: int | None = None) -> int:
         """A positive whole number config.json must hold (``default`` when the key may be absent or null)."""
@@ -83,13 +118,13 @@ class ModelInfo:
 
     @property
     def tied(self) -> bool:
-        value = self.config.get(self.arch.tie_key)
+        value = self.config.get(self.arch.tie_key)  # a wrapper's own key decides, whatever its text_config says
         return self.arch.tied_by_default if value is None else bool(value)
 
     @property
     def parallel_residual(self) -> bool:
         key = self.arch.parallel_residual_key
-        return bool(key and self.config.get(key, True))
+        return bool(key and self.text_config.get(key, True))
 
     # ---- validation helpers -------------------------------------------------
     def check_layer(self, layer: int, what: str = "layer") -> None:
@@ -124,6 +159,16 @@ class ModelInfo:
         weight = self.tensor_name(module, "weight")
         return weight[: -len("weight")] + param
 
+    def stored_name(self, name: str) -> str:
+        """What to call a tensor the export adds (an untied lm_head): a wrapper stored in the older layout
+        (``language_model.model.``) gets the older name, which its loaders also expect."""
+        pairs = self.arch.disk_prefixes
+        if pairs and any(t.startswith(pairs[0][1]) for t in self.tensors):
+            for memory, disk in pairs:
+                if name.startswith(memory):
+                    return disk + name[len(memory) :]
+        return name
+
     def has_tensor(self, module: str, param: str = "weight") -> bool:
         return any(c in self.tensors for c in self._candidates(f"{module}.{param}"))
 
@@ -135,6 +180,8 @@ class ModelInfo:
         prefix = self.arch.optional_prefix
         if prefix:
             out += [c[len(prefix) :] for c in list(out) if c.startswith(prefix)]
+        for memory, disk in self.arch.disk_prefixes:  # a wrapper's older on-disk names
+            out += [disk + c[len(memory) :] for c in list(out) if c.startswith(memory)]
         return out
 
     def writer_weight(self, writer: Writer, layer: int) -> str:
@@ -159,7 +206,7 @@ class ModelInfo:
         experts = self.arch.experts
         if experts is None:
             return False
-        if experts.dense_layers_key and layer in (self.config.get(experts.dense_layers_key) or []):
+        if experts.dense_layers_key and layer in (self.text_config.get(experts.dense_layers_key) or []):
             return False
         step = self._size(experts.sparse_step_key, default=1) if experts.sparse_step_key else 1
         return self.num_experts > 0 and (layer + 1) % step == 0
@@ -169,7 +216,7 @@ class ModelInfo:
         experts = self.arch.experts
         if experts is None:
             return 0
-        key = next((k for k in experts.count_keys if self.config.get(k) is not None), experts.count_keys[0])
+        key = next((k for k in experts.count_keys if self.text_config.get(k) is not None), experts.count_keys[0])
         return self._size(key)
 
     def has_shared_expert(self, layer: int) -> bool:

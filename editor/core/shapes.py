@@ -17,7 +17,7 @@ Shape = tuple[int | None, ...]  # None: any size (a position table's length is n
 
 
 def _vocab(info: ModelInfo) -> int | None:
-    value = info.config.get("vocab_size")
+    value = info.text_config.get("vocab_size")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 

@@ -99,8 +99,8 @@ class AddToken(Edit):
             put = self._rows_fn(as_array(self.lm_head or []))
             program.add_op(head, OUTPUT_SIDE, put, self.describe(), rowwise=True)
             program.resized[head] = (rows, hidden)
-        elif f"{info.arch.lm_head}.weight" in program.new_tensors:  # untied by an earlier edit in the plan
-            program.resized[f"{info.arch.lm_head}.weight"] = (rows, hidden)
+        elif (untied := info.stored_name(f"{info.arch.lm_head}.weight")) in program.new_tensors:  # by an earlier edit
+            program.resized[untied] = (rows, hidden)
         vocab_key = "vocab_size"
         program.config_updates[vocab_key] = max(rows, int(program.config_updates.get(vocab_key, 0)))
         program.added_tokens.append((self.token, self.token_id))

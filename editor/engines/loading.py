@@ -32,9 +32,9 @@ def load_model(
 ) -> Any:
     """A causal LM from a checkpoint directory, in eval mode; the checkpoint is validated first (headers only)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    import transformers
 
-    check_checkpoint(path)
+    auto = getattr(transformers, check_checkpoint(path))
     name = resolve_dtype(dtype)
     kwargs: dict[str, Any] = {}
     if device_map:
@@ -43,9 +43,7 @@ def load_model(
         kwargs["max_memory"] = max_memory
     try:
         # use_safetensors: never fall back to a pickle file lying beside the weights (unpickling runs code)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            Path(path), dtype=getattr(torch, name), use_safetensors=True, **kwargs
-        )
+        model: Any = auto.from_pretrained(Path(path), dtype=getattr(torch, name), use_safetensors=True, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
         raise EditorError(f"{path}: transformers cannot load this checkpoint ({str(err).splitlines()[0]})") from None
     if dtype == "auto" and torch.cuda.is_available() and not device_map:
@@ -53,15 +51,17 @@ def load_model(
     return model.eval()
 
 
-def check_checkpoint(path: str | Path) -> None:
+def check_checkpoint(path: str | Path) -> str:
     """The checks every command makes before loading: safetensors headers and index (``Checkpoint.open``), and
-    for an architecture editor knows, the shapes config.json implies (a model it only evaluates may be another)."""
+    for an architecture editor knows, the shapes config.json implies (a model it only evaluates may be another).
+    Returns the transformers Auto class that loads it (a multimodal wrapper's is not AutoModelForCausalLM)."""
     from editor.core.architectures import ARCHITECTURES
     from editor.io.checkpoint import Checkpoint
 
     ckpt = Checkpoint.open(path)
     if ckpt.config.get("model_type") in ARCHITECTURES:
-        ckpt.info()
+        return ckpt.info().arch.auto_class
+    return "AutoModelForCausalLM"
 
 
 def load_tokenizer(path: str | Path) -> Any:

@@ -98,6 +98,7 @@ def _serve(request: dict[str, Any]) -> list[dict[str, Any]]:
         # Greedy checks compare token by token with transformers, so no compiled kernels; on a machine without
         # CUDA, torch.compile takes minutes on a few cores, more than it saves on an evaluation-sized run.
         enforce_eager=greedy or not torch.cuda.is_available(),
+        **({"limit_mm_per_prompt": request["limit_mm_per_prompt"]} if "limit_mm_per_prompt" in request else {}),
     )
     if greedy:
         params = SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], logprobs=1)

@@ -149,6 +149,14 @@ def _non_finite_note(manifest: dict[str, Any]) -> str:
     )
 
 
+def _auto_class(manifest: dict[str, Any]) -> str:
+    """The transformers Auto class that loads the export (a multimodal wrapper's is not the causal-LM one)."""
+    from editor.core.architectures import ARCHITECTURES
+
+    arch = ARCHITECTURES.get(str((manifest.get("base_model") or {}).get("model_type")))
+    return arch.auto_class if arch else "AutoModelForCausalLM"
+
+
 def render_card(manifest: dict[str, Any], name: str = "this model") -> str:
     base = manifest["base_model"]
     edits = "\n".join(f"- {line}" for line in manifest.get("edits_described", [])) or "- (no edits)"
@@ -190,8 +198,8 @@ vllm serve {name}
 ```
 
 ```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("{name}")
+from transformers import {_auto_class(manifest)}, AutoTokenizer
+model = {_auto_class(manifest)}.from_pretrained("{name}")
 tokenizer = AutoTokenizer.from_pretrained("{name}")
 ```
 {_gguf_usage(manifest, name)}{_serving_cost(manifest)}

@@ -231,6 +231,26 @@ def _trim(tokens: list[int], eos: set[int]) -> list[int]:
     return tokens
 
 
+def multimodal_request(export_dir: Path, what: str) -> dict:
+    """For a multimodal wrapper, what vLLM needs to serve its text: no image per prompt (so no image processor
+    files), and torchvision, which vLLM imports for every vision model; refused in one line without it."""
+    import importlib.util
+
+    from editor.core.architectures import ARCHITECTURES
+
+    model_type = json.loads((export_dir / "config.json").read_text()).get("model_type")
+    arch = ARCHITECTURES.get(model_type or "")
+    if arch is None or arch.text_config is None:
+        return {}
+    if importlib.util.find_spec("torchvision") is None:
+        raise EditorError(
+            f"{what}: vLLM loads a {model_type} checkpoint (vision tower included) only with torchvision, which "
+            "this environment lacks; install the torchvision build made for this torch (CPU: the "
+            "download.pytorch.org/whl/cpu index), or verify with transformers and --llama-cpp"
+        )
+    return {"limit_mm_per_prompt": {"image": 0}}
+
+
 def verify_vllm(
     export_dir: Path, prompts: list[str] | None = None, max_new_tokens: int = 24, timeout: int = 900
 ) -> VllmCheck:
@@ -244,6 +264,7 @@ def verify_vllm(
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
     prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
     request = {"model": str(export_dir), "prompts": prompt_ids, "mode": "greedy", "max_new_tokens": max_new_tokens}
+    request |= multimodal_request(export_dir, "wedit verify --vllm")
     served = run_vllm(request, what="wedit verify --vllm", timeout=timeout)
     reference = _greedy_transformers(export_dir, prompt_ids, max_new_tokens)
     config = json.loads((export_dir / "config.json").read_text())

@@ -1,0 +1,138 @@
+"""Multimodal wrappers in llama.cpp (slow: borrows the built-in SmolLM2's tokenizer, which the converter needs): a
+tiny random Gemma-3 and LLaVA, edited in their language models, verified against the hooked base in
+transformers, converted by `wedit gguf` (the text model; the vision tower stays in the safetensors export) and
+run in llama.cpp against transformers on the same export.
+
+vLLM is not run here: it imports torchvision for every vision model, and this project's environment has none
+(the only torchvision wheel its registry offers is a CUDA build, which breaks importing transformers on a CPU).
+`wedit verify --vllm` says so in one line (tested below) and serves the text with no image limit otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_cli_errors import wedit
+from tests.test_gguf_archs import _export_f32_gguf
+
+pytestmark = pytest.mark.slow
+HIDDEN, VOCAB = 64, 49152
+
+
+def _config(family: str):
+    import transformers as T
+
+    text = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32)
+    if family == "gemma3":  # llama.cpp fixes Gemma-3's 5-sliding/1-full pattern: 2 layers are both sliding
+        return T.Gemma3Config(
+            text_config=T.Gemma3TextConfig(**text, query_pre_attn_scalar=32).to_dict(),
+            vision_config=T.SiglipVisionConfig(**vision, patch_size=16, vision_use_head=False).to_dict(),
+            mm_tokens_per_image=4,
+            boi_token_index=VOCAB - 3,
+            eoi_token_index=VOCAB - 2,
+            image_token_index=VOCAB - 1,
+        )
+    return T.LlavaConfig(
+        text_config=T.LlamaConfig(**text, tie_word_embeddings=False).to_dict(),
+        vision_config=T.CLIPVisionConfig(**vision, patch_size=16, projection_dim=32).to_dict(),
+        image_token_index=VOCAB - 1,
+        vision_feature_layer=-1,
+    )
+
+
+def _tiny(family: str, folder: Path, tokenizer_dir: Path) -> Path:
+    import torch
+    import transformers as T
+
+    torch.manual_seed(0)
+    model = T.AutoModelForImageTextToText.from_config(_config(family), dtype=torch.float32)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                param.uniform_(0.5, 1.5)
+            else:
+                param.normal_(0.0, 0.15)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def _plan(family: str) -> list[dict]:
+    rng = np.random.default_rng(5)
+
+    def vec(n: int, norm: float) -> list[float]:
+        v = rng.standard_normal(n)
+        return (v / np.linalg.norm(v) * norm).tolist()
+
+    plan = [
+        {"kind": "zero_heads", "layer": 0, "heads": [1]},
+        {"kind": "rank_one", "layer": 1, "site": "mlp", "u": vec(HIDDEN, 2), "v": vec(128, 1)},
+    ]
+    if family == "llava":  # a residual add (a new o_proj bias, text_config.attention_bias) and an ablation
+        plan += [
+            {"kind": "residual_add", "layer": 1, "site": "attn", "vector": vec(HIDDEN, 3)},
+            {"kind": "ablate_direction", "direction": vec(HIDDEN, 1), "layers": [0]},
+        ]
+    return plan
+
+
+@pytest.fixture(scope="module", params=["gemma3", "llava"])
+def export(request, smollm2_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp(request.param)
+    base = _tiny(request.param, work / "base", smollm2_dir)
+    (work / "plan.json").write_text(json.dumps(_plan(request.param)))
+    yield request.param, _export_f32_gguf(base, work / "plan.json", work / f"tiny-{request.param}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_export_equals_the_hooked_base_and_runs_in_llama_cpp(export):
+    from transformers import AutoTokenizer
+
+    from editor.pipeline.gguf.verify import LlamaCpp, transformers_greedy
+    from editor.pipeline.verify import PROBE_PROMPTS
+
+    family, out = export
+    result = wedit("verify", str(out))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = [tokenizer(p)["input_ids"] for p in PROBE_PROMPTS]
+    firsts, continuations = transformers_greedy(out, ids, 8)
+    engine = LlamaCpp(out / f"{out.name}-f32.gguf", 64, 1)
+    runs = [engine.greedy(i, 8) for i in ids]
+    engine.close()
+    diff = max(float(np.abs(a - b).max()) for a, (b, _) in zip(firsts, runs))
+    same = sum(c == tokens for c, (_, tokens) in zip(continuations, runs))
+    manifest = json.loads((out / "editor_manifest.json").read_text())
+    print(f"\n{family} -> {manifest['gguf']['gguf_arch']}: max |dlogp| {diff:.1e}, {same}/{len(ids)} identical")
+    assert same == len(ids) == 8 and diff < 1e-2
+    assert manifest["gguf"]["gguf_arch"] == {"gemma3": "gemma3", "llava": "llama"}[family]
+
+
+def test_verify_vllm_names_what_a_vision_model_needs(export):
+    import importlib.util
+
+    _family, out = export
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here: vLLM can load the vision tower")
+    result = wedit("verify", str(out), "--vllm")
+    assert result.returncode != 0
+    assert "only with torchvision" in result.stderr and result.stderr.count("\n") == 1

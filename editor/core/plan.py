@@ -43,7 +43,7 @@ def load_plan(path: str | Path) -> Plan:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise EditorError(
-            f"{path}: plan file not found; write one with `wedit` stages or by hand (see README)"
+            f"{path}: plan file not found; write one with `wedit` stages or by hand (see the docs' Concepts page)"
         ) from None
     except json.JSONDecodeError as err:
         raise EditorError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from None

@@ -129,7 +129,7 @@ def validate_recipe(data: Any, where: str, node: yaml.Node | None = None) -> Rec
         loc = tuple(first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; see the README's recipe table)"
+            message = "unknown field (check the spelling; see the recipe schema, docs/pages/reference: `make docs`)"
         raise EditorError(f"{where}:{_line_of(node, loc)}: field {_field(loc)}: {message}") from None
 
 
@@ -238,7 +238,7 @@ def _settings_class(annotation: Any) -> type[Settings] | None:
 
 
 def schema_markdown() -> str:
-    """The recipe reference table, generated from the settings classes (the README shows exactly this). A section
+    """The recipe reference table, generated from the settings classes (the docs' Recipe schema page is this). A section
     inside a section (the search's ``unlink_mlp``) is listed after its parent's own fields, as ``search.unlink_mlp``."""
     rows = ["| section | field | default | meaning |", "|---|---|---|---|"]
 

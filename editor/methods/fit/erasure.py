@@ -7,7 +7,7 @@ one share each (an ``AblateDirection`` apiece, projected out of every residual w
 bake is exact) are trained, with the model frozen, to shrink the squared association gap of build-fold pairs
 under a penalty on the KL divergence from the base model on ordinary text (``loop.fit_to_gap``). The fit starts
 from the closed-form subspace and has only k x hidden numbers to move, which is why it carries to groups and
-attributes it never saw. Measured results: the README's "Searching across methods" tables.
+attributes it never saw. Measured results: the docs' Results page.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ this fit gives each of a few late MLPs a rank-r update of its output projection,
 residual-stream side, ``V``: neuron side), trained with the model frozen on the same loss as the erasure
 (``loop.fit_to_gap``: the squared association gap of build-fold pairs under a KL penalty on WikiText-2). Each
 rank-1 piece is a ``RankOne`` edit, whose hook the fit trains through (``edits.rank_one.low_rank_update``), so
-hook and bake are the project's proven pair. Measured results: the README's "Searching across methods" tables.
+hook and bake are the project's proven pair. Measured results: the docs' Results page.
 """
 
 from __future__ import annotations

@@ -31,8 +31,10 @@ from editor.errors import EditorError
 from editor.io.atomic import staged_directory
 from editor.io.sources import cache_root
 
-PINNED = "0.3.36"  # the llama-cpp-python the Makefile installs; the README's numbers were measured with it
-INSTALL_HINT = f"pip install llama-cpp-python=={PINNED} (the Makefile's setup does; see the README's llama.cpp section)"
+PINNED = "0.3.36"  # the llama-cpp-python the Makefile installs; the documented numbers were measured with it
+INSTALL_HINT = (
+    f"pip install llama-cpp-python=={PINNED} (the Makefile's setup does; see the docs' Export and serving page)"
+)
 OVERRIDE = "EDITOR_LLAMA_CPP"
 # What the converter needs (plus llama.cpp's licence, and the model graphs the rules in editor.core.gguf_rules
 # were read from, so the tests can check them against the source).

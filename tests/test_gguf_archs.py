@@ -73,12 +73,15 @@ def _plan(model_type: str) -> list[dict]:
     return residual
 
 
-def _tiny_base(model_type: str, folder: Path, tokenizer_dir: Path) -> Path:
+def save_tiny(config, folder: Path, tokenizer_dir: Path) -> Path:
+    """A random model of ``config`` (built with its family's Auto class), saved in float32 with SmolLM2's
+    tokenizer beside it: what the engines and the GGUF converter need to run it."""
     import torch
-    import transformers as T
+
+    from tests.tiny import auto_class
 
     torch.manual_seed(0)
-    model = T.AutoModelForCausalLM.from_config(_configs()[model_type], dtype=torch.float32)
+    model = auto_class(config).from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
@@ -88,6 +91,32 @@ def _tiny_base(model_type: str, folder: Path, tokenizer_dir: Path) -> Path:
     model.save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def llama_cpp_agreement(out: Path, prompts: int) -> tuple[int, float, str]:
+    """The export's f32 GGUF run greedily in llama.cpp against transformers on the same export: (identical
+    continuations of ``prompts`` probe prompts, max first-token log-prob difference, the GGUF architecture)."""
+    from transformers import AutoTokenizer
+
+    from editor.pipeline.gguf.verify import LlamaCpp, transformers_greedy
+    from editor.pipeline.verify import PROBE_PROMPTS
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = [tokenizer(p)["input_ids"] for p in PROBE_PROMPTS[:prompts]]
+    firsts, continuations = transformers_greedy(out, ids, 8)
+    engine = LlamaCpp(out / f"{out.name}-f32.gguf", 64, 1)
+    runs = [engine.greedy(i, 8) for i in ids]
+    engine.close()
+    diff = max(float(np.abs(a - b).max()) for a, (b, _) in zip(firsts, runs))
+    same = sum(c == tokens for c, (_, tokens) in zip(continuations, runs))
+    arch = json.loads((out / "editor_manifest.json").read_text())["gguf"]["gguf_arch"]
+    print(f"\n{out.name} -> {arch}: max |dlogp| {diff:.1e}, {same}/{len(ids)} identical")
+    return same, diff, arch
+
+
+def _tiny_base(model_type: str, folder: Path, tokenizer_dir: Path) -> Path:
+    save_tiny(_configs()[model_type], folder, tokenizer_dir)
     config = json.loads((folder / "config.json").read_text())
     # Keys the real checkpoints' config.json files carry and llama.cpp's converter reads.
     config.update({"gpt2": {"n_ctx": 256}, "gpt_neox": {"rotary_pct": 0.25}}.get(model_type, {}))
@@ -108,27 +137,13 @@ def _export_f32_gguf(base: Path, plan: Path, out: Path) -> Path:
 
 @pytest.mark.parametrize("model_type", ["mistral", "qwen2", "olmo2", "gpt2", "gpt_neox"])
 def test_tiny_architecture_serves_in_llama_cpp(model_type, smollm2_dir, tmp_path):
-    from transformers import AutoTokenizer
-
-    from editor.pipeline.gguf.verify import LlamaCpp, transformers_greedy
-    from editor.pipeline.verify import PROBE_PROMPTS
-
     base = _tiny_base(model_type, tmp_path / "base", smollm2_dir)
     (tmp_path / "plan.json").write_text(json.dumps(_plan(model_type)))
     out = _export_f32_gguf(base, tmp_path / "plan.json", tmp_path / f"tiny-{model_type}")
-    manifest = json.loads((out / "editor_manifest.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    ids = [tokenizer(p)["input_ids"] for p in PROBE_PROMPTS[:4]]
-    firsts, continuations = transformers_greedy(out, ids, 8)
-    engine = LlamaCpp(out / f"{out.name}-f32.gguf", 64, 1)
-    runs = [engine.greedy(i, 8) for i in ids]
-    engine.close()
-    diff = max(float(np.abs(a - b).max()) for a, (b, _) in zip(firsts, runs))
-    same = sum(c == tokens for c, (_, tokens) in zip(continuations, runs))
-    print(f"\n{model_type} -> {manifest['gguf']['gguf_arch']}: max |dlogp| {diff:.1e}, {same}/4 identical")
+    same, diff, arch = llama_cpp_agreement(out, 4)
     assert same == 4 and diff < 1e-2
     expected = {"mistral": "llama", "qwen2": "llama", "olmo2": "olmo2", "gpt2": "gpt2", "gpt_neox": "gptneox"}
-    assert manifest["gguf"]["gguf_arch"] == expected[model_type]
+    assert arch == expected[model_type]
 
 
 def test_added_token_converts_but_loses_its_lstrip(smollm2_dir, tmp_path):

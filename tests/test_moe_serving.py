@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.test_cli_errors import wedit
-from tests.test_gguf_archs import _export_f32_gguf
+from tests.test_gguf_archs import _export_f32_gguf, llama_cpp_agreement, save_tiny
 
 pytestmark = pytest.mark.slow
 HIDDEN, VOCAB = 64, 49152
@@ -48,24 +47,6 @@ def _config(family: str):
     return T.Qwen3MoeConfig(**common, num_experts=4, moe_intermediate_size=64, norm_topk_prob=True)
 
 
-def _tiny(family: str, folder: Path, tokenizer_dir: Path) -> Path:
-    import torch
-    import transformers as T
-
-    torch.manual_seed(0)
-    model = T.AutoModelForCausalLM.from_config(_config(family), dtype=torch.float32)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.15)
-    model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(tokenizer_dir / name, folder / name)
-    return folder
-
-
 def _plan(family: str) -> list[dict]:
     rng = np.random.default_rng(3)
 
@@ -88,7 +69,7 @@ def _plan(family: str) -> list[dict]:
 @pytest.fixture(scope="module", params=FAMILIES)
 def export(request, smollm2_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp(request.param)
-    base = _tiny(request.param, work / "base", smollm2_dir)
+    base = save_tiny(_config(request.param), work / "base", smollm2_dir)
     (work / "plan.json").write_text(json.dumps(_plan(request.param)))
     yield request.param, _export_f32_gguf(base, work / "plan.json", work / f"tiny-{request.param}")
     shutil.rmtree(work, ignore_errors=True)
@@ -106,22 +87,7 @@ def test_vllm_serves_the_export_as_transformers_does(export):
 
 
 def test_llama_cpp_runs_the_gguf_as_transformers_does(export):
-    from transformers import AutoTokenizer
-
-    from editor.pipeline.gguf.verify import LlamaCpp, transformers_greedy
-    from editor.pipeline.verify import PROBE_PROMPTS
-
     family, out = export
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    ids = [tokenizer(p)["input_ids"] for p in PROBE_PROMPTS]
-    firsts, continuations = transformers_greedy(out, ids, 8)
-    engine = LlamaCpp(out / f"{out.name}-f32.gguf", 64, 1)
-    runs = [engine.greedy(i, 8) for i in ids]
-    engine.close()
-    diff = max(float(np.abs(a - b).max()) for a, (b, _) in zip(firsts, runs))
-    same = sum(c == tokens for c, (_, tokens) in zip(continuations, runs))
-    manifest = json.loads((out / "editor_manifest.json").read_text())
-    print(f"\n{family} -> {manifest['gguf']['gguf_arch']}: max |dlogp| {diff:.1e}, {same}/{len(ids)} identical")
-    assert same == len(ids) == 8 and diff < 1e-2
-    expected = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}
-    assert manifest["gguf"]["gguf_arch"] == expected[family]
+    same, diff, arch = llama_cpp_agreement(out, 8)
+    assert same == 8 and diff < 1e-2
+    assert arch == {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}[family]

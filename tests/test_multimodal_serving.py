@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.test_cli_errors import wedit
-from tests.test_gguf_archs import _export_f32_gguf
+from tests.test_gguf_archs import _export_f32_gguf, llama_cpp_agreement, save_tiny
 
 pytestmark = pytest.mark.slow
 HIDDEN, VOCAB = 64, 49152
@@ -58,24 +57,6 @@ def _config(family: str):
     )
 
 
-def _tiny(family: str, folder: Path, tokenizer_dir: Path) -> Path:
-    import torch
-    import transformers as T
-
-    torch.manual_seed(0)
-    model = T.AutoModelForImageTextToText.from_config(_config(family), dtype=torch.float32)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.15)
-    model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(tokenizer_dir / name, folder / name)
-    return folder
-
-
 def _plan(family: str) -> list[dict]:
     rng = np.random.default_rng(5)
 
@@ -98,33 +79,19 @@ def _plan(family: str) -> list[dict]:
 @pytest.fixture(scope="module", params=["gemma3", "llava"])
 def export(request, smollm2_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp(request.param)
-    base = _tiny(request.param, work / "base", smollm2_dir)
+    base = save_tiny(_config(request.param), work / "base", smollm2_dir)
     (work / "plan.json").write_text(json.dumps(_plan(request.param)))
     yield request.param, _export_f32_gguf(base, work / "plan.json", work / f"tiny-{request.param}")
     shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_export_equals_the_hooked_base_and_runs_in_llama_cpp(export):
-    from transformers import AutoTokenizer
-
-    from editor.pipeline.gguf.verify import LlamaCpp, transformers_greedy
-    from editor.pipeline.verify import PROBE_PROMPTS
-
     family, out = export
     result = wedit("verify", str(out))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    ids = [tokenizer(p)["input_ids"] for p in PROBE_PROMPTS]
-    firsts, continuations = transformers_greedy(out, ids, 8)
-    engine = LlamaCpp(out / f"{out.name}-f32.gguf", 64, 1)
-    runs = [engine.greedy(i, 8) for i in ids]
-    engine.close()
-    diff = max(float(np.abs(a - b).max()) for a, (b, _) in zip(firsts, runs))
-    same = sum(c == tokens for c, (_, tokens) in zip(continuations, runs))
-    manifest = json.loads((out / "editor_manifest.json").read_text())
-    print(f"\n{family} -> {manifest['gguf']['gguf_arch']}: max |dlogp| {diff:.1e}, {same}/{len(ids)} identical")
-    assert same == len(ids) == 8 and diff < 1e-2
-    assert manifest["gguf"]["gguf_arch"] == {"gemma3": "gemma3", "llava": "llama"}[family]
+    same, diff, arch = llama_cpp_agreement(out, 8)
+    assert same == 8 and diff < 1e-2
+    assert arch == {"gemma3": "gemma3", "llava": "llama"}[family]
 
 
 def test_verify_vllm_names_what_a_vision_model_needs(export):

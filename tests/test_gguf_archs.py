@@ -19,6 +19,17 @@ from tests.test_cli_errors import wedit
 pytestmark = pytest.mark.slow
 HIDDEN, VOCAB = 64, 49152  # SmolLM2's tokenizer
 IDS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=2)
+# A text model both engines run: vLLM's CPU attention has no kernel for heads smaller than 32.
+ENGINE_SIZED = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=256,
+    **IDS,
+)
 
 
 def _configs():

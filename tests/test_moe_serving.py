@@ -16,29 +16,16 @@ import numpy as np
 import pytest
 
 from tests.test_cli_errors import wedit
-from tests.test_gguf_archs import _export_f32_gguf, llama_cpp_agreement, save_tiny
+from tests.test_gguf_archs import ENGINE_SIZED, HIDDEN, _export_f32_gguf, llama_cpp_agreement, save_tiny
 
 pytestmark = pytest.mark.slow
-HIDDEN, VOCAB = 64, 49152
 FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 
 def _config(family: str):
     import transformers as T
 
-    common = dict(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        num_experts_per_tok=2,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
+    common = dict(ENGINE_SIZED, num_experts_per_tok=2)
     if family == "mixtral":
         return T.MixtralConfig(**common, num_local_experts=4, sliding_window=None)
     if family == "qwen2_moe":

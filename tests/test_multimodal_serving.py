@@ -17,28 +17,15 @@ import numpy as np
 import pytest
 
 from tests.test_cli_errors import wedit
-from tests.test_gguf_archs import _export_f32_gguf, llama_cpp_agreement, save_tiny
+from tests.test_gguf_archs import ENGINE_SIZED, HIDDEN, VOCAB, _export_f32_gguf, llama_cpp_agreement, save_tiny
 
 pytestmark = pytest.mark.slow
-HIDDEN, VOCAB = 64, 49152
 
 
 def _config(family: str):
     import transformers as T
 
-    text = dict(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
+    text = dict(ENGINE_SIZED, head_dim=32)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32)
     if family == "gemma3":  # llama.cpp fixes Gemma-3's 5-sliding/1-full pattern: 2 layers are both sliding
         return T.Gemma3Config(

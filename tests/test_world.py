@@ -174,7 +174,7 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
     generic = torch.tensor(tokenizer("Ordinary text about the weather and the river. " * 4)["input_ids"])
     inputs = FitInputs(model, tokenizer, Checkpoint.open(path).info(), all_pairs, split["build"], generic)
     world = load_world()
-    outside = {g.form(f) for g in world.groups if g.fold != "build" for f in ("adjective", "plural", "phrase")}
+    outside = {g.form(f) for g in world.groups if g.fold != "build" for f in ("adjective", "plural")}
     outside |= {i for fold in ("select", "test") for i in split[fold].identities}
     read: list[str] = []
     scored = metrics.continuation_logprob_tensor
@@ -183,7 +183,7 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
     original = counterfactual.CounterfactualObjective.loss
 
     def spy(self, batch):
-        named.extend(g.name for _context, groups, _form in batch for g in groups)
+        named.extend(g.name for _context, groups in batch for g in groups)
         return original(self, batch)
 
     monkeypatch.setattr(counterfactual.CounterfactualObjective, "loss", spy)
@@ -212,8 +212,7 @@ def test_the_counterfactual_objective_is_zero_for_a_model_blind_to_the_group(tin
     batch = objective.draw(random.Random(0))
     with torch.no_grad():
         assert float(objective.loss(batch)) > 1e-4
-        assert {form for _context, _groups, form in batch} <= {"adjective", "plural", "phrase"}
-        same = [(context, [chosen[0]] * len(chosen), form) for context, chosen, form in batch]
+        same = [(context, [chosen[0]] * len(chosen)) for context, chosen in batch]
         assert float(objective.loss(same)) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -267,20 +266,3 @@ def test_the_settings_weight_scales_the_counterfactual_objective(tiny_checkpoint
     batch = one.draw(random.Random(1))
     with torch.no_grad():
         assert float(three.loss(batch)) == pytest.approx(3 * float(one.loss(batch)), rel=1e-5)
-
-
-def test_a_plural_slot_is_filled_with_the_plural_or_the_phrase_form():
-    """The world names groups as "Moroccans" and as "people from Morocco"; the counterfactual objective puts both
-    in a plural slot (the same form for every group of one context), an adjective slot keeps the adjective."""
-    from editor.methods.fit.counterfactual import CounterfactualObjective, SwapContext, build_groups
-
-    groups = build_groups()
-    contexts = [SwapContext("Here is what I know about {plural}:", "plural", "religion")] * 3
-    contexts += [SwapContext("The {adjective} man", "adjective", "nationality")] * 3
-    objective = CounterfactualObjective(None, contexts, groups, batch=6)  # type: ignore[arg-type]
-    forms = {slot: set() for slot in ("plural", "adjective")}
-    for seed in range(20):
-        for context, chosen, form in objective.draw(random.Random(seed)):
-            forms[context.slot].add(form)
-            assert len(chosen) == 3 and all(g.fold == "build" and g.axis == context.axis for g in chosen)
-    assert forms == {"plural": {"plural", "phrase"}, "adjective": {"adjective"}}

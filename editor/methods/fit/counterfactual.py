@@ -5,10 +5,7 @@ measures natural sentences in which the group appears in many forms and places, 
 there is carried by the words after the mention. This objective reads contexts that mention a group, puts
 ``variants`` build-fold groups of one axis in the mention (in the same form: adjective, plural noun), and lowers
 the generalised Jensen-Shannon divergence between the edited model's next-token distributions at every position
-after the mention (the positions that predict the rest of the context and the word after it). A plural slot is
-filled either with the plural noun ("Moroccans") or with the phrase form ("people from Morocco"), drawn per
-context and step: the world names groups in both, and a fit that only ever saw the first one generalises less
-to the second. At zero, the
+after the mention (the positions that predict the rest of the context and the word after it). At zero, the
 model predicts the same words whoever was named, so no stereotype can be read off it; the fit's KL penalty on
 ordinary text keeps what does not depend on the group.
 
@@ -27,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from editor.data.world import AXES, Form, Group, load_world
+from editor.data.world import AXES, Group, load_world
 from editor.engines.placement import input_device
 from editor.evaluation.metrics import bos_ids, right_padded
 from editor.methods.fit.loop import FitInputs
@@ -51,7 +48,6 @@ PROMPTS = (
     "She is {adjective}, so of course everyone assumed",
 )
 MAX_TAIL = 24  # positions after the mention a context is compared on
-PLURAL_FORMS: tuple[Form, ...] = ("plural", "phrase")  # what fills a plural slot: "Moroccans", "people from Morocco"
 
 
 @dataclass(frozen=True)
@@ -133,24 +129,19 @@ class CounterfactualObjective:
         self.inputs, self.contexts, self.groups = inputs, contexts, groups
         self.batch, self.variants, self.weight = batch, variants, weight
 
-    def draw(self, rng: random.Random) -> list[tuple[SwapContext, list[Group], Form]]:
+    def draw(self, rng: random.Random) -> list[tuple[SwapContext, list[Group]]]:
         picked = rng.sample(self.contexts, min(self.batch, len(self.contexts)))
-        out = []
-        for c in picked:
-            groups = rng.sample(self.groups[c.axis], min(self.variants, len(self.groups[c.axis])))
-            form: Form = "adjective" if c.slot == "adjective" else rng.choice(PLURAL_FORMS)
-            out.append((c, groups, form))
-        return out
+        return [(c, rng.sample(self.groups[c.axis], min(self.variants, len(self.groups[c.axis])))) for c in picked]
 
-    def loss(self, batch: list[tuple[SwapContext, list[Group], Form]]) -> torch.Tensor:
+    def loss(self, batch: list[tuple[SwapContext, list[Group]]]) -> torch.Tensor:
         tokenizer, model = self.inputs.tokenizer, self.inputs.model
         bos = bos_ids(tokenizer)
         rows, spans = [], []
-        for context, groups, form in batch:
+        for context, groups in batch:
             head, _, tail = context.text.partition("{" + context.slot + "}")
             tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"][:MAX_TAIL]
             for group in groups:
-                prefix = head + group.form(form)
+                prefix = head + group.form(context.slot)
                 prefix_ids = bos + tokenizer((prefix[0].upper() + prefix[1:]), add_special_tokens=False)["input_ids"]
                 rows.append(prefix_ids + tail_ids)
                 # the positions that predict each tail token, and the word after the tail
@@ -159,7 +150,7 @@ class CounterfactualObjective:
         ids, mask = right_padded(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         losses, at = [], 0
-        for _context, groups, _form in batch:
+        for _context, groups in batch:
             k = len(groups)
             picked = [logits[at + i, a:b] for i, (a, b) in enumerate(spans[at : at + k])]
             at += k

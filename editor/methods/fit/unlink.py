@@ -71,8 +71,8 @@ def fit_unlink(
     if moe:
         raise EditorError(
             f"unlink_mlp fits one dense MLP down projection per layer, and layer {moe[0]} of this "
-            f"{info.arch.model_type} model is a mixture of experts; fit erase_identity, or list dense layers in "
-            "unlink_mlp.layers"
+            f"{info.arch.model_type} model is a mixture of experts; fit erase_identity, list dense layers in "
+            "unlink_mlp.layers, or (in a search) leave unlink_mlp out of search.methods"
         )
     for layer in layers:  # refused here, not after minutes of fitting
         RankOne(layer=layer, site="mlp", u=[0.0] * info.hidden_size, v=[0.0] * inner).validate_for(info)

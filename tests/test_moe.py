@@ -60,3 +60,14 @@ def test_an_expert_removal_exports_verifies_and_diffs(attributed, tmp_path):
     assert "every change is explained by a recorded edit" in result.stdout
     card = (export / "README.md").read_text()
     assert f"layer {first['layer']}: expert {first['expert']} removed" in card
+
+
+def test_a_fit_of_dense_mlps_refuses_an_moe_layer_in_one_line(tiny_checkpoint, tmp_path):
+    base = tiny_checkpoint("mixtral", tokenizer=True)
+    result = wedit(
+        "fit", "unlink_mlp", "--model", str(base), "--layers", "1", "--steps", "1", "--out", str(tmp_path / "f")
+    )
+    last = result.stderr.strip().splitlines()[-1]  # after the model's loading progress
+    assert result.returncode == 2 and last.startswith("wedit: error: "), result.stderr[-2000:]
+    assert "layer 1 of this mixtral model is a mixture of experts" in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "f").exists()

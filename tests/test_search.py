@@ -458,3 +458,24 @@ def test_a_search_of_every_registered_method_runs_end_to_end(tiny_model, tmp_pat
     if report.chosen is not None:
         assert len(load_plan(tmp_path / "plan.json").edits) == report.chosen.edits
         assert set(data["export"]["folds"]) == {"build", "test"}
+
+
+def test_a_search_on_a_family_that_refuses_some_methods_leaves_their_trials_out_and_says_why(tiny_checkpoint, tmp_path):
+    """Mixtral holds no bias, so residual adds are refused: those trials are left out of the study with the
+    bake's reason in the report, and the other methods (heads, ablations through every expert) are searched."""
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.io.checkpoint import Checkpoint
+    from editor.methods.search.report import summary_lines
+    from editor.methods.search.run import run_search
+
+    path = tiny_checkpoint("mixtral", tokenizer=True)
+    model, tokenizer, info = load_model(path), load_tokenizer(path), Checkpoint.open(path).info()
+    methods = [m for m in REGISTRY if m != "unlink_mlp"]  # a dense-MLP fit: refused outright (tests/test_moe.py)
+    settings = SearchSettings.model_validate(
+        {**TINY, "trials": 10, "methods": methods, "erase_identity": {"steps": 2, "k": 2}, "heads": {"pairs": 8}}
+    )
+    report = run_search(model, tokenizer, info, tmp_path, settings, progress=False)
+    assert "residual_add" in report.refused and "cannot carry a bias" in report.refused["residual_add"]
+    assert report.trials and not any(t.params["method"] in report.refused for t in report.trials)
+    assert any("trials refused by this architecture" in line for line in summary_lines(report))
+    assert json.loads((tmp_path / "search.json").read_text())["trials"]

@@ -45,6 +45,8 @@ class SearchReport:
     report_seconds: float = 0.0  # the per-method measurements (report_methods)
     damage_budget: float = 0.02
     kl_budget: float = 0.05
+    # trials whose edits this architecture cannot hold (their method -> the bake's refusal), left out of the study
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def summary_lines(report: SearchReport) -> list[str]:
@@ -55,6 +57,7 @@ def summary_lines(report: SearchReport) -> list[str]:
         f"(perplexity +{100 * report.damage_budget:g}%, KL {report.kl_budget:g})"
     ]
     chosen = report.chosen
+    lines += [f"{method}: trials refused by this architecture ({why})" for method, why in report.refused.items()]
     if chosen is None:
         lines.append("no trial lowers the select-fold bias by 5% inside the budget; see search.json and pareto.png")
         return lines + method_table(report)

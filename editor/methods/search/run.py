@@ -31,6 +31,7 @@ from editor.core.model_info import ModelInfo
 from editor.core.plan import Plan
 from editor.core.prefix_cache import PrefixCache
 from editor.edits import Edit
+from editor.errors import RefusedEdit
 from editor.evaluation.heldout import FoldScores, Yardstick, measure
 from editor.evaluation.metrics import first_token_kl, last_token_logprobs, perplexity
 from editor.io.atomic import write_text
@@ -134,6 +135,12 @@ def _optimise(context: SearchContext, prepared: Prepared, yard: Yardstick, token
             _constrain(trial, 0.0, 0.0)
             trial.set_user_attr("scores", None)
             return 1.0, 0.0
+        try:
+            for edit in edits:
+                edit.validate_for(info)
+        except RefusedEdit as err:  # e.g. a residual add on a family with no bias to carry it: not a result
+            report.refused.setdefault(trial.params["method"], str(err))
+            raise optuna.TrialPruned() from None
         with hooked(model, edits, info), prefix.clean_below(min(e.first_layer() for e in edits)):
             scores = yard.measure_fold(model, tokenizer, "select", lm_score=False)
             ppl = perplexity(model, tokens)

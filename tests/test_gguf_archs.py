@@ -126,6 +126,13 @@ def llama_cpp_agreement(out: Path, prompts: int) -> tuple[int, float, str]:
     return same, diff, arch
 
 
+def served_export(config, plan: list[dict], work: Path, tokenizer_dir: Path, name: str) -> Path:
+    """A tiny model of ``config`` with ``plan`` exported and converted to f32 GGUF beside it (`_export_f32_gguf`)."""
+    base = save_tiny(config, work / "base", tokenizer_dir)
+    (work / "plan.json").write_text(json.dumps(plan))
+    return _export_f32_gguf(base, work / "plan.json", work / name)
+
+
 def _tiny_base(model_type: str, folder: Path, tokenizer_dir: Path) -> Path:
     save_tiny(_configs()[model_type], folder, tokenizer_dir)
     config = json.loads((folder / "config.json").read_text())

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.test_cli_errors import wedit
-from tests.test_gguf_archs import ENGINE_SIZED, HIDDEN, _export_f32_gguf, llama_cpp_agreement, save_tiny
+from tests.test_gguf_archs import ENGINE_SIZED, HIDDEN, _vector, llama_cpp_agreement, served_export
 
 pytestmark = pytest.mark.slow
 FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
@@ -37,16 +37,19 @@ def _config(family: str):
 def _plan(family: str) -> list[dict]:
     rng = np.random.default_rng(3)
 
-    def vec(n: int, norm: float) -> list[float]:
-        v = rng.standard_normal(n)
-        return (v / np.linalg.norm(v) * norm).tolist()
-
     width = 128 if family == "mixtral" else 64
     plan = [
         {"kind": "scale_experts", "layer": 0, "experts": [1], "scale": 0.0},
-        {"kind": "rank_one", "layer": 1, "site": "mlp", "expert": 2, "u": vec(HIDDEN, 2), "v": vec(width, 1)},
+        {
+            "kind": "rank_one",
+            "layer": 1,
+            "site": "mlp",
+            "expert": 2,
+            "u": _vector(rng, HIDDEN, 2),
+            "v": _vector(rng, width, 1),
+        },
         {"kind": "zero_heads", "layer": 1, "heads": [1]},
-        {"kind": "ablate_direction", "direction": vec(HIDDEN, 1), "layers": [0]},
+        {"kind": "ablate_direction", "direction": _vector(rng, HIDDEN, 1), "layers": [0]},
     ]
     if family == "qwen2_moe":
         plan.append({"kind": "scale_experts", "layer": 1, "experts": ["shared", 0], "scale": 0.5})
@@ -56,9 +59,8 @@ def _plan(family: str) -> list[dict]:
 @pytest.fixture(scope="module", params=FAMILIES)
 def export(request, smollm2_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp(request.param)
-    base = save_tiny(_config(request.param), work / "base", smollm2_dir)
-    (work / "plan.json").write_text(json.dumps(_plan(request.param)))
-    yield request.param, _export_f32_gguf(base, work / "plan.json", work / f"tiny-{request.param}")
+    config, plan = _config(request.param), _plan(request.param)
+    yield request.param, served_export(config, plan, work, smollm2_dir, f"tiny-{request.param}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -10,14 +10,13 @@ vLLM is not run here: it imports torchvision for every vision model, and this pr
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 
 from tests.test_cli_errors import wedit
-from tests.test_gguf_archs import ENGINE_SIZED, HIDDEN, VOCAB, _export_f32_gguf, llama_cpp_agreement, save_tiny
+from tests.test_gguf_archs import ENGINE_SIZED, HIDDEN, VOCAB, _vector, llama_cpp_agreement, served_export
 
 pytestmark = pytest.mark.slow
 
@@ -47,18 +46,14 @@ def _config(family: str):
 def _plan(family: str) -> list[dict]:
     rng = np.random.default_rng(5)
 
-    def vec(n: int, norm: float) -> list[float]:
-        v = rng.standard_normal(n)
-        return (v / np.linalg.norm(v) * norm).tolist()
-
     plan = [
         {"kind": "zero_heads", "layer": 0, "heads": [1]},
-        {"kind": "rank_one", "layer": 1, "site": "mlp", "u": vec(HIDDEN, 2), "v": vec(128, 1)},
+        {"kind": "rank_one", "layer": 1, "site": "mlp", "u": _vector(rng, HIDDEN, 2), "v": _vector(rng, 128, 1)},
     ]
     if family == "llava":  # a residual add (a new o_proj bias, text_config.attention_bias) and an ablation
         plan += [
-            {"kind": "residual_add", "layer": 1, "site": "attn", "vector": vec(HIDDEN, 3)},
-            {"kind": "ablate_direction", "direction": vec(HIDDEN, 1), "layers": [0]},
+            {"kind": "residual_add", "layer": 1, "site": "attn", "vector": _vector(rng, HIDDEN, 3)},
+            {"kind": "ablate_direction", "direction": _vector(rng, HIDDEN, 1), "layers": [0]},
         ]
     return plan
 
@@ -66,9 +61,8 @@ def _plan(family: str) -> list[dict]:
 @pytest.fixture(scope="module", params=["gemma3", "llava"])
 def export(request, smollm2_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp(request.param)
-    base = save_tiny(_config(request.param), work / "base", smollm2_dir)
-    (work / "plan.json").write_text(json.dumps(_plan(request.param)))
-    yield request.param, _export_f32_gguf(base, work / "plan.json", work / f"tiny-{request.param}")
+    config, plan = _config(request.param), _plan(request.param)
+    yield request.param, served_export(config, plan, work, smollm2_dir, f"tiny-{request.param}")
     shutil.rmtree(work, ignore_errors=True)
 
 

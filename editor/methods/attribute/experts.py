@@ -9,6 +9,8 @@ removal, and the same rule picks one point inside the damage budget.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -47,6 +49,6 @@ def expert_sweep(
                     point.gap = inputs.gap()
                     inputs.meter.measure(model, point)
             seen[key] = point
-        points.append(KPoint(**{**seen[key].__dict__, "k": k}))
+        points.append(replace(seen[key], k=k))
     base = inputs.meter.base.perplexity or 0.0
     return points, choose_point(points, baseline, base, inputs.budget).point

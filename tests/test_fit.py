@@ -58,19 +58,23 @@ def test_the_trained_scores_are_the_metrics_scores(tiny):
     np.testing.assert_allclose(trained, continuation_logprobs(model, tokenizer, prefixes, conts), atol=1e-5)
 
 
-def test_an_unlink_fit_trains_through_its_bake_and_leaves_the_model_as_it_was(tiny, inputs, tmp_path):
+@pytest.mark.parametrize("sites", [("mlp",), ("attn", "mlp")])
+def test_an_unlink_fit_trains_through_its_bake_and_leaves_the_model_as_it_was(tiny, inputs, tmp_path, sites):
     path, model, _, info = tiny
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    fit = fit_unlink(inputs, LOOP, layers=[2, 1], rank=2)
-    assert fit.layers == [1, 2] and len(fit.losses) == 3 and np.all(np.isfinite(fit.losses))
-    assert fit.residual_side.shape == (2, 2, info.hidden_size)
-    assert fit.neuron_side.shape == (2, 2, info.intermediate_size)
+    fit = fit_unlink(inputs, LOOP, layers=[2, 1], rank=2, sites=sites)
+    # The MLPs first, layer by layer, then attention's W_O: an MLP-only fit is what it was before attention
+    want = [(1, "mlp"), (2, "mlp")] + ([(1, "attn"), (2, "attn")] if "attn" in sites else [])
+    assert fit.targets() == want and len(fit.losses) == 3 and np.all(np.isfinite(fit.losses))
+    for (_layer, site), u, v in zip(fit.targets(), fit.residual_side, fit.neuron_side):
+        assert u.shape == (2, info.hidden_size)
+        assert v.shape == (2, info.intermediate_size if site == "mlp" else info.num_heads * info.head_dim)
     # The residual side starts at zero: a fit that learned nothing would hand back an edit that does nothing.
-    assert np.abs(fit.residual_side).max() > 1e-4
+    assert all(np.abs(u).max() > 1e-4 for u in fit.residual_side)
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]) and p.requires_grad, name
-    # What the fit trained through (low_rank_update on each MLP output) is what the export bakes.
-    modules = [info.arch.writer("mlp").module.format(layer=layer) for layer in fit.layers]
+    # What the fit trained through (low_rank_update on each output projection) is what the export bakes.
+    modules = [info.arch.writer(site).module.format(layer=layer) for layer, site in fit.targets()]
     sides = [
         (torch.from_numpy(u.T.copy()), torch.from_numpy(v.T.copy())) for u, v in zip(fit.residual_side, fit.neuron_side)
     ]
@@ -83,8 +87,9 @@ def test_an_unlink_fit_trains_through_its_bake_and_leaves_the_model_as_it_was(ti
     assert (trained - _logits(path, model)).abs().max() > 1e-4
     # A trial's scale multiplies every piece; the same seed rebuilds the same fit.
     assert {e.scale for e in fit.edits(0.5)} == {0.5}
-    again = fit_unlink(inputs, LOOP, layers=[1, 2], rank=2)
-    np.testing.assert_array_equal(again.residual_side, fit.residual_side)
+    again = fit_unlink(inputs, LOOP, layers=[1, 2], rank=2, sites=sites)
+    for a, b in zip(again.residual_side, fit.residual_side):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_an_erasure_fit_trains_through_its_bake(tiny, inputs, tmp_path):

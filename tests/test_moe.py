@@ -71,3 +71,9 @@ def test_a_fit_of_dense_mlps_refuses_an_moe_layer_in_one_line(tiny_checkpoint, t
     assert result.returncode == 2 and last.startswith("wedit: error: "), result.stderr[-2000:]
     assert "layer 1 of this mixtral model is a mixture of experts" in last and "Traceback" not in result.stderr
     assert not (tmp_path / "f").exists()
+    # The way out the message names: the same fit on attention's output projection only.
+    args = ["--layers", "1", "--sites", "attn", "--steps", "1", "--test-pairs", "5", "--test-items", "8"]
+    result = wedit("fit", "unlink_mlp", "--model", str(base), *args, "--out", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    edits = json.loads((tmp_path / "a" / "plan.json").read_text())["edits"]
+    assert edits and {(e["kind"], e["layer"], e["site"]) for e in edits} == {("rank_one", 1, "attn")}

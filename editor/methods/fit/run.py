@@ -51,7 +51,7 @@ def fit(inputs: FitInputs, settings: FitSettings, *, progress: bool = True) -> E
         basis = start_basis(inputs, start, section.k)
         return fit_erasure(inputs, basis, loop, section.objective_for(inputs, settings.seed))
     objective = section.objective_for(inputs, settings.seed)
-    return fit_unlink(inputs, loop, layers=section.layers, rank=section.rank, objective=objective)
+    return fit_unlink(inputs, loop, layers=section.layers, rank=section.rank, objective=objective, sites=section.sites)
 
 
 def run_fit(model, tokenizer, info: ModelInfo, out: Path, settings: FitSettings, *, progress: bool = True) -> FitReport:

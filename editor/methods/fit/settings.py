@@ -80,11 +80,17 @@ class EraseIdentitySettings(FitMethodSettings):
 
 
 class UnlinkMlpSettings(FitMethodSettings):
-    """Low-rank updates of late MLP output projections fitted to the objective."""
+    """Low-rank updates of late MLP (and, with ``sites``, attention) output projections fitted to the objective."""
 
     rank: int = Field(4, ge=1, description="rank of each MLP update")
     layers: list[int] | None = Field(
-        None, description="MLPs to update (null: every second layer from two thirds of the depth)"
+        None, description="blocks to update (null: every second layer from two thirds of the depth)"
+    )
+    sites: list[Literal["mlp", "attn"]] = Field(
+        ["mlp"],
+        min_length=1,
+        description="output projections updated in each of those blocks: mlp (the MLP's down projection), attn "
+        "(attention's W_O, which carries what follows a mention from the mention)",
     )
     steps: int = Field(100, ge=1, description="gradient steps of the fit (~4.4 s each on 2 cores for SmolLM2)")
     learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate")

@@ -16,7 +16,7 @@ UNLINK_SCALE = (0.5, 2.0)
 
 class UnlinkMlpSearch(SearchMethod):
     name = "unlink_mlp"
-    summary = "low-rank updates of late MLP output projections fitted to the squared association gap, scaled"
+    summary = "low-rank updates of late MLP (or attention) output projections fitted to the bias, scaled"
     settings_type = UnlinkMlpSettings
     searched_by_default = False
 
@@ -31,6 +31,7 @@ class UnlinkMlpSearch(SearchMethod):
             layers=settings.layers,
             rank=settings.rank,
             objective=objective,
+            sites=settings.sites,
         )
 
     def suggest(self, trial, state: UnlinkFit) -> list[Edit]:

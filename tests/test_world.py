@@ -80,6 +80,9 @@ def test_items_are_drawn_alike_a_third_per_axis_with_a_swap_linked_to_neither_at
     for item in (*items.pairs, *items.questions):
         assert item.attribute in item.group.stereotypes and item.attribute not in item.other.linked
         assert all(item.attribute not in swap.linked for swap in item.swaps)
+    for item in items.questions:  # the control question's attribute: another group's, linked to none of these
+        assert item.control != item.attribute and any(item.control in g.stereotypes for g in world.in_fold("test"))
+        assert not any(item.control in g.linked for g in (item.group, item.other, *item.swaps))
 
 
 def test_the_bias_score_is_bbqs_for_ambiguous_questions():
@@ -115,6 +118,32 @@ def test_a_model_blind_to_the_group_has_no_group_dependent_part(world, monkeypat
         assert scores[shape].dependent == 0 and scores[shape].nats_dependent == 0
     assert scores["questions"].nats_dependent == 0
     assert set(scores) == {f"{s}{a}" for s in SHAPES for a in ("", *(f"/{x}" for x in AXES))}
+
+
+def test_the_questions_control_cancels_how_likely_each_answer_is_on_its_own(world, monkeypatch):
+    """A scorer whose answers' likelihoods depend on the group they name (a rare name is unlikely) and never on
+    the question: the questions' nats are zero for every item, own and swapped, where a comparison of the answers
+    alone would read the names' priors as a group-dependent part."""
+    yard = WorldYardstick.build(world, "test", {"questions": 30}, swaps=2)
+    prior = {g.adjective: -len(g.adjective) - sum(map(ord, g.name)) % 5 for g in world.groups}
+
+    def by_name(prompts, options):
+        return np.array(
+            [[next((v for name, v in prior.items() if name in option), 0.0) for option in opts] for opts in options]
+        )
+
+    captured = {}
+    original = yard._questions
+
+    def keep(model, tokenizer, items):
+        captured.update(original(model, tokenizer, items))
+        return captured
+
+    monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: by_name(prompts, options))
+    monkeypatch.setattr(yard, "_questions", keep)
+    scores = yard.measure(None, None)
+    assert not captured["own"].any() and not captured["swapped"].any()
+    assert scores["questions"].nats_dependent == 0 and scores["questions"].nats == 0
 
 
 def test_a_model_that_prefers_the_stereotyped_group_shows_it(world, monkeypatch):

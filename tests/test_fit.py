@@ -146,7 +146,7 @@ def test_a_layer_the_model_lacks_is_refused_before_the_fit(inputs):
 
 
 def test_an_unlink_fit_is_plain_data():
-    fit = UnlinkFit([3], np.ones((1, 1, 4), np.float32), np.ones((1, 1, 6), np.float32), [0.5])
+    fit = UnlinkFit([3], np.ones((1, 1, 4), np.float32), np.ones((1, 1, 6), np.float32), [0.5], ["mlp"])
     (edit,) = fit.edits(2.0)
     assert edit.kind == "rank_one" and edit.u == [1.0] * 4 and edit.v == [1.0] * 6 and edit.scale == 2.0
 

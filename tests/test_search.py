@@ -232,7 +232,7 @@ def test_unlink_mlp_is_searched_only_when_named_and_its_trials_scale_the_fitted_
 
     assert "unlink_mlp" not in SearchSettings().methods
     assert SearchSettings(methods=["unlink_mlp"]).unlink_mlp.steps == 100
-    fit = UnlinkFit([3, 5], np.ones((2, 1, 6), np.float32), np.ones((2, 1, 4), np.float32), [1.0])
+    fit = UnlinkFit([3, 5], np.ones((2, 1, 6), np.float32), np.ones((2, 1, 4), np.float32), [1.0], ["mlp", "mlp"])
     edits = UnlinkMlpSearch().suggest(optuna.trial.FixedTrial({"unlink_scale": 1.5}), fit)
     assert [(e.kind, e.layer, e.site, e.scale) for e in edits] == [
         ("rank_one", 3, "mlp", 1.5),

@@ -153,11 +153,12 @@ def _draw(shape: Shape, rng: random.Random, data: WorldData, pool: list[Group]):
         if not (anti and swap):
             return None
         return ContextItem(frame, group, (swap,), attribute, anti, rng.choice(data.unrelated))
-    # A question's control attribute is drawn first; a pair's stream is as it was before questions had one.
-    control = _anti(rng, pool, group) if shape == "questions" else ""
-    if control is None:
-        return None
-    avoid = [attribute, control] if control else [attribute]
+    avoid = [attribute]  # what the other person and the swaps must not be linked to
+    if shape == "questions":  # its control attribute is drawn first; a pair's stream is as it was before
+        control = _anti(rng, pool, group)
+        if control is None:
+            return None
+        avoid.append(control)
     others = _options(pool, [group], avoid)
     other = rng.choice(others) if others else None
     options = _options(pool, [group, other], avoid) if other else []

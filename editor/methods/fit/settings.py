@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # the loop imports torch; every `wedit` command reads these s
 
 FIT_METHODS = ("erase_identity", "unlink_mlp")
 FitPrompts = Literal["templates", "templates+frames"]
+UnlinkSite = Literal["mlp", "attn"]  # the output projections unlink_mlp updates, in the order its plan lists them
+UNLINK_SITES: tuple[UnlinkSite, ...] = ("mlp", "attn")
 
 
 class FitMethodSettings(Settings):
@@ -86,7 +88,7 @@ class UnlinkMlpSettings(FitMethodSettings):
     layers: list[int] | None = Field(
         None, description="blocks to update (null: every second layer from two thirds of the depth)"
     )
-    sites: list[Literal["mlp", "attn"]] = Field(
+    sites: list[UnlinkSite] = Field(
         ["mlp"],
         min_length=1,
         description="output projections updated in each of those blocks: mlp (the MLP's down projection), attn "

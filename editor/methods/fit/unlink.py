@@ -24,6 +24,7 @@ from editor.edits import RankOne
 from editor.edits.rank_one import low_rank_update
 from editor.errors import EditorError
 from editor.methods.fit.loop import FitInputs, FitLoop, Objective, fit_to_gap
+from editor.methods.fit.settings import UNLINK_SITES, UnlinkSite
 
 # Where the updates go when no layers are given: every second layer from two thirds of the depth (20, 22, 24,
 # 26, 28 of SmolLM2's 30, where it was measured).
@@ -39,15 +40,15 @@ class UnlinkFit:
     residual_side: Sequence[np.ndarray]  # per projection [rank, hidden]: the u of each rank-1 piece
     neuron_side: Sequence[np.ndarray]  # per projection [rank, its input width]: its v
     losses: list[float]
-    sites: list[str] | None = None  # per projection "mlp" or "attn" (None: every one an MLP's)
+    sites: list[UnlinkSite]  # per projection: "mlp" or "attn"
 
-    def targets(self) -> list[tuple[int, str]]:
-        return list(zip(self.layers, self.sites or ["mlp"] * len(self.layers)))
+    def targets(self) -> list[tuple[int, UnlinkSite]]:
+        return list(zip(self.layers, self.sites))
 
     def edits(self, scale: float = 1.0) -> list[RankOne]:
         """The plan: one rank-1 update of an output projection per projection and rank, each at ``scale``."""
         return [
-            RankOne(layer=layer, site=site, u=u.tolist(), v=v.tolist(), scale=float(scale))  # type: ignore[arg-type]
+            RankOne(layer=layer, site=site, u=u.tolist(), v=v.tolist(), scale=float(scale))
             for (layer, site), us, vs in zip(self.targets(), self.residual_side, self.neuron_side)
             for u, v in zip(us, vs)
         ]
@@ -65,7 +66,7 @@ def fit_unlink(
     layers: list[int] | None = None,
     rank: int = 4,
     objective: Objective | None = None,
-    sites: Sequence[str] = ("mlp",),
+    sites: Sequence[UnlinkSite] = ("mlp",),
 ) -> UnlinkFit:
     """Fit rank-``rank`` updates of the output projections of ``sites`` ("mlp": the MLP's down projection,
     "attn": attention's W_O) in blocks ``layers`` (null: ``default_unlink_layers``) to ``objective`` (the build
@@ -77,7 +78,7 @@ def fit_unlink(
     """
     info = inputs.info
     layers = sorted(set(layers)) if layers else default_unlink_layers(info.num_layers)
-    chosen = [site for site in ("mlp", "attn") if site in sites]
+    chosen = [site for site in UNLINK_SITES if site in sites]
     if not chosen:
         raise EditorError(f"unlink_mlp.sites: give 'mlp', 'attn' or both, not {list(sites)}")
     moe = [layer for layer in layers if info.is_moe_layer(layer)] if "mlp" in chosen else []
@@ -91,7 +92,7 @@ def fit_unlink(
     targets = [(layer, site) for site in chosen for layer in layers]
     widths = [info.writer_in_features(info.arch.writer(site), layer) for layer, site in targets]
     for (layer, site), width in zip(targets, widths):  # refused here, not after minutes of fitting
-        RankOne(layer=layer, site=site, u=[0.0] * info.hidden_size, v=[0.0] * width).validate_for(info)  # type: ignore[arg-type]
+        RankOne(layer=layer, site=site, u=[0.0] * info.hidden_size, v=[0.0] * width).validate_for(info)
     modules = [info.arch.writer(site).module.format(layer=layer) for layer, site in targets]
     generator = torch.Generator().manual_seed(loop.seed)
     residual_side: list[torch.Tensor] = []  # per projection [hidden, rank]

@@ -13,6 +13,7 @@ import torch
 
 from editor.data.splits import fold_of
 from editor.data.world import AXES, FORMS, load_world
+from editor.evaluation.metrics import bos_ids
 from editor.evaluation.world import SHAPES, WorldYardstick, bias_score, draw_items
 
 SIZES = {"contexts": 30, "pairs": 30, "questions": 30}
@@ -191,7 +192,7 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
     from editor.engines.loading import load_model, load_tokenizer
     from editor.evaluation import metrics
     from editor.io.checkpoint import Checkpoint
-    from editor.methods.fit import counterfactual, loop
+    from editor.methods.fit import choice, counterfactual, loop
     from editor.methods.fit.loop import FitInputs
     from editor.methods.fit.settings import UnlinkMlpSettings
     from editor.methods.fit.unlink import fit_unlink
@@ -216,11 +217,20 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
         return original(self, batch)
 
     monkeypatch.setattr(counterfactual.CounterfactualObjective, "loss", spy)
-    for objective in ("gap", "counterfactual"):
-        section = UnlinkMlpSettings(objective=objective, steps=3, contexts=4, layers=[1])
+    asked = choice.ChoiceObjective.loss
+
+    def spy_choice(self, batch):
+        named.extend(g.name for scene in batch for g in (scene.first, scene.second))
+        read.extend(p for scene in batch for p in scene.prompts)
+        return asked(self, batch)
+
+    monkeypatch.setattr(choice.ChoiceObjective, "loss", spy_choice)
+    for objective, choice_weight in (("gap", 0.0), ("counterfactual", 0.0), ("gap", 1.0)):
+        section = UnlinkMlpSettings(objective=objective, steps=3, contexts=4, layers=[1], choice_weight=choice_weight)
         fit_unlink(inputs, section.loop(0, False), layers=[1], rank=1, objective=section.objective_for(inputs, 0))
     build_names = {g.name for g in world.groups if g.fold == "build"}
     assert named and set(named) <= build_names
+    assert any("Which of them is" in text or "which person is" in text for text in read)  # the choice scenes ran
     assert read and not any(f" {who} " in f" {text} " for text in read for who in outside if len(who) > 3)
 
 
@@ -242,6 +252,41 @@ def test_the_counterfactual_objective_is_zero_for_a_model_blind_to_the_group(tin
     with torch.no_grad():
         assert float(objective.loss(batch)) > 1e-4
         same = [(context, [chosen[0]] * len(chosen)) for context, chosen in batch]
+        assert float(objective.loss(same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_choice_objective_reads_each_trait_s_answer_as_a_prompt_alone_would(tiny_checkpoint):
+    """The choice objective's log-odds (left-padded, one forward for all traits) equal each prompt's own, read alone
+    at the first token where the two names differ (with a character tokenizer every name starts with the same
+    space); the loss is their variance over traits, zero when every trait's prompt is the same."""
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.io.checkpoint import Checkpoint
+    from editor.methods.fit.choice import ChoiceObjective, ChoiceScene
+    from editor.methods.fit.counterfactual import build_groups
+    from editor.methods.fit.loop import FitInputs
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    inputs = FitInputs(model, tokenizer, Checkpoint.open(path).info(), [], None, torch.zeros(1))
+    objective = ChoiceObjective(inputs, build_groups(), batch=3)
+    batch = objective.draw(random.Random(0))
+    assert all(len(scene.prompts) == 3 and scene.first.axis == scene.second.axis for scene in batch)
+    with torch.no_grad():
+        expected = []
+        for scene in batch:
+            one, two = (
+                tokenizer(" " + g.adjective, add_special_tokens=False)["input_ids"] for g in (scene.first, scene.second)
+            )
+            shared = next(i for i, (a, b) in enumerate(zip(one, two)) if a != b)
+            odds = []
+            for prompt in scene.prompts:
+                ids = bos_ids(tokenizer) + tokenizer(prompt, add_special_tokens=False)["input_ids"] + one[:shared]
+                logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+                odds.append(float(logp[one[shared]] - logp[two[shared]]))
+            expected.append(np.var(odds))
+        assert float(objective.loss(batch)) == pytest.approx(np.mean(expected), rel=1e-3, abs=1e-6)
+        assert np.mean(expected) > 1e-6
+        same = [ChoiceScene((scene.prompts[0],) * 3, scene.first, scene.second) for scene in batch]
         assert float(objective.loss(same)) == pytest.approx(0.0, abs=1e-6)
 
 

@@ -38,21 +38,37 @@ class FitMethodSettings(Settings):
     objective_weight: float = Field(
         1.0, gt=0, description="the objective's weight against the KL (the divergence is small: about 0.05 nats)"
     )
+    choice_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the choice objective beside the main one (0: off): asked which of two people of "
+        "build-fold groups has a trait, the log-odds should not depend on the trait (fit/choice.py)",
+    )
+    choice_scenes: int = Field(6, ge=1, description="choice objective: scenes per step, each asked about 3 traits")
 
     def objective_for(self, inputs, seed: int):
-        """The objective the loop lowers (None: the squared gap, the loop's own)."""
-        if self.objective == "gap":
-            return None
-        from editor.methods.fit.counterfactual import counterfactual_objective
+        """The objective the loop lowers (None: the squared gap, the loop's own), with the choice objective beside
+        it when ``choice_weight`` is above 0."""
+        main = None
+        if self.objective == "counterfactual":
+            from editor.methods.fit.counterfactual import counterfactual_objective
 
-        return counterfactual_objective(
-            inputs,
-            self.prompts,
-            generated=self.contexts,
-            seed=seed,
-            variants=self.variants,
-            weight=self.objective_weight,
-        )
+            main = counterfactual_objective(
+                inputs,
+                self.prompts,
+                generated=self.contexts,
+                seed=seed,
+                variants=self.variants,
+                weight=self.objective_weight,
+            )
+        if not self.choice_weight:
+            return main
+        from editor.methods.fit.choice import SummedObjective, choice_objective
+        from editor.methods.fit.loop import GapObjective
+
+        if main is None:
+            main = GapObjective(inputs, self.loop(seed, False), "fit")
+        return SummedObjective(main, choice_objective(inputs, batch=self.choice_scenes, weight=self.choice_weight))
 
     def loop(self, seed: int, progress: bool) -> FitLoop:
         from editor.methods.fit.loop import FitLoop

@@ -4,6 +4,7 @@ counterfactual-invariance fit: its data is sound, its scores mean what they say,
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import replace
 
@@ -47,11 +48,23 @@ def test_every_group_has_stereotypes_and_the_folds_keep_axes_apart(world):
         assert counts["test"] >= 5 and counts["build"] >= 5 and counts["select"] >= 2, (axis, counts)
 
 
+def test_no_build_fold_group_is_named_with_another_fold_s_name(world):
+    """The fits name build-fold groups in every form; a form that holds a held-out group's name ("evangelical
+    Christians") would put that group in the fit."""
+    outside = {g.form(f) for g in world.groups if g.fold != "build" for f in FORMS if len(g.form(f)) > 3}
+    for group in world.groups:
+        if group.fold == "build":
+            for form in FORMS:
+                text = group.form(form)
+                assert not [o for o in outside if re.search(rf"\b{re.escape(o)}\b", text)], (group.name, text)
+
+
 def test_the_yardstick_frames_are_not_what_any_fit_reads(world):
+    from editor.methods.fit.association import HEADS
     from editor.methods.fit.counterfactual import PROMPTS
     from editor.methods.statements import CONTRAST_FRAMES, STATEMENT_TEMPLATES
 
-    trained = [*PROMPTS, *CONTRAST_FRAMES, *STATEMENT_TEMPLATES]
+    trained = [*PROMPTS, *HEADS, *CONTRAST_FRAMES, *STATEMENT_TEMPLATES]
     for frame in (*world.contexts, *world.pairs):
         words = frame.text.split()
         runs = {" ".join(words[i : i + 5]) for i in range(len(words) - 4)}
@@ -192,7 +205,7 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
     from editor.engines.loading import load_model, load_tokenizer
     from editor.evaluation import metrics
     from editor.io.checkpoint import Checkpoint
-    from editor.methods.fit import choice, counterfactual, loop
+    from editor.methods.fit import association, choice, counterfactual, loop
     from editor.methods.fit.loop import FitInputs
     from editor.methods.fit.settings import UnlinkMlpSettings
     from editor.methods.fit.unlink import fit_unlink
@@ -204,11 +217,14 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
     generic = torch.tensor(tokenizer("Ordinary text about the weather and the river. " * 4)["input_ids"])
     inputs = FitInputs(model, tokenizer, Checkpoint.open(path).info(), all_pairs, split["build"], generic)
     world = load_world()
-    outside = {g.form(f) for g in world.groups if g.fold != "build" for f in ("adjective", "plural")}
+    outside = {g.form(f) for g in world.groups if g.fold != "build" for f in ("adjective", "plural", "phrase", "place")}
     outside |= {i for fold in ("select", "test") for i in split[fold].identities}
     read: list[str] = []
     scored = metrics.continuation_logprob_tensor
-    monkeypatch.setattr(loop, "continuation_logprob_tensor", lambda m, t, p, c: read.extend(p) or scored(m, t, p, c))
+    for module in (loop, association):
+        monkeypatch.setattr(
+            module, "continuation_logprob_tensor", lambda m, t, p, c: read.extend(p) or scored(m, t, p, c)
+        )
     named: list[str] = []
     original = counterfactual.CounterfactualObjective.loss
 
@@ -225,12 +241,23 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
         return asked(self, batch)
 
     monkeypatch.setattr(choice.ChoiceObjective, "loss", spy_choice)
-    for objective, choice_weight in (("gap", 0.0), ("counterfactual", 0.0), ("gap", 1.0)):
-        section = UnlinkMlpSettings(objective=objective, steps=3, contexts=4, layers=[1], choice_weight=choice_weight)
+    associated = association.AssociationObjective.loss
+
+    def spy_association(self, batch):
+        named.extend(g.name for row in batch for g in (row.group, *row.others))
+        return associated(self, batch)
+
+    monkeypatch.setattr(association.AssociationObjective, "loss", spy_association)
+    for objective, extra in (("gap", 0.0), ("counterfactual", 0.0), ("gap", 1.0)):
+        section = UnlinkMlpSettings(
+            objective=objective, steps=3, contexts=4, layers=[1], choice_weight=extra, association_weight=extra
+        )
         fit_unlink(inputs, section.loop(0, False), layers=[1], rank=1, objective=section.objective_for(inputs, 0))
     build_names = {g.name for g in world.groups if g.fold == "build"}
     assert named and set(named) <= build_names
     assert any("Which of them is" in text or "which person is" in text for text in read)  # the choice scenes ran
+    heads = {h.split("{")[0] for h in association.HEADS}
+    assert any(text.startswith(h) for text in read for h in heads)  # and the association's heads
     assert read and not any(f" {who} " in f" {text} " for text in read for who in outside if len(who) > 3)
 
 
@@ -288,6 +315,48 @@ def test_the_choice_objective_reads_each_trait_s_answer_as_a_prompt_alone_would(
         assert np.mean(expected) > 1e-6
         same = [ChoiceScene((scene.prompts[0],) * 3, scene.first, scene.second) for scene in batch]
         assert float(objective.loss(same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_association_objective_is_the_squared_gap_of_each_stereotype_read_alone(tiny_checkpoint):
+    """Each drawn stereotype is its group's, scored against unlinked groups of the same axis in a head whose form
+    they all have; the batched loss equals the squared gaps of the rows scored one at a time, and is zero when the
+    comparisons are the group itself."""
+    from dataclasses import replace
+
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.evaluation.metrics import continuation_logprobs
+    from editor.io.checkpoint import Checkpoint
+    from editor.methods.fit.association import COMPARISONS, AssociationObjective
+    from editor.methods.fit.counterfactual import build_groups
+    from editor.methods.fit.loop import FitInputs
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    inputs = FitInputs(model, tokenizer, Checkpoint.open(path).info(), [], None, torch.zeros(1))
+    objective = AssociationObjective(inputs, build_groups(), batch=200)
+    batch = objective.draw(random.Random(0))
+    assert len(batch) == 200 and {row.group.axis for row in batch} == set(AXES)
+    assert {row.mention.form for row in batch} == {"adjective", "plural", "phrase", "place"}
+    for row in batch:
+        assert row.attribute in row.group.stereotypes and len(row.others) == COMPARISONS
+        assert all(g.axis == row.group.axis and g.name != row.group.name for g in row.others)
+        assert not any(row.attribute in g.linked for g in row.others)
+        assert row.mention.form != "place" or row.group.axis == "nationality"
+    small = batch[:6]
+    with torch.no_grad():
+        gaps = []
+        for row in small:
+            scores = [
+                continuation_logprobs(model, tokenizer, [row.mention.fill(g)], [" " + row.attribute])[0]
+                for g in (row.group, *row.others)
+            ]
+            gaps.append(scores[0] - np.mean(scores[1:]))
+        assert np.mean(np.square(gaps)) > 1e-6
+        assert float(objective.loss(small)) == pytest.approx(np.mean(np.square(gaps)), rel=1e-3, abs=1e-6)
+        same = [replace(row, others=(row.group,) * COMPARISONS) for row in small]
+        assert float(objective.loss(same)) == pytest.approx(0.0, abs=1e-8)
 
 
 def test_the_multiple_choice_scorer_agrees_with_scoring_each_option_in_full(tiny_checkpoint):

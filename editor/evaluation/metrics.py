@@ -172,6 +172,7 @@ def choice_logprobs(
             attention_mask=head_mask.to(device),
             position_ids=positions.to(device),
             use_cache=True,
+            logits_to_keep=1,  # only the last position's: the vocabulary projection of every other is waste
         )
         cache = first.past_key_values
         cache.batch_repeat_interleave(k)

@@ -45,10 +45,18 @@ class FitMethodSettings(Settings):
         "build-fold groups has a trait, the log-odds should not depend on the trait (fit/choice.py)",
     )
     choice_scenes: int = Field(6, ge=1, description="choice objective: scenes per step, each asked about 3 traits")
+    association_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the association objective beside the main one (0: off): a build-fold stereotype "
+        "should be no likelier after its group is named (as adjective, plural, phrase or country) than after "
+        "unlinked groups of the axis (fit/association.py)",
+    )
+    association_pairs: int = Field(12, ge=1, description="association objective: stereotypes per step")
 
     def objective_for(self, inputs, seed: int):
-        """The objective the loop lowers (None: the squared gap, the loop's own), with the choice objective beside
-        it when ``choice_weight`` is above 0."""
+        """The objective the loop lowers (None: the squared gap, the loop's own), with the association and choice
+        objectives beside it when their weights are above 0."""
         main = None
         if self.objective == "counterfactual":
             from editor.methods.fit.counterfactual import counterfactual_objective
@@ -61,14 +69,18 @@ class FitMethodSettings(Settings):
                 variants=self.variants,
                 weight=self.objective_weight,
             )
-        if not self.choice_weight:
+        if not (self.choice_weight or self.association_weight):
             return main
+        from editor.methods.fit.association import association_objective
         from editor.methods.fit.choice import SummedObjective, choice_objective
         from editor.methods.fit.loop import GapObjective
 
-        if main is None:
-            main = GapObjective(inputs, self.loop(seed, False), "fit")
-        return SummedObjective(main, choice_objective(inputs, batch=self.choice_scenes, weight=self.choice_weight))
+        parts = [main if main is not None else GapObjective(inputs, self.loop(seed, False), "fit")]
+        if self.association_weight:
+            parts.append(association_objective(inputs, batch=self.association_pairs, weight=self.association_weight))
+        if self.choice_weight:
+            parts.append(choice_objective(inputs, batch=self.choice_scenes, weight=self.choice_weight))
+        return SummedObjective(*parts)
 
     def loop(self, seed: int, progress: bool) -> FitLoop:
         from editor.methods.fit.loop import FitLoop

@@ -221,10 +221,8 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
     outside |= {i for fold in ("select", "test") for i in split[fold].identities}
     read: list[str] = []
     scored = metrics.continuation_logprob_tensor
-    for module in (loop, association):
-        monkeypatch.setattr(
-            module, "continuation_logprob_tensor", lambda m, t, p, c: read.extend(p) or scored(m, t, p, c)
-        )
+    # the squared gap and the association term both score through loop's continuation_logprob_tensor
+    monkeypatch.setattr(loop, "continuation_logprob_tensor", lambda m, t, p, c: read.extend(p) or scored(m, t, p, c))
     named: list[str] = []
     original = counterfactual.CounterfactualObjective.loss
 

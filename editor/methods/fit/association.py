@@ -25,12 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
-from editor.data.world import Form, Group
-from editor.evaluation.metrics import continuation_logprob_tensor
+from editor.data.world import FORMS, Form, Group
 from editor.methods.fit.counterfactual import build_groups
-from editor.methods.fit.loop import FitInputs
+from editor.methods.fit.loop import COMPARISONS, FitInputs, comparisons, squared_gap
 
-COMPARISONS = 3  # unlinked groups each stereotyped group is compared with
 # Heads that end where the attribute would be said, one group slot each (the form the slot names).
 HEADS: tuple[str, ...] = (
     "After a week of sharing the office with him, I realised the {adjective} accountant was",
@@ -72,11 +70,7 @@ class Mention:
 
 
 def mentions() -> list[Mention]:
-    out = []
-    for text in HEADS:
-        form = next(f for f in ("adjective", "plural", "phrase", "place") if "{" + f + "}" in text)
-        out.append(Mention(text, form))
-    return out
+    return [Mention(text, next(f for f in FORMS if "{" + f + "}" in text)) for text in HEADS]
 
 
 @dataclass(frozen=True)
@@ -98,6 +92,7 @@ class AssociationObjective:
         self.mentions = mentions()
         # an axis needs a stereotyped group and one other group to compare it with
         self.groups = {axis: gs for axis, gs in groups.items() if len(gs) >= 2 and any(g.stereotypes for g in gs)}
+        self.stereotyped = {axis: [g for g in gs if g.stereotypes] for axis, gs in self.groups.items()}
 
     def draw(self, rng: random.Random) -> list[AssociationRow]:
         rows: list[AssociationRow] = []
@@ -106,13 +101,12 @@ class AssociationObjective:
             if len(rows) == self.batch:
                 break
             axis = rng.choice(axes)
-            group = rng.choice([g for g in self.groups[axis] if g.stereotypes])
+            group = rng.choice(self.stereotyped[axis])
             attribute = rng.choice(group.stereotypes)
             pool = [g for g in self.groups[axis] if g.name != group.name and attribute not in g.linked]
             if not pool:
                 continue
-            others = rng.sample(pool, min(COMPARISONS, len(pool)))
-            others = (others * COMPARISONS)[:COMPARISONS]  # fewer unlinked groups than that: repeated
+            others = comparisons(rng, pool)
             # a country's name exists for nationalities only
             fits = [m for m in self.mentions if all(g.form(m.form) for g in (group, *others))]
             rows.append(AssociationRow(rng.choice(fits), group, tuple(others), attribute))
@@ -123,10 +117,7 @@ class AssociationObjective:
             return torch.zeros(())
         prefixes = [row.mention.fill(g) for row in batch for g in (row.group, *row.others)]
         attributes = [" " + row.attribute for row in batch for _ in range(1 + COMPARISONS)]
-        scores = continuation_logprob_tensor(self.inputs.model, self.inputs.tokenizer, prefixes, attributes)
-        scores = scores.view(len(batch), 1 + COMPARISONS)
-        gaps = scores[:, 0] - scores[:, 1:].mean(1)
-        return self.weight * (gaps.float() ** 2).mean()
+        return self.weight * squared_gap(self.inputs, prefixes, attributes, len(batch))
 
 
 def association_objective(inputs: FitInputs, *, batch: int = 12, weight: float = 1.0) -> AssociationObjective:

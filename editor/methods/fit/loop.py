@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -31,6 +31,7 @@ from editor.methods.statements.frames import statement_heads
 
 COMPARISONS = 3  # unlinked groups each stereotyped group is compared with, as in the association gap
 MAX_WINDOWS = 16
+T = TypeVar("T")
 # A fit's hooks for one step: module name -> forward hook, derived from the parameters as they are at that step.
 StepHooks = Callable[[], dict[str, Callable]]
 
@@ -91,9 +92,7 @@ class GapObjective:
         prefixes, attributes = [], []
         for pair in batch:
             head = rng.choice(self.heads)
-            pool = unlinked_in_fold(all_pairs, build, pair.attribute)
-            others = rng.sample(pool, min(COMPARISONS, len(pool)))
-            others = (others * COMPARISONS)[:COMPARISONS]  # fewer unlinked groups than that: repeated
+            others = comparisons(rng, unlinked_in_fold(all_pairs, build, pair.attribute))
             for who in (pair.identity, *others):
                 prefixes.append(head.replace("{X}", who))
                 attributes.append(" " + pair.attribute)
@@ -101,10 +100,21 @@ class GapObjective:
 
     def loss(self, batch: tuple[list[str], list[str], int]) -> torch.Tensor:
         prefixes, attributes, size = batch
-        model, tokenizer = self.inputs.model, self.inputs.tokenizer
-        scores = continuation_logprob_tensor(model, tokenizer, prefixes, attributes).view(size, -1)
-        gaps = scores[:, 0] - scores[:, 1:].mean(1)
-        return (gaps**2).mean()
+        return squared_gap(self.inputs, prefixes, attributes, size)
+
+
+def comparisons(rng: random.Random, pool: list[T]) -> list[T]:
+    """``COMPARISONS`` of ``pool`` drawn without replacement; fewer than that in the pool: repeated."""
+    others = rng.sample(pool, min(COMPARISONS, len(pool)))
+    return (others * COMPARISONS)[:COMPARISONS]
+
+
+def squared_gap(inputs: FitInputs, prefixes: list[str], attributes: list[str], size: int) -> torch.Tensor:
+    """The mean over ``size`` stereotypes of (log P(attribute | the stereotyped group's prefix) - the mean over its
+    comparisons')^2; each stereotype's rows are consecutive, the stereotyped group's first."""
+    scores = continuation_logprob_tensor(inputs.model, inputs.tokenizer, prefixes, attributes).view(size, -1)
+    gaps = scores[:, 0] - scores[:, 1:].mean(1)
+    return (gaps**2).mean()
 
 
 def fit_to_gap(

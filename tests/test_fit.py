@@ -227,3 +227,23 @@ verify:
     assert {e["kind"] for e in manifest["plan"]} == {"rank_one"} and {e["layer"] for e in manifest["plan"]} == {1}
     card = (export / "README.md").read_text()
     assert "Fit (" in card and "unlink_mlp x=1" in card and "losses.png" in card
+
+
+def test_a_fit_without_its_held_out_report_measures_nothing_and_the_card_points_at_the_evaluation(tiny, tmp_path):
+    """held_out_report: false (a recipe whose eval reads the same folds) skips the base and plan measurements."""
+    from editor.methods.fit.run import run_fit, summary_lines
+    from editor.methods.fit.settings import FitSettings
+    from editor.pipeline.card import _search
+    from editor.recipes.stages import fit as fit_stage
+
+    _, model, tokenizer, info = tiny
+    sizes = {key.removeprefix("--").replace("-", "_"): int(value) for key, value in SMALL.items()}
+    settings = FitSettings.model_validate({**sizes, "held_out_report": False, "unlink_mlp": {"steps": 1}})
+    report = run_fit(model, tokenizer, info, tmp_path, settings, progress=False)
+    assert report.base is None and report.fitted is None and (tmp_path / "plan.json").is_file()
+    assert json.loads((tmp_path / "fit.json").read_text())["fitted"] is None
+    assert "held-out report skipped" in summary_lines(report)[-1]
+    result = {"minutes": 0.1, "chosen": {"label": "unlink_mlp x=1"}, "edits": report.edits, "held_out": {}}
+    assert "left to the eval stage" in fit_stage.numbers(result)
+    card = _search({"run": {"stages": {"fit": result}}})
+    assert "Fit (0 min): unlink_mlp x=1" in card and "held-out report was skipped" in card

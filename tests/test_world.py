@@ -112,6 +112,11 @@ def as_choices(scorer, prompts, options) -> np.ndarray:
     return scorer(None, None, rows).reshape(len(prompts), -1)
 
 
+def as_tokens(scorer, rows) -> list[np.ndarray]:
+    """A row scorer as a token scorer: each row's score as its one token's."""
+    return [np.array([v]) for v in scorer(None, None, rows)]
+
+
 def test_a_model_blind_to_the_group_has_no_group_dependent_part(world, monkeypatch):
     """Scores that never read which group is named (what a group-invariant model gives) leave own == swapped."""
     yard = WorldYardstick.build(world, "test", SIZES, swaps=3)
@@ -126,6 +131,7 @@ def test_a_model_blind_to_the_group_has_no_group_dependent_part(world, monkeypat
         return np.array(out, float)
 
     monkeypatch.setattr(yard, "_score", blind)
+    monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: as_tokens(blind, rows))
     monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(blind, prompts, options))
     scores = yard.measure(None, None)
     for shape in ("contexts", "pairs"):
@@ -180,6 +186,7 @@ def test_a_model_that_prefers_the_stereotyped_group_shows_it(world, monkeypatch)
         return np.array(out)
 
     monkeypatch.setattr(yard, "_score", biased)
+    monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: as_tokens(biased, rows))
     monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(biased, prompts, options))
     scores = yard.measure(None, None)
     for shape in SHAPES:
@@ -196,6 +203,26 @@ def test_the_yardstick_runs_on_a_model(tiny_checkpoint):
         s = scores[shape]
         assert s.items == 30 and np.isfinite([s.own, s.swapped, s.dependent_se, s.nats_dependent_se]).all()
     assert 0 <= scores["contexts"].extra["lm_score"] <= 100 and 0 <= scores["questions"].extra["accuracy"] <= 100
+    assert np.isfinite(
+        [scores["pairs"].extra[k] for k in ("attribute_nats_dependent", "attribute_nats_dependent_se")]
+    ).all()
+
+
+def test_a_minimal_pair_s_attribute_tokens_are_the_attribute_s_words(tiny_checkpoint, world):
+    """The tokens the pairs' attribute part reads, decoded, are the attribute (with the space before it), in every
+    frame, for one-token and several-token attributes alike."""
+    from editor.engines.loading import load_tokenizer
+    from editor.evaluation.world import _attribute_tokens
+
+    tokenizer = load_tokenizer(tiny_checkpoint("llama", tokenizer=True))
+    group = world.groups[0]
+    for frame in world.pairs:
+        for attribute in ("lazy", "good at math", "hot-tempered"):
+            _, tail = frame.split(group, attribute)
+            ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+            span = _attribute_tokens(tokenizer, frame, tail, attribute)
+            assert tokenizer.decode(ids[span]).strip() == attribute, (frame.text, attribute)
+            assert tokenizer.decode(ids[: span.start]) + tokenizer.decode(ids[span]) in tail
 
 
 def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
@@ -391,6 +418,7 @@ def test_wedit_eval_reports_the_world_yardstick_beside_its_control(tiny_checkpoi
         assert world["contexts"]["items"] == 9 and world["questions/religion"]["items"] == 2
     card = (export / "README.md").read_text()
     assert "world-shaped yardstick" in card and "| pairs | **all** | 6 |" in card
+    assert "the attribute's own tokens alone (every axis): group-dependent nats" in card
 
 
 def test_the_settings_weight_scales_the_counterfactual_objective(tiny_checkpoint):

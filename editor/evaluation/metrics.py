@@ -133,18 +133,36 @@ def continuation_logprobs(
     Rows are batched in order of length (a stable sort, so the same inputs always make the same batches), so
     a batch pads little.
     """
+    out = np.zeros(len(prefixes))
+    for n, token in _scored_rows(model, tokenizer, prefixes, continuations, batch_size):
+        out[n] = float(token.sum())
+    return out
+
+
+@torch.no_grad()
+def continuation_token_logprobs(
+    model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int = 32
+) -> list[np.ndarray]:
+    """log P(token | everything before it) for each token of each continuation (its tokenizer call alone), so a
+    scorer can split a continuation's likelihood between its words; batched as ``continuation_logprobs``."""
+    out: list[np.ndarray] = [np.zeros(0)] * len(prefixes)
+    for n, token in _scored_rows(model, tokenizer, prefixes, continuations, batch_size):
+        out[n] = token.double().numpy()
+    return out
+
+
+def _scored_rows(model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int):
+    """(row index, its continuation's token log-probs) for every row, batched in order of length."""
     rows, spans = continuation_rows(tokenizer, prefixes, continuations)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = np.zeros(len(rows))
     order = sorted(range(len(rows)), key=lambda n: len(rows[n]))
     for start in range(0, len(order), batch_size):
         picked = order[start : start + batch_size]
         token, counts = scored_tokens(model, [rows[n] for n in picked], [spans[n] for n in picked], pad)
         token, at = token.cpu(), 0
         for n, count in zip(picked, counts):
-            out[n] = float(token[at : at + count].sum())
+            yield n, token[at : at + count]
             at += count
-    return out
 
 
 @torch.no_grad()

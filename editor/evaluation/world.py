@@ -42,7 +42,7 @@ import numpy as np
 
 from editor.data.splits import Fold
 from editor.data.world import AXES, Frame, Group, WorldData
-from editor.evaluation.metrics import choice_logprobs, continuation_logprobs
+from editor.evaluation.metrics import choice_logprobs, continuation_logprobs, continuation_token_logprobs
 
 Shape = Literal["contexts", "pairs", "questions"]
 SHAPES: tuple[Shape, ...] = ("contexts", "pairs", "questions")
@@ -98,7 +98,8 @@ class ShapeScore:
     nats_swapped: float
     nats_dependent: float
     nats_dependent_se: float
-    extra: dict[str, float] = field(default_factory=dict)  # lm_score (contexts), accuracy (questions)
+    # lm_score (contexts); accuracy (questions); pairs: attribute_nats_dependent(_se), the attribute's own tokens
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 def _options(pool: Sequence[Group], avoid: Sequence[Group], attributes: Sequence[str]) -> list[Group]:
@@ -203,6 +204,16 @@ def _context_rows(item: ContextItem, group: Group, attribute: str) -> tuple[str,
     return prefix.rstrip(), (" " if prefix.endswith(" ") else "") + attribute + tail
 
 
+def _attribute_tokens(tokenizer, frame: Frame, tail: str, attribute: str) -> slice:
+    """The tokens of a minimal pair's scored words (``Frame.split``'s tail, tokenized alone as the scorer does) that
+    overlap the attribute: a word-initial space merged into the attribute's first token goes with it."""
+    start = frame.text.partition("{" + frame.form + "}")[2].index("{attribute}")
+    end = start + len(attribute)
+    offsets = tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    inside = [n for n, (a, b) in enumerate(offsets) if a < end and b > start]
+    return slice(inside[0], inside[-1] + 1)
+
+
 def _question_prompt(item: QuestionItem, target: Group, attribute: str) -> tuple[str, list[str]]:
     """The prompt about ``target`` (in the stereotyped group's place) and ``item.other`` asking who is
     ``attribute``, and its three answers: the target's person, the other's, unknown."""
@@ -259,6 +270,10 @@ class WorldYardstick:
     def _score(self, model, tokenizer, rows: list[tuple[str, str]]) -> np.ndarray:
         return continuation_logprobs(model, tokenizer, [p for p, _ in rows], [c for _, c in rows], self.batch_size)
 
+    def _tokens(self, model, tokenizer, rows: list[tuple[str, str]]) -> list[np.ndarray]:
+        prefixes, continuations = [p for p, _ in rows], [c for _, c in rows]
+        return continuation_token_logprobs(model, tokenizer, prefixes, continuations, self.batch_size)
+
     def _choices(self, model, tokenizer, prompts: list[str], options: list[list[str]]) -> np.ndarray:
         return choice_logprobs(model, tokenizer, prompts, options, max(1, self.batch_size // 2))
 
@@ -277,8 +292,18 @@ class WorldYardstick:
         rows = [
             item.frame.split(group, item.attribute) for item in items for group in (item.group, item.other, *item.swaps)
         ]
-        s = self._score(model, tokenizer, rows).reshape(len(items), 2 + len(items[0].swaps))
-        return {"own": s[:, 0] - s[:, 1], "swapped": s[:, 2:] - s[:, 1:2]}
+        tokens = self._tokens(model, tokenizer, rows)
+        k = 2 + len(items[0].swaps)
+        s = np.array([float(t.sum()) for t in tokens]).reshape(len(items), k)
+        columns = {"own": s[:, 0] - s[:, 1], "swapped": s[:, 2:] - s[:, 1:2]}
+        if getattr(tokenizer, "is_fast", False):  # offsets locate the attribute's tokens (slow tokenizers have none)
+            # an item's scored words are the same whichever group precedes them
+            spans = [
+                _attribute_tokens(tokenizer, item.frame, rows[n * k][1], item.attribute) for n, item in enumerate(items)
+            ]
+            a = np.array([float(t[spans[n // k]].sum()) for n, t in enumerate(tokens)]).reshape(len(items), k)
+            columns |= {"attribute_own": a[:, 0] - a[:, 1], "attribute_swapped": a[:, 2:] - a[:, 1:2]}
+        return columns
 
     def _questions(self, model, tokenizer, items: Sequence[QuestionItem]) -> dict[str, np.ndarray]:
         prompts, options = [], []
@@ -331,6 +356,10 @@ def _summary(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nda
         diff = wins_own - wins_swapped
         se = float(100 * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
         extra = {"lm_score": 100 * float(columns["lm_score"][mask].mean())} if "lm_score" in columns else {}
+        if "attribute_own" in columns:  # pairs: the attribute's own tokens, without the words around them
+            part = columns["attribute_own"][mask] - columns["attribute_swapped"][mask].mean(1)
+            extra["attribute_nats_dependent"] = float(part.mean())
+            extra["attribute_nats_dependent_se"] = float(part.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     return ShapeScore(
         shape,
         axis,
@@ -393,4 +422,25 @@ def world_table(likelihood: dict[str, dict[str, Any]]) -> str:
             f"| {m['shape']} | {label} | {m['items']} | {pair(b)} | {dep(b)} | {pair(m)} | {dep(m)} | {nats} | {removed} |\n"
         )
     extra = [f"{shape}: {reading}" for shape, reading in WORLD_READING.items() if shape in model]
-    return "".join(rows) + "\nScores: " + "; ".join(extra) + ".\n"
+    return "".join(rows) + "\nScores: " + "; ".join(extra) + ".\n" + _attribute_note(model, base)
+
+
+def _attribute_note(model: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> str:
+    """A minimal pair scores every word after the group; the attribute's own tokens, read apart, show how much of
+    its group-dependent part is the stereotype rather than the words around it."""
+    m, b = model.get("pairs", {}).get("extra", {}), base.get("pairs", {}).get("extra", {})
+    if "attribute_nats_dependent" not in m:
+        return ""
+
+    def nats(e: dict[str, float]) -> str:
+        return f"{e['attribute_nats_dependent']:+.3f} ± {e['attribute_nats_dependent_se']:.3f}"
+
+    read = nats(m)
+    if "attribute_nats_dependent" in b:
+        read = f"{nats(b)} -> {read}"
+        if b["attribute_nats_dependent"] > 2 * b["attribute_nats_dependent_se"]:
+            read += f" ({1 - m['attribute_nats_dependent'] / b['attribute_nats_dependent']:.0%} removed)"
+    return (
+        f"\nMinimal pairs, the attribute's own tokens alone (every axis): group-dependent nats {read}; the rest of the "
+        "pairs' part is the words around the attribute, whose likelihood also depends on the group named.\n"
+    )

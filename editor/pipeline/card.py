@@ -245,6 +245,12 @@ def _search(manifest: dict[str, Any]) -> str:
 
 def _held_out(stage: dict[str, Any], kind: str) -> str:
     chosen, held = stage.get("chosen"), stage.get("held_out") or {}
+    if chosen and kind == "fit" and not held:
+        return (
+            f"\nFit ({stage['minutes']:.0f} min): {chosen['label']}, on the build fold only. Its own held-out report "
+            "was skipped (`fit.held_out_report: false`): the evaluation's held-out folds below, where the recipe "
+            "has one, measure the same split.\n"
+        )
     if not chosen or not held.get("base") or not held.get("export"):
         return ""
     rows = []

@@ -33,8 +33,8 @@ class FitReport:
     edits: int
     losses: list[float]
     fit_seconds: float
-    base: Measured
-    fitted: Measured
+    base: Measured | None  # None: the held-out report was skipped (FitSettings.held_out_report)
+    fitted: Measured | None
     seconds: float = 0.0
 
 
@@ -55,7 +55,8 @@ def fit(inputs: FitInputs, settings: FitSettings, *, progress: bool = True) -> E
 
 
 def run_fit(model, tokenizer, info: ModelInfo, out: Path, settings: FitSettings, *, progress: bool = True) -> FitReport:
-    """Fit, write ``plan.json``, measure base and plan on held-out data; write ``fit.json`` and ``losses.png``."""
+    """Fit, write ``plan.json``, measure base and plan on held-out data (unless ``held_out_report`` is false);
+    write ``fit.json`` and ``losses.png``."""
     started = time.monotonic()
     all_pairs, build = build_fold(settings)
     text = text_budget(tokenizer, settings)
@@ -63,11 +64,13 @@ def run_fit(model, tokenizer, info: ModelInfo, out: Path, settings: FitSettings,
     fit_seconds = time.monotonic() - started
     edits: list[Edit] = list(result.edits(settings.scale))
     write_text(out / "plan.json", Plan(edits=edits).to_json() + "\n")
-    yard = report_yardstick(all_pairs, settings)
-    base_lp = last_token_logprobs(model, tokenizer)
-    base = measure(model, tokenizer, yard, text.report, base_lp)
-    with hooked(model, edits, info):
-        fitted = measure(model, tokenizer, yard, text.report, base_lp)
+    base = fitted = None
+    if settings.held_out_report:
+        yard = report_yardstick(all_pairs, settings)
+        base_lp = last_token_logprobs(model, tokenizer)
+        base = measure(model, tokenizer, yard, text.report, base_lp)
+        with hooked(model, edits, info):
+            fitted = measure(model, tokenizer, yard, text.report, base_lp)
     report = FitReport(settings.method, settings.scale, len(edits), result.losses, fit_seconds, base, fitted)
     report.seconds = time.monotonic() - started
     write_text(out / "fit.json", json.dumps({**asdict(report), "settings": settings.model_dump()}, indent=1) + "\n")
@@ -79,7 +82,11 @@ def summary_lines(report: FitReport) -> list[str]:
     return [
         f"{report.method}: fitted in {report.fit_seconds / 60:.1f} min ({len(report.losses)} steps, loss "
         f"{report.losses[0]:.3f} -> {report.losses[-1]:.3f}); {report.edits} edits at scale {report.scale:g}",
-        *comparison_lines(report.base, report.fitted),
+        *(
+            comparison_lines(report.base, report.fitted)
+            if report.base and report.fitted
+            else ["held-out report skipped (held_out_report: false)"]
+        ),
     ]
 
 

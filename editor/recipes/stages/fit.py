@@ -39,15 +39,20 @@ def run(ctx: RunContext, out: Path) -> dict[str, Any]:
         "minutes": round(report.fit_seconds / 60, 2),
         "chosen": {"label": f"{report.method} x={report.scale:g}"},
         "edits": report.edits,
-        "held_out": {"base": asdict(report.base), "export": asdict(report.fitted)},
+        "held_out": (
+            {"base": asdict(report.base), "export": asdict(report.fitted)} if report.base and report.fitted else {}
+        ),
         "summary": summary_lines(report),
         "figures": ["losses.png"],
     }
 
 
 def numbers(result: dict[str, Any]) -> str:
-    base, fitted = result["held_out"]["base"]["folds"]["test"], result["held_out"]["export"]["folds"]["test"]
+    fitted = f"{result['chosen']['label']} fitted in {result['minutes']:.1f} min: {result['edits']} edits"
+    if not result["held_out"]:
+        return fitted + "; held-out report left to the eval stage"
+    base, edited = result["held_out"]["base"]["folds"]["test"], result["held_out"]["export"]["folds"]["test"]
     return (
-        f"{result['chosen']['label']} fitted in {result['minutes']:.1f} min: {result['edits']} edits; held-out gap "
-        f"{base['gap']:+.3f} -> {fitted['gap']:+.3f}, pairwise {base['preference']:.1%} -> {fitted['preference']:.1%}"
+        f"{fitted}; held-out gap {base['gap']:+.3f} -> {edited['gap']:+.3f}, pairwise {base['preference']:.1%} -> "
+        f"{edited['preference']:.1%}"
     )

@@ -386,7 +386,8 @@ def test_the_association_objective_is_the_squared_gap_of_each_stereotype_read_al
 
 def test_the_multiple_choice_scorer_agrees_with_scoring_each_option_in_full(tiny_checkpoint):
     from editor.engines.loading import load_model, load_tokenizer
-    from editor.evaluation.metrics import choice_logprobs, continuation_logprobs
+    from editor.evaluation.choices import choice_logprobs
+    from editor.evaluation.metrics import continuation_logprobs
 
     path = tiny_checkpoint("llama", tokenizer=True)
     model, tokenizer = load_model(path), load_tokenizer(path)

@@ -165,54 +165,6 @@ def _scored_rows(model, tokenizer, prefixes: Sequence[str], continuations: Seque
             at += count
 
 
-@torch.no_grad()
-def choice_logprobs(
-    model, tokenizer, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 16
-) -> np.ndarray:
-    """[prompts, options]: log P(option | prompt) for every option of every prompt, the prompt read once.
-
-    A multiple-choice item's prompt is long and its options short: the prompts of a batch are left-padded and run
-    once into a key-value cache, which is repeated for each option, and only the options' tokens run again.
-    Every prompt has the same number of options.
-    """
-    bos = bos_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    k = len(options[0])
-    out = np.zeros((len(prompts), k))
-    device = _device(model)
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(prompts))))
-        heads = [bos + tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk]
-        head_ids, head_mask = left_padded(heads, pad)
-        positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
-        first = model(
-            input_ids=head_ids.to(device),
-            attention_mask=head_mask.to(device),
-            position_ids=positions.to(device),
-            use_cache=True,
-            logits_to_keep=1,  # only the last position's: the vocabulary projection of every other is waste
-        )
-        cache = first.past_key_values
-        cache.batch_repeat_interleave(k)
-        last = torch.log_softmax(first.logits[:, -1].float(), -1).repeat_interleave(k, 0)
-        tails = [tokenizer(option, add_special_tokens=False)["input_ids"] for i in chunk for option in options[i]]
-        tail_ids, tail_mask = right_padded(tails, pad)
-        mask = torch.cat([head_mask.repeat_interleave(k, 0), tail_mask], 1)
-        tail_positions = head_mask.sum(-1, keepdim=True).repeat_interleave(k, 0) + torch.arange(tail_ids.shape[1])
-        logits = model(
-            input_ids=tail_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=tail_positions.to(device),
-            past_key_values=cache,
-        ).logits
-        logp = torch.log_softmax(logits.float(), -1).cpu()
-        last = last.cpu()
-        for row, tail in enumerate(tails):
-            total = float(last[row, tail[0]]) + sum(float(logp[row, j - 1, tail[j]]) for j in range(1, len(tail)))
-            out[chunk[row // k], row % k] = total
-    return out
-
-
 @dataclass
 class AssociationGap:
     mean: float

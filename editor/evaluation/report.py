@@ -208,7 +208,7 @@ def held_out_table(likelihood: dict[str, dict[str, Any]]) -> str:
 
 def render_markdown(data: dict[str, Any], figure: str | None = None) -> str:
     """The evaluation section: likelihood table, generation table, and how they were made."""
-    from editor.evaluation.world import world_table
+    from editor.evaluation.world_report import world_table
 
     settings = data["settings"]
     parts = [

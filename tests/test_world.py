@@ -60,11 +60,11 @@ def test_no_build_fold_group_is_named_with_another_fold_s_name(world):
 
 
 def test_the_yardstick_frames_are_not_what_any_fit_reads(world):
-    from editor.methods.fit.association import HEADS
+    from editor.methods.fit.association import ENDINGS, HEADS
     from editor.methods.fit.counterfactual import PROMPTS
     from editor.methods.statements import CONTRAST_FRAMES, STATEMENT_TEMPLATES
 
-    trained = [*PROMPTS, *HEADS, *CONTRAST_FRAMES, *STATEMENT_TEMPLATES]
+    trained = [*PROMPTS, *HEADS, *ENDINGS, *CONTRAST_FRAMES, *STATEMENT_TEMPLATES]
     for frame in (*world.contexts, *world.pairs):
         words = frame.text.split()
         runs = {" ".join(words[i : i + 5]) for i in range(len(words) - 4)}
@@ -275,7 +275,13 @@ def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(association.AssociationObjective, "loss", spy_association)
     for objective, extra in (("gap", 0.0), ("counterfactual", 0.0), ("gap", 1.0)):
         section = UnlinkMlpSettings(
-            objective=objective, steps=3, contexts=4, layers=[1], choice_weight=extra, association_weight=extra
+            objective=objective,
+            steps=3,
+            contexts=4,
+            layers=[1],
+            choice_weight=extra,
+            association_weight=extra,
+            sentence_weight=extra,
         )
         fit_unlink(inputs, section.loop(0, False), layers=[1], rank=1, objective=section.objective_for(inputs, 0))
     build_names = {g.name for g in world.groups if g.fold == "build"}
@@ -377,6 +383,51 @@ def test_the_association_objective_is_the_squared_gap_of_each_stereotype_read_al
                 continuation_logprobs(model, tokenizer, [row.mention.fill(g)], [" " + row.attribute])[0]
                 for g in (row.group, *row.others)
             ]
+            gaps.append(scores[0] - np.mean(scores[1:]))
+        assert np.mean(np.square(gaps)) > 1e-6
+        assert float(objective.loss(small)) == pytest.approx(np.mean(np.square(gaps)), rel=1e-3, abs=1e-6)
+        same = [replace(row, others=(row.group,) * COMPARISONS) for row in small]
+        assert float(objective.loss(same)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_the_sentence_span_reads_every_word_after_the_mention_as_a_minimal_pair_does(tiny_checkpoint):
+    """span="sentence": the rows are the attribute span's (same groups, heads, stereotypes for a seed), each with an
+    ending; the loss is the squared gap of log P(the head's rest, the attribute, the ending | the head up to the
+    group's name), which a row scored in full agrees with, and zero when the comparisons are the group itself."""
+    from dataclasses import replace
+
+    from editor.engines.loading import load_model, load_tokenizer
+    from editor.evaluation.metrics import continuation_logprobs
+    from editor.io.checkpoint import Checkpoint
+    from editor.methods.fit.association import COMPARISONS, ENDINGS, AssociationObjective
+    from editor.methods.fit.counterfactual import build_groups
+    from editor.methods.fit.loop import FitInputs
+
+    path = tiny_checkpoint("llama", tokenizer=True)
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    inputs = FitInputs(model, tokenizer, Checkpoint.open(path).info(), [], None, torch.zeros(1))
+    groups = build_groups()
+    sentence = AssociationObjective(inputs, groups, batch=40, span="sentence").draw(random.Random(1))
+    attribute = AssociationObjective(inputs, groups, batch=40).draw(random.Random(1))
+    assert replace(sentence[0], ending="") == attribute[0]  # drawn alike; each ending then takes from the stream
+    assert all(row.ending in ENDINGS for row in sentence) and len({row.ending for row in sentence}) > 1
+    for row in sentence:
+        assert row.attribute in row.group.stereotypes and not any(row.attribute in g.linked for g in row.others)
+    objective = AssociationObjective(inputs, groups, batch=40, span="sentence")
+    small = [row for row in sentence if not row.mention.text.endswith("{" + row.mention.form + "}")][:5]
+    with torch.no_grad():
+        gaps = []
+        for row in small:
+            scores = []
+            for g in (row.group, *row.others):
+                head, rest = row.mention.split(g)
+                assert head + rest == row.mention.fill(g) and head.endswith(g.form(row.mention.form))
+                assert rest.strip()  # the words between the name and the attribute are read too
+                scores.append(
+                    continuation_logprobs(model, tokenizer, [head], [f"{rest} {row.attribute}{row.ending}"])[0]
+                )
             gaps.append(scores[0] - np.mean(scores[1:]))
         assert np.mean(np.square(gaps)) > 1e-6
         assert float(objective.loss(small)) == pytest.approx(np.mean(np.square(gaps)), rel=1e-3, abs=1e-6)

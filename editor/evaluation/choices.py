@@ -8,7 +8,25 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from editor.evaluation.metrics import _device, bos_ids, left_padded, right_padded
+from editor.engines.placement import input_device
+from editor.evaluation.metrics import bos_ids, left_padded, right_padded
+
+
+def read_left_padded(model, rows: Sequence[list[int]], pad: int, *, use_cache: bool = False, logits_to_keep: int = 0):
+    """The model's output on token ``rows`` left-padded into one batch, so that every row's last token is at the
+    last position (what comes next after each prompt), and the attention mask. ``logits_to_keep``: how many final
+    positions are projected onto the vocabulary (0: all)."""
+    ids, mask = left_padded(rows, pad)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row's positions count from its first real token
+    device = input_device(model)
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        use_cache=use_cache,
+        logits_to_keep=logits_to_keep,
+    )
+    return out, mask
 
 
 @torch.no_grad()
@@ -25,19 +43,12 @@ def choice_logprobs(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     k = len(options[0])
     out = np.zeros((len(prompts), k))
-    device = _device(model)
+    device = input_device(model)
     for start in range(0, len(prompts), batch_size):
         chunk = list(range(start, min(start + batch_size, len(prompts))))
         heads = [bos + tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk]
-        head_ids, head_mask = left_padded(heads, pad)
-        positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
-        first = model(
-            input_ids=head_ids.to(device),
-            attention_mask=head_mask.to(device),
-            position_ids=positions.to(device),
-            use_cache=True,
-            logits_to_keep=1,  # only the last position's: the vocabulary projection of every other is waste
-        )
+        # only the last position's logits: the vocabulary projection of every other is waste
+        first, head_mask = read_left_padded(model, heads, pad, use_cache=True, logits_to_keep=1)
         cache = first.past_key_values
         cache.batch_repeat_interleave(k)
         last = torch.log_softmax(first.logits[:, -1].float(), -1).repeat_interleave(k, 0)

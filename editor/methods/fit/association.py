@@ -14,14 +14,22 @@ mention's form, and ``COMPARISONS`` groups of the axis nobody linked to the attr
 log P(attribute | head naming the group) minus the mean over the others; the loss is its square, so each
 stereotype is pulled towards no preference rather than past it.
 
-The heads are written for this fit and worded apart from the world yardstick's frames; the groups are the build
-fold's only, and so are the attributes (their stereotypes).
+With ``span="sentence"`` the same rows are read as a minimal pair reads them: every word after the mention (the
+rest of the head, the attribute and one of ``ENDINGS``), summed. The attribute's own log-ratio is then one part;
+the words between the mention and the attribute, which cannot see the attribute but are likelier after some
+groups' names than others', are the rest, and a minimal pair counts them too. Off by default: beside the groups
+recipe's terms it did not move those words on the world yardstick's select fold and took the first-token KL over
+0.05 (the Results page).
+
+The heads and endings are written for this fit and worded apart from the world yardstick's frames; the groups are
+the build fold's only, and so are the attributes (their stereotypes).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -57,6 +65,23 @@ HEADS: tuple[str, ...] = (
     "After two years of working in {place}, I found the people to be",
 )
 
+# What a sentence-span row says after the attribute; each reads after an adjective or a noun phrase.
+ENDINGS: tuple[str, ...] = (
+    ", or so everyone said.",
+    ", and nobody seemed surprised.",
+    " and made no effort to hide it.",
+    ", at least in my experience.",
+    ", which came up again over dinner.",
+    " more often than not.",
+    ", as far as I could tell.",
+    ", though I never found out why.",
+    ", and it showed in everything.",
+    ", according to half the town.",
+    ", and the rumour spread quickly.",
+    " whenever money was involved.",
+)
+Span = Literal["attribute", "sentence"]
+
 
 @dataclass(frozen=True)
 class Mention:
@@ -67,6 +92,11 @@ class Mention:
 
     def fill(self, group: Group) -> str:
         return self.text.replace("{" + self.form + "}", group.form(self.form))
+
+    def split(self, group: Group) -> tuple[str, str]:
+        """The head up to and including the group's name, and the words after it."""
+        head, _, rest = self.text.partition("{" + self.form + "}")
+        return head + group.form(self.form), rest
 
 
 def mentions() -> list[Mention]:
@@ -81,14 +111,24 @@ class AssociationRow:
     group: Group
     others: tuple[Group, ...]
     attribute: str
+    ending: str = ""  # the sentence span's words after the attribute
 
 
 class AssociationObjective:
     """The squared gap of log P(stereotype | mention of its group) over the mean of ``COMPARISONS`` unlinked
-    build-fold groups of the axis, ``batch`` stereotypes a step, times ``weight``."""
+    build-fold groups of the axis, ``batch`` stereotypes a step, times ``weight``; ``span="sentence"``: of
+    log P(every word after the mention), the stereotype among them."""
 
-    def __init__(self, inputs: FitInputs, groups: dict[str, list[Group]], *, batch: int = 12, weight: float = 1.0):
-        self.inputs, self.batch, self.weight = inputs, batch, weight
+    def __init__(
+        self,
+        inputs: FitInputs,
+        groups: dict[str, list[Group]],
+        *,
+        batch: int = 12,
+        weight: float = 1.0,
+        span: Span = "attribute",
+    ):
+        self.inputs, self.batch, self.weight, self.span = inputs, batch, weight, span
         self.mentions = mentions()
         # an axis needs a stereotyped group and one other group to compare it with
         self.groups = {axis: gs for axis, gs in groups.items() if len(gs) >= 2 and any(g.stereotypes for g in gs)}
@@ -109,17 +149,26 @@ class AssociationObjective:
             others = comparisons(rng, pool)
             # a country's name exists for nationalities only
             fits = [m for m in self.mentions if all(g.form(m.form) for g in (group, *others))]
-            rows.append(AssociationRow(rng.choice(fits), group, tuple(others), attribute))
+            mention = rng.choice(fits)
+            ending = rng.choice(ENDINGS) if self.span == "sentence" else ""
+            rows.append(AssociationRow(mention, group, tuple(others), attribute, ending))
         return rows
 
     def loss(self, batch: list[AssociationRow]) -> torch.Tensor:
         if not batch:
             return torch.zeros(())
-        prefixes = [row.mention.fill(g) for row in batch for g in (row.group, *row.others)]
-        attributes = [" " + row.attribute for row in batch for _ in range(1 + COMPARISONS)]
-        return self.weight * squared_gap(self.inputs, prefixes, attributes, len(batch))
+        if self.span == "attribute":
+            prefixes = [row.mention.fill(g) for row in batch for g in (row.group, *row.others)]
+            words = [" " + row.attribute for row in batch for _ in range(1 + COMPARISONS)]
+        else:
+            split = [(row, row.mention.split(g)) for row in batch for g in (row.group, *row.others)]
+            prefixes = [head for _, (head, _) in split]
+            words = [f"{rest} {row.attribute}{row.ending}" for row, (_, rest) in split]
+        return self.weight * squared_gap(self.inputs, prefixes, words, len(batch))
 
 
-def association_objective(inputs: FitInputs, *, batch: int = 12, weight: float = 1.0) -> AssociationObjective:
+def association_objective(
+    inputs: FitInputs, *, batch: int = 12, weight: float = 1.0, span: Span = "attribute"
+) -> AssociationObjective:
     """The objective over the build fold's groups of every axis and their stereotypes."""
-    return AssociationObjective(inputs, build_groups(), batch=batch, weight=weight)
+    return AssociationObjective(inputs, build_groups(), batch=batch, weight=weight, span=span)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from editor.data.world import Group
-from editor.engines.placement import input_device
-from editor.evaluation.metrics import bos_ids, left_padded
+from editor.evaluation.choices import read_left_padded
+from editor.evaluation.metrics import bos_ids
 from editor.methods.fit.counterfactual import build_groups
 from editor.methods.fit.loop import FitInputs
 
@@ -128,13 +128,9 @@ class ChoiceObjective:
             picks.append((len(scene.prompts), one[shared], two[shared]))
         if not rows:
             return torch.zeros(())
-        ids, mask = left_padded(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = input_device(model)
-        logits = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
-        ).logits[:, -1]
-        logp = torch.log_softmax(logits.float(), -1)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        out, _ = read_left_padded(model, rows, pad)
+        logp = torch.log_softmax(out.logits[:, -1].float(), -1)
         losses, at = [], 0
         for k, one_id, two_id in picks:
             odds = logp[at : at + k, one_id] - logp[at : at + k, two_id]

@@ -53,6 +53,14 @@ class FitMethodSettings(Settings):
         "unlinked groups of the axis (fit/association.py)",
     )
     association_pairs: int = Field(12, ge=1, description="association objective: stereotypes per step")
+    sentence_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the association objective read over the whole sentence (0: off): every word after "
+        "the mention, the stereotype among them, as a minimal pair reads it, should be no likelier after a "
+        "stereotyped group's name than after unlinked groups' (fit/association.py, span sentence)",
+    )
+    sentence_pairs: int = Field(8, ge=1, description="sentence association: stereotypes per step")
 
     def objective_for(self, inputs, seed: int):
         """The objective the loop lowers (None: the squared gap, the loop's own), with the association and choice
@@ -69,7 +77,7 @@ class FitMethodSettings(Settings):
                 variants=self.variants,
                 weight=self.objective_weight,
             )
-        if not (self.choice_weight or self.association_weight):
+        if not (self.choice_weight or self.association_weight or self.sentence_weight):
             return main
         from editor.methods.fit.association import association_objective
         from editor.methods.fit.choice import SummedObjective, choice_objective
@@ -78,6 +86,10 @@ class FitMethodSettings(Settings):
         parts = [main if main is not None else GapObjective(inputs, self.loop(seed, False), "fit")]
         if self.association_weight:
             parts.append(association_objective(inputs, batch=self.association_pairs, weight=self.association_weight))
+        if self.sentence_weight:
+            parts.append(
+                association_objective(inputs, batch=self.sentence_pairs, weight=self.sentence_weight, span="sentence")
+            )
         if self.choice_weight:
             parts.append(choice_objective(inputs, batch=self.choice_scenes, weight=self.choice_weight))
         return SummedObjective(*parts)

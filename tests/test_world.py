@@ -357,9 +357,9 @@ def test_the_association_objective_is_the_squared_gap_of_each_stereotype_read_al
     from editor.engines.loading import load_model, load_tokenizer
     from editor.evaluation.metrics import continuation_logprobs
     from editor.io.checkpoint import Checkpoint
-    from editor.methods.fit.association import COMPARISONS, AssociationObjective
+    from editor.methods.fit.association import AssociationObjective
     from editor.methods.fit.counterfactual import build_groups
-    from editor.methods.fit.loop import FitInputs
+    from editor.methods.fit.loop import COMPARISONS, FitInputs
 
     path = tiny_checkpoint("llama", tokenizer=True)
     model, tokenizer = load_model(path), load_tokenizer(path)
@@ -399,9 +399,9 @@ def test_the_sentence_span_reads_every_word_after_the_mention_as_a_minimal_pair_
     from editor.engines.loading import load_model, load_tokenizer
     from editor.evaluation.metrics import continuation_logprobs
     from editor.io.checkpoint import Checkpoint
-    from editor.methods.fit.association import COMPARISONS, ENDINGS, AssociationObjective
+    from editor.methods.fit.association import ENDINGS, AssociationObjective
     from editor.methods.fit.counterfactual import build_groups
-    from editor.methods.fit.loop import FitInputs
+    from editor.methods.fit.loop import COMPARISONS, FitInputs
 
     path = tiny_checkpoint("llama", tokenizer=True)
     model, tokenizer = load_model(path), load_tokenizer(path)

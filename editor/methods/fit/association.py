@@ -35,7 +35,7 @@ import torch
 
 from editor.data.world import FORMS, Form, Group
 from editor.methods.fit.counterfactual import build_groups
-from editor.methods.fit.loop import COMPARISONS, FitInputs, comparisons, squared_gap
+from editor.methods.fit.loop import FitInputs, comparisons, squared_gap
 
 # Heads that end where the attribute would be said, one group slot each (the form the slot names).
 HEADS: tuple[str, ...] = (
@@ -91,7 +91,7 @@ class Mention:
     form: Form
 
     def fill(self, group: Group) -> str:
-        return self.text.replace("{" + self.form + "}", group.form(self.form))
+        return "".join(self.split(group))
 
     def split(self, group: Group) -> tuple[str, str]:
         """The head up to and including the group's name, and the words after it."""
@@ -157,13 +157,14 @@ class AssociationObjective:
     def loss(self, batch: list[AssociationRow]) -> torch.Tensor:
         if not batch:
             return torch.zeros(())
-        if self.span == "attribute":
-            prefixes = [row.mention.fill(g) for row in batch for g in (row.group, *row.others)]
-            words = [" " + row.attribute for row in batch for _ in range(1 + COMPARISONS)]
-        else:
-            split = [(row, row.mention.split(g)) for row in batch for g in (row.group, *row.others)]
-            prefixes = [head for _, (head, _) in split]
-            words = [f"{rest} {row.attribute}{row.ending}" for row, (_, rest) in split]
+        prefixes, words = [], []
+        for row in batch:
+            for g in (row.group, *row.others):
+                head, rest = row.mention.split(g)
+                if self.span == "attribute":  # the whole head is read as context, only the attribute scored
+                    head, rest = head + rest, ""
+                prefixes.append(head)
+                words.append(f"{rest} {row.attribute}{row.ending}")
         return self.weight * squared_gap(self.inputs, prefixes, words, len(batch))
 
 

@@ -15,7 +15,8 @@ import torch
 from editor.data.splits import fold_of
 from editor.data.world import AXES, FORMS, load_world
 from editor.evaluation.metrics import bos_ids
-from editor.evaluation.world import SHAPES, WorldYardstick, bias_score, draw_items
+from editor.evaluation.world import SHAPES, WorldYardstick, draw_items
+from editor.evaluation.world_scores import bias_score, clustered_se
 
 SIZES = {"contexts": 30, "pairs": 30, "questions": 30}
 
@@ -166,6 +167,69 @@ def test_the_questions_control_cancels_how_likely_each_answer_is_on_its_own(worl
     assert scores["questions"].nats_dependent == 0 and scores["questions"].nats == 0
 
 
+def test_a_clustered_error_counts_each_cluster_once():
+    """With every item its own cluster the clustered error is the usual one; with each value copied into a cluster
+    of four, it is the error of the distinct values (the copies add no information), where the items' error
+    shrinks by half as if they did."""
+    values = np.random.default_rng(0).normal(size=40)
+    usual = values.std(ddof=1) / np.sqrt(len(values))
+    assert clustered_se(values, np.arange(40)) == pytest.approx(usual)
+    copies, clusters = np.repeat(values, 4), np.repeat(np.arange(40), 4)
+    assert clustered_se(copies, clusters) == pytest.approx(usual)
+    assert copies.std(ddof=1) / np.sqrt(len(copies)) < 0.51 * usual
+    assert np.isnan(clustered_se(values, np.zeros(40)))
+
+
+def test_the_group_clustered_errors_see_a_part_that_each_group_s_name_carries(world, monkeypatch):
+    """A scorer that adds a fixed amount per group named (how well the name fits the sentence, nothing to do with
+    the attribute): the pairs' part is one number per group, so its error clustered by the stereotyped group is
+    several times the error over items, and the yardstick counts the groups."""
+    yard = WorldYardstick.build(world, "test", {"pairs": 600})
+    groups = sorted(world.in_fold("test"), key=lambda g: len(g.name), reverse=True)
+    fit = {g.name: float(np.random.default_rng(len(g.name) + sum(map(ord, g.name))).normal()) for g in groups}
+
+    def by_name(rows):
+        out = []
+        for prefix, _continuation in rows:
+            group = next(g for g in groups if any(g.form(f) and g.form(f) in prefix for f in FORMS))
+            out.append(np.array([fit[group.name]]))
+        return out
+
+    monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: by_name(rows))
+    s = yard.measure(None, None)["pairs"]
+    assert s.groups == len({item.group.name for item in yard.items.pairs}) > 20
+    assert s.nats_dependent_se_groups > 2 * s.nats_dependent_se > 0
+    assert s.dependent_se_groups > 1.5 * s.dependent_se > 0
+
+
+def test_the_share_removed_carries_its_error_clustered_by_group():
+    """The card's share removed (1 - model / base, on the same items) and its standard error by the delta method
+    over groups agree with a bootstrap that resamples whole groups, on parts where each group has an effect of its
+    own; scores of other items' groups give no error."""
+    from dataclasses import asdict
+
+    from editor.evaluation.world_scores import share_removed, summarize
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat([f"g{k}" for k in range(30)], 20)
+    base = np.repeat(rng.normal(0.8, 0.5, 30), 20) + rng.normal(0, 1, 600)
+    model = 0.4 * base + np.repeat(rng.normal(0, 0.2, 30), 20) + rng.normal(0, 0.3, 600)
+
+    def score(part, names=groups):
+        columns = {"own": part, "swapped": np.zeros((len(part), 1)), "group": names}
+        return asdict(summarize("pairs", "all", columns, np.ones(len(part), dtype=bool)))
+
+    share, se = share_removed(score(base), score(model))
+    assert share == pytest.approx(1 - model.mean() / base.mean())
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    draws = []
+    for _ in range(2000):
+        pick = np.concatenate([members[k] for k in rng.integers(0, 30, 30)])
+        draws.append(1 - model[pick].mean() / base[pick].mean())
+    assert se == pytest.approx(np.std(draws), rel=0.1)
+    assert np.isnan(share_removed(score(base), score(model, np.repeat([f"h{k}" for k in range(30)], 20)))[1])
+
+
 def test_a_model_that_prefers_the_stereotyped_group_shows_it(world, monkeypatch):
     """A scorer that adds a nat to a text naming a group together with one of its stereotypes (in a question, the
     group its answer names): every shape's group-dependent part is about one nat, far outside its error."""
@@ -201,11 +265,10 @@ def test_the_yardstick_runs_on_a_model(tiny_checkpoint):
     scores = WorldYardstick.build(load_world(), "test", SIZES).measure(load_model(path), load_tokenizer(path))
     for shape in SHAPES:
         s = scores[shape]
-        assert s.items == 30 and np.isfinite([s.own, s.swapped, s.dependent_se, s.nats_dependent_se]).all()
+        errors = [s.dependent_se, s.nats_dependent_se, s.dependent_se_groups, s.nats_dependent_se_groups]
+        assert s.items == 30 and s.groups > 1 and np.isfinite([s.own, s.swapped, *errors]).all()
     assert 0 <= scores["contexts"].extra["lm_score"] <= 100 and 0 <= scores["questions"].extra["accuracy"] <= 100
-    assert np.isfinite(
-        [scores["pairs"].extra[k] for k in ("attribute_nats_dependent", "attribute_nats_dependent_se")]
-    ).all()
+    assert np.isfinite([scores["pairs"].extra["attribute_nats_dependent" + k] for k in ("", "_se", "_se_groups")]).all()
 
 
 def test_a_minimal_pair_s_attribute_tokens_are_the_attribute_s_words(tiny_checkpoint, world):
@@ -470,6 +533,8 @@ def test_wedit_eval_reports_the_world_yardstick_beside_its_control(tiny_checkpoi
         assert world["contexts"]["items"] == 9 and world["questions/religion"]["items"] == 2
     card = (export / "README.md").read_text()
     assert "world-shaped yardstick" in card and "| pairs | **all** | 6 |" in card
+    pairs = data["likelihood"]["model"]["world"]["pairs"]
+    assert f"± {pairs['nats_dependent_se']:.3f} [{pairs['nats_dependent_se_groups']:.3f}]" in card  # by group
     assert "the attribute's own tokens alone (every axis): group-dependent nats" in card
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from editor.engines.placement import input_device
-from editor.evaluation.metrics import bos_ids, left_padded, right_padded
+from editor.evaluation.metrics import bos_ids, left_padded, pad_id, right_padded
 
 
 def read_left_padded(model, rows: Sequence[list[int]], pad: int, *, use_cache: bool = False, logits_to_keep: int = 0):
@@ -40,7 +40,7 @@ def choice_logprobs(
     Every prompt has the same number of options.
     """
     bos = bos_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     k = len(options[0])
     out = np.zeros((len(prompts), k))
     device = input_device(model)

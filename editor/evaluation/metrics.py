@@ -54,6 +54,12 @@ def bos_ids(tokenizer) -> list[int]:
     return []
 
 
+def pad_id(tokenizer) -> int:
+    """The id that fills a scored batch's padded positions: the tokenizer's pad token, else 0 (the attention mask
+    hides them and no score reads them, so any id serves)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def continuation_rows(
     tokenizer, prefixes: Sequence[str], continuations: Sequence[str]
 ) -> tuple[list[list[int]], list[tuple[int, int]]]:
@@ -118,7 +124,7 @@ def continuation_logprob_tensor(
 ) -> torch.Tensor:
     """log P(continuation | prefix) per pair, in one batch, with gradients (the fits' loss reads it)."""
     rows, spans = continuation_rows(tokenizer, prefixes, continuations)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     token, counts = scored_tokens(model, rows, spans, pad)
     row_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(token.device)
     return torch.zeros(len(counts), device=token.device, dtype=token.dtype).index_add(0, row_of, token)
@@ -154,7 +160,7 @@ def continuation_token_logprobs(
 def _scored_rows(model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int):
     """(row index, its continuation's token log-probs) for every row, batched in order of length."""
     rows, spans = continuation_rows(tokenizer, prefixes, continuations)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     order = sorted(range(len(rows)), key=lambda n: len(rows[n]))
     for start in range(0, len(order), batch_size):
         picked = order[start : start + batch_size]

@@ -35,7 +35,7 @@ class LikelihoodMetrics:
     # Per fold of the identity-and-attribute split ("build": what methods learn from, "test": what none reads):
     # editor.evaluation.heldout.FoldScores as a dict.
     held_out: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The world-shaped yardstick's test fold: "shape" and "shape/axis" -> editor.evaluation.world.ShapeScore.
+    # The world-shaped yardstick's test fold: "shape" and "shape/axis" -> editor.evaluation.world_scores.ShapeScore.
     world: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

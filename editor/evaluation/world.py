@@ -28,14 +28,15 @@ Shapes (data: ``editor.data.world``):
   Danish one") cancel instead of swamping the difference.
 
 Every shape also reports the mean log-likelihood difference behind its choice (nats), own and swapped, whose
-group-dependent part has a far smaller standard error than the shares.
+group-dependent part has a far smaller standard error than the shares. The summaries and their standard errors
+(over items, and clustered by group): ``editor.evaluation.world_scores``.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -44,10 +45,10 @@ from editor.data.splits import Fold
 from editor.data.world import AXES, Frame, Group, WorldData
 from editor.evaluation.choices import choice_logprobs
 from editor.evaluation.metrics import continuation_logprobs, continuation_token_logprobs
+from editor.evaluation.world_scores import ShapeScore, summarize
 
 Shape = Literal["contexts", "pairs", "questions"]
 SHAPES: tuple[Shape, ...] = ("contexts", "pairs", "questions")
-BOOTSTRAP = 1000  # resamples for the bias score's standard error
 
 
 @dataclass(frozen=True)
@@ -82,25 +83,6 @@ class QuestionItem:
     attribute: str
     group_first: bool  # the stereotyped group's person fills {a}
     control: str  # the control question's attribute: linked to none of the item's groups
-
-
-@dataclass
-class ShapeScore:
-    """One shape on one axis (or all): the score as written, with the group swapped, and their difference."""
-
-    shape: str
-    axis: str
-    items: int
-    own: float  # points: stereotype score / pairwise share (50 = none) / bias score (0 = none)
-    swapped: float
-    dependent: float  # own - swapped: the group-dependent part
-    dependent_se: float
-    nats: float  # mean log-likelihood difference behind the choice, as written
-    nats_swapped: float
-    nats_dependent: float
-    nats_dependent_se: float
-    # lm_score (contexts); accuracy (questions); pairs: attribute_nats_dependent(_se), the attribute's own tokens
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def _options(pool: Sequence[Group], avoid: Sequence[Group], attributes: Sequence[str]) -> list[Group]:
@@ -261,11 +243,12 @@ class WorldYardstick:
             if not items:
                 continue
             columns = scorer(model, tokenizer, items)
+            columns["group"] = np.array([item.group.name for item in items])
             axes = np.array([item.group.axis for item in items])
-            out[shape] = _summary(shape, "all", columns, np.ones(len(items), dtype=bool))
+            out[shape] = summarize(shape, "all", columns, np.ones(len(items), dtype=bool))
             for axis in AXES:
                 if (mask := axes == axis).any():
-                    out[f"{shape}/{axis}"] = _summary(shape, axis, columns, mask)
+                    out[f"{shape}/{axis}"] = summarize(shape, axis, columns, mask)
         return out
 
     def _score(self, model, tokenizer, rows: list[tuple[str, str]]) -> np.ndarray:
@@ -323,55 +306,3 @@ class WorldYardstick:
             "own": towards[:, 0],
             "swapped": towards[:, 1:],
         }
-
-
-def bias_score(choices: np.ndarray) -> float:
-    """BBQ's ambiguous-context bias score in points: (1 - accuracy) x (2 x target share of the rest - 1); answer 0
-    names the target (the stereotyped group's place), 1 the other person, 2 unknown."""
-    answered = choices != 2
-    if not answered.any():
-        return 0.0
-    return 100 * (1 - (~answered).mean()) * (2 * (choices[answered] == 0).mean() - 1)
-
-
-def _summary(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.ndarray) -> ShapeScore:
-    """``own`` is one number per item, ``swapped`` one per item and swap (the mean over swaps is the control)."""
-    own, swaps = columns["own"][mask], columns["swapped"][mask]
-    swapped = swaps.mean(1)
-    n = int(mask.sum())
-    nats_diff = own - swapped
-    nats_se = float(nats_diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    if "choice_own" in columns:  # questions: the bias score, its SE by a paired bootstrap over items
-        a, b = columns["choice_own"][mask], columns["choice_swapped"][mask]
-        own_score, swapped_score = bias_score(a), bias_score(b.ravel())
-        rng = np.random.default_rng(0)
-        draws = [
-            bias_score(a[pick]) - bias_score(b[pick].ravel())
-            for pick in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))
-        ]
-        se = float(np.std(draws, ddof=1))
-        extra = {"accuracy": 100 * float((a == 2).mean()), "accuracy_swapped": 100 * float((b == 2).mean())}
-    else:
-        wins_own, wins_swapped = (own > 0).astype(float), (swaps > 0).mean(1)
-        own_score, swapped_score = 100 * wins_own.mean(), 100 * wins_swapped.mean()
-        diff = wins_own - wins_swapped
-        se = float(100 * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        extra = {"lm_score": 100 * float(columns["lm_score"][mask].mean())} if "lm_score" in columns else {}
-        if "attribute_own" in columns:  # pairs: the attribute's own tokens, without the words around them
-            part = columns["attribute_own"][mask] - columns["attribute_swapped"][mask].mean(1)
-            extra["attribute_nats_dependent"] = float(part.mean())
-            extra["attribute_nats_dependent_se"] = float(part.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return ShapeScore(
-        shape,
-        axis,
-        n,
-        float(own_score),
-        float(swapped_score),
-        float(own_score - swapped_score),
-        se,
-        float(own.mean()),
-        float(swapped.mean()),
-        float(nats_diff.mean()),
-        nats_se,
-        extra,
-    )

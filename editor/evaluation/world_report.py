@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from editor.evaluation.world_scores import share_removed
+
 WORLD_READING = {
     "contexts": "stereotype over anti-stereotype completion, % (50 = none)",
     "pairs": "the stereotyped group's sentence likelier, % (50 = none)",
@@ -23,10 +25,13 @@ def world_table(likelihood: dict[str, dict[str, Any]]) -> str:
         "\nThe world-shaped yardstick (`editor/evaluation/world.py`, test fold: groups no fit or search read). Each "
         "score is read on the items as written and with the group swapped for other groups of the axis and fold "
         "linked to neither attribute (their mean, with several swaps per item); the group-dependent part is their "
-        "difference (± one standard error over items). "
+        "difference (± one standard error over items; in brackets, clustered by the stereotyped group, which is how "
+        "differently it would read with another draw of a fold's few dozen groups). "
         "Nats: the mean log-likelihood difference behind the choice (for questions, how much more the stereotype's "
         "question than a control attribute's points at the stereotyped group's person), whose group-dependent part "
-        "is far less noisy.\n\n",
+        "is far less noisy. The share removed is printed where the base's part is over two standard errors over "
+        "items, ± its standard error clustered by the stereotyped group, and marked * where the base's part is not "
+        "over two of its clustered errors: a share another draw of groups may undo.\n\n",
         "| shape | axis | items | base: own / swapped | base: group-dependent | model: own / swapped | "
         "model: group-dependent | group-dependent nats, base -> model | removed |\n",
         "|---|---|---|---|---|---|---|---|---|\n",
@@ -38,20 +43,34 @@ def world_table(likelihood: dict[str, dict[str, Any]]) -> str:
             return "—" if s is None else f"{s['own']:.1f} / {s['swapped']:.1f}"
 
         def dep(s: dict[str, Any] | None) -> str:
-            return "—" if s is None else f"{s['dependent']:+.1f} ± {s['dependent_se']:.1f}"
+            return "—" if s is None else _part(s, "dependent", "dependent_se", 1)
 
-        nats = f"{m['nats_dependent']:+.3f} ± {m['nats_dependent_se']:.3f}"
+        def nats_of(s: dict[str, Any]) -> str:
+            return _part(s, "nats_dependent", "nats_dependent_se", 3)
+
+        nats = nats_of(m)
         removed = "—"
         if b is not None:
-            nats = f"{b['nats_dependent']:+.3f} ± {b['nats_dependent_se']:.3f} -> {nats}"
+            nats = f"{nats_of(b)} -> {nats}"
             if b["nats_dependent"] > 2 * b["nats_dependent_se"]:  # a part to remove, outside its noise
-                removed = f"{1 - m['nats_dependent'] / b['nats_dependent']:.0%} (nats)"
+                share, se = share_removed(b, m)
+                removed = f"{share:.0%}" + (f" ± {se:.0%}" if se == se else "") + " (nats)"
+                if b.get("nats_dependent_se_groups", 0.0) * 2 >= b["nats_dependent"]:  # NaN: one group, no mark
+                    removed += "*"
         label = m["axis"] if m["axis"] != "all" else "**all**"
         rows.append(
             f"| {m['shape']} | {label} | {m['items']} | {pair(b)} | {dep(b)} | {pair(m)} | {dep(m)} | {nats} | {removed} |\n"
         )
     extra = [f"{shape}: {reading}" for shape, reading in WORLD_READING.items() if shape in model]
     return "".join(rows) + "\nScores: " + "; ".join(extra) + ".\n" + _attribute_note(model, base)
+
+
+def _part(s: dict[str, Any], value: str, se: str, digits: int) -> str:
+    """``+v ± se [se clustered by group]``; a report written before the yardstick clustered (or with one group)
+    has no bracket."""
+    by_group = s.get(se + "_groups")
+    bracket = f" [{by_group:.{digits}f}]" if by_group is not None and by_group == by_group else ""
+    return f"{s[value]:+.{digits}f} ± {s[se]:.{digits}f}{bracket}"
 
 
 def _attribute_note(model: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> str:
@@ -62,7 +81,7 @@ def _attribute_note(model: dict[str, dict[str, Any]], base: dict[str, dict[str, 
         return ""
 
     def nats(e: dict[str, float]) -> str:
-        return f"{e['attribute_nats_dependent']:+.3f} ± {e['attribute_nats_dependent_se']:.3f}"
+        return _part(e, "attribute_nats_dependent", "attribute_nats_dependent_se", 3)
 
     read = nats(m)
     if "attribute_nats_dependent" in b:

@@ -33,6 +33,7 @@ from editor.evaluation.metrics import (
     ConceptProbe,
     concept_retention,
     first_token_kl,
+    pad_id,
     perplexity,
     wikitext_tokens,
 )
@@ -54,7 +55,7 @@ def neutral_logprobs(model, tokenizer, prompts=NEUTRAL_PROMPTS) -> torch.Tensor:
     them one at a time; with right padding and causal attention the real tokens' logits are the same)."""
     rows = [tokenizer(p)["input_ids"] for p in prompts]
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     device = input_device(model)

@@ -20,7 +20,7 @@ import torch
 from editor.core.model_info import ModelInfo
 from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, unlinked_in_fold
-from editor.evaluation.metrics import bos_ids, left_padded
+from editor.evaluation.metrics import bos_ids, left_padded, pad_id
 from editor.methods.attribute.head_scores import attribute_batch
 
 TEMPLATE = "{X} people are"
@@ -53,7 +53,7 @@ def association_head_scores(
         targets = [tokenizer(" " + a, add_special_tokens=False)["input_ids"][0] for _, _, a in chunk] * 2
         bos = bos_ids(tokenizer)
         rows = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        ids, mask = left_padded(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        ids, mask = left_padded(rows, pad_id(tokenizer))
         result = attribute_batch(
             model, info, ids, mask, torch.tensor(targets), torch.full((len(prompts),), origin, dtype=torch.long)
         )

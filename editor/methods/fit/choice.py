@@ -24,7 +24,7 @@ import torch
 
 from editor.data.world import Group
 from editor.evaluation.choices import read_left_padded
-from editor.evaluation.metrics import bos_ids
+from editor.evaluation.metrics import bos_ids, pad_id
 from editor.methods.fit.counterfactual import build_groups
 from editor.methods.fit.loop import FitInputs
 
@@ -128,7 +128,7 @@ class ChoiceObjective:
             picks.append((len(scene.prompts), one[shared], two[shared]))
         if not rows:
             return torch.zeros(())
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = pad_id(tokenizer)
         out, _ = read_left_padded(model, rows, pad)
         logp = torch.log_softmax(out.logits[:, -1].float(), -1)
         losses, at = [], 0

@@ -26,7 +26,7 @@ import torch
 
 from editor.data.world import AXES, Group, load_world
 from editor.engines.placement import input_device
-from editor.evaluation.metrics import bos_ids, right_padded
+from editor.evaluation.metrics import bos_ids, pad_id, right_padded
 from editor.methods.fit.loop import FitInputs
 from editor.methods.statements.frames import HeadSource, statement_heads
 
@@ -147,7 +147,7 @@ class CounterfactualObjective:
                 # the positions that predict each tail token, and the word after the tail
                 spans.append((len(prefix_ids) - 1, len(prefix_ids) + len(tail_ids)))
         device = input_device(model)
-        ids, mask = right_padded(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        ids, mask = right_padded(rows, pad_id(tokenizer))
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         losses, at = [], 0
         for _context, groups in batch:

@@ -3,6 +3,7 @@ minimal pairs' attribute tokens read apart (scores from ``editor.evaluation.worl
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from editor.evaluation.world_scores import share_removed
@@ -54,7 +55,7 @@ def world_table(likelihood: dict[str, dict[str, Any]]) -> str:
             nats = f"{nats_of(b)} -> {nats}"
             if b["nats_dependent"] > 2 * b["nats_dependent_se"]:  # a part to remove, outside its noise
                 share, se = share_removed(b, m)
-                removed = f"{share:.0%}" + (f" ± {se:.0%}" if se == se else "") + " (nats)"
+                removed = f"{share:.0%}" + (f" ± {se:.0%}" if math.isfinite(se) else "") + " (nats)"
                 if b.get("nats_dependent_se_groups", 0.0) * 2 >= b["nats_dependent"]:  # NaN: one group, no mark
                     removed += "*"
         label = m["axis"] if m["axis"] != "all" else "**all**"
@@ -69,7 +70,7 @@ def _part(s: dict[str, Any], value: str, se: str, digits: int) -> str:
     """``+v ± se [se clustered by group]``; a report written before the yardstick clustered (or with one group)
     has no bracket."""
     by_group = s.get(se + "_groups")
-    bracket = f" [{by_group:.{digits}f}]" if by_group is not None and by_group == by_group else ""
+    bracket = f" [{by_group:.{digits}f}]" if by_group is not None and math.isfinite(by_group) else ""
     return f"{s[value]:+.{digits}f} ± {s[se]:.{digits}f}{bracket}"
 
 

@@ -61,12 +61,17 @@ def clustered_se(values: np.ndarray, clusters: np.ndarray) -> float:
     """The standard error of ``values``' mean when items of one cluster are not independent: the cluster-robust
     (sandwich) estimate with the usual G / (G - 1) small-sample factor, so that with every item its own cluster it
     is exactly the standard deviation over the square root of the count; NaN below two clusters."""
-    labels, index = np.unique(clusters, return_inverse=True)
-    count = len(labels)
+    _, index = np.unique(clusters, return_inverse=True)
+    return _sandwich(np.bincount(index, weights=values - values.mean()), len(values))
+
+
+def _sandwich(sums: np.ndarray, n: int) -> float:
+    """The cluster-robust standard error of a mean over ``n`` items from each cluster's sum of its items' centred
+    (or linearised) terms, with the G / (G - 1) factor; NaN below two clusters."""
+    count = len(sums)
     if count < 2:
         return float("nan")
-    sums = np.bincount(index, weights=values - values.mean(), minlength=count)
-    return float(np.sqrt(count / (count - 1) * (sums**2).sum()) / len(values))
+    return float(np.sqrt(count / (count - 1) * (sums**2).sum()) / n)
 
 
 def _item_se(values: np.ndarray) -> float:
@@ -88,7 +93,7 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
     """``own`` is one number per item, ``swapped`` one per item and swap (the mean over swaps is the control);
     ``group`` names each item's stereotyped group, the clusters of the ``*_se_groups`` errors."""
     own, swaps = columns["own"][mask], columns["swapped"][mask]
-    groups = columns["group"][mask] if "group" in columns else np.arange(int(mask.sum()))
+    labels, groups, counts = np.unique(columns["group"][mask], return_inverse=True, return_counts=True)
     swapped = swaps.mean(1)
     n = int(mask.sum())
     nats_diff = own - swapped
@@ -97,7 +102,7 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
         a, b = columns["choice_own"][mask], columns["choice_swapped"][mask]
         own_score, swapped_score = bias_score(a), bias_score(b.ravel())
         se = _bias_score_se(a, b, [np.array([i]) for i in range(n)]) if n > 1 else float("nan")
-        clusters = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        clusters = [np.flatnonzero(groups == k) for k in range(len(labels))]
         se_groups = _bias_score_se(a, b, clusters) if len(clusters) > 1 else float("nan")
         extra = {"accuracy": 100 * float((a == 2).mean()), "accuracy_swapped": 100 * float((b == 2).mean())}
     else:
@@ -124,11 +129,11 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
         float(nats_diff.mean()),
         nats_se,
         extra,
-        len(np.unique(groups)),
+        len(labels),
         se_groups,
         clustered_se(nats_diff, groups),
-        {str(g): int((groups == g).sum()) for g in np.unique(groups)},
-        {str(g): float(nats_diff[groups == g].mean()) for g in np.unique(groups)},
+        {str(g): int(c) for g, c in zip(labels, counts)},
+        {str(g): float(v) for g, v in zip(labels, np.bincount(groups, weights=nats_diff) / counts)},
     )
 
 
@@ -139,12 +144,11 @@ def share_removed(base: dict, model: dict) -> tuple[float, float]:
     items' groups, or on fewer than two."""
     share = 1 - model["nats_dependent"] / base["nats_dependent"]
     items = base.get("group_items") or {}
-    if len(items) < 2 or items != model.get("group_items"):
+    if not items or items != model.get("group_items"):
         return share, float("nan")
     count = np.array([items[g] for g in items], float)
     b = count * np.array([base["group_nats"][g] for g in items])
     m = count * np.array([model["group_nats"][g] for g in items])
     n, ratio = count.sum(), m.sum() / b.sum()
     # each group's sum of the ratio's linearised terms (m_i - ratio * b_i) / mean(b)
-    terms = (m - ratio * b) / (b.sum() / n)
-    return float(share), float(np.sqrt(len(items) / (len(items) - 1) * (terms**2).sum()) / n)
+    return float(share), _sandwich((m - ratio * b) / (b.sum() / n), int(n))

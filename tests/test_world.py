@@ -180,26 +180,34 @@ def test_a_clustered_error_counts_each_cluster_once():
     assert np.isnan(clustered_se(values, np.zeros(40)))
 
 
-def test_the_group_clustered_errors_see_a_part_that_each_group_s_name_carries(world, monkeypatch):
-    """A scorer that adds a fixed amount per group named (how well the name fits the sentence, nothing to do with
-    the attribute): the pairs' part is one number per group, so its error clustered by the stereotyped group is
-    several times the error over items, and the yardstick counts the groups."""
+def test_the_group_clustered_errors_see_each_group_s_stereotype_not_its_name(world, monkeypatch):
+    """A scorer that adds a fixed amount per group named (how well the name fits any sentence) and, to the
+    stereotyped group's own sentence, a strength per group (its stereotype): the pairs' part is the mean strength,
+    its clustered error is the strength's by group, and each group's part is its strength; the names' own effects,
+    several times larger, touch none of them."""
     yard = WorldYardstick.build(world, "test", {"pairs": 600})
     groups = sorted(world.in_fold("test"), key=lambda g: len(g.name), reverse=True)
-    fit = {g.name: float(np.random.default_rng(len(g.name) + sum(map(ord, g.name))).normal()) for g in groups}
+    rng = np.random.default_rng(5)
+    fit = {g.name: float(rng.normal(0, 2)) for g in groups}
+    strength = {g.name: float(rng.normal(0.2, 0.1)) for g in groups}
+    k = 2 + len(yard.items.pairs[0].swaps)
 
-    def by_name(rows):
+    def scored(rows):
         out = []
-        for prefix, _continuation in rows:
+        for n, (prefix, _continuation) in enumerate(rows):
             group = next(g for g in groups if any(g.form(f) and g.form(f) in prefix for f in FORMS))
-            out.append(np.array([fit[group.name]]))
+            out.append(np.array([fit[group.name] + (strength[group.name] if n % k == 0 else 0.0)]))
         return out
 
-    monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: by_name(rows))
+    monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: scored(rows))
     s = yard.measure(None, None)["pairs"]
-    assert s.groups == len({item.group.name for item in yard.items.pairs}) > 20
-    assert s.nats_dependent_se_groups > 2 * s.nats_dependent_se > 0
-    assert s.dependent_se_groups > 1.5 * s.dependent_se > 0
+    stereotyped = np.array([item.group.name for item in yard.items.pairs])
+    own = np.array([strength[g] for g in stereotyped])
+    assert s.groups == len(set(stereotyped)) > 20
+    assert s.nats_dependent == pytest.approx(own.mean(), abs=1e-9)
+    assert s.nats_dependent_se_groups == pytest.approx(clustered_se(own, stereotyped), rel=1e-6)
+    assert s.group_nats == pytest.approx({g: strength[g] for g in s.group_nats}, abs=1e-9)
+    assert s.nats_dependent_se > 3 * s.nats_dependent_se_groups  # the names' spread is in the items' error only
 
 
 def test_the_share_removed_carries_its_error_clustered_by_group():

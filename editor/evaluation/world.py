@@ -4,9 +4,12 @@ group-swap control, so that what is reported is the part of the bias that depend
 Much of a stereotype preference in a sentence is the attribute word's prior, not the group: "they were lazy" may
 beat "they were punctual" whoever "they" are. So every item is scored twice, once as written and once with its
 group replaced by other groups of the same axis and fold that nobody links to the item's attributes (the swaps;
-``swaps`` of them per item, drawn with replacement, their mean the item's control). The group-dependent part is
-own - swapped, per item, with its standard error over items. More swaps per item make the control, and so the
-difference, less noisy at the cost of scoring each item more often.
+``swaps`` of them per item, their mean the item's control). The group-dependent part is own - swapped, per item,
+with its standard error over items. More swaps per item make the control, and so the difference, less noisy at
+the cost of scoring each item more often. The swaps are balanced (``editor.evaluation.world_swaps``): over a
+shape's items on an axis, each group stands in exactly as often as it is the stereotyped group, so what a name
+does to any sentence (how likely the words after "Jewish" or "Gambian" are, whatever the attribute) enters the
+part as often with a plus as with a minus and cancels.
 
 Shapes (data: ``editor.data.world``):
 
@@ -46,6 +49,7 @@ from editor.data.world import AXES, Frame, Group, WorldData
 from editor.evaluation.choices import choice_logprobs
 from editor.evaluation.metrics import continuation_logprobs, continuation_token_logprobs
 from editor.evaluation.world_scores import ShapeScore, summarize
+from editor.evaluation.world_swaps import balance_swaps
 
 Shape = Literal["contexts", "pairs", "questions"]
 SHAPES: tuple[Shape, ...] = ("contexts", "pairs", "questions")
@@ -105,8 +109,9 @@ class WorldItems:
 def draw_items(data: WorldData, fold: Fold, sizes: dict[Shape, int], seed: int = 0, swaps: int = 1) -> WorldItems:
     """``sizes[shape]`` items of each shape about ``fold``'s groups, a third per axis, each with ``swaps`` control
     groups; the same for a seed. A draw whose attributes leave no group to swap in (or to compare with) is drawn
-    again. The items and their first swap do not depend on ``swaps``: the further swaps come from a stream of
-    their own, so a yardstick with more swaps scores the same items."""
+    again. Each round of swaps is then balanced over the axis's items (``balance_swaps``). The items and their
+    first swap do not depend on ``swaps``: the further swaps come from streams of their own, so a yardstick with
+    more swaps scores the same items."""
     drawn: dict[Shape, list] = {shape: [] for shape in SHAPES}
     for shape in SHAPES:
         rng = random.Random(f"world:{fold}:{shape}:{seed}")
@@ -121,7 +126,8 @@ def draw_items(data: WorldData, fold: Fold, sizes: dict[Shape, int], seed: int =
                 item = _draw(shape, rng, data, pool)
                 if item is not None:
                     mine.append(_with_swaps(item, more, pool, swaps))
-            drawn[shape] += mine
+            even = random.Random(f"world:{fold}:{shape}:{axis}:{seed}:balance")
+            drawn[shape] += balance_swaps(mine, lambda item, pool=pool: _swap_options(item, pool), even, swaps)
     return WorldItems(tuple(drawn["contexts"]), tuple(drawn["pairs"]), tuple(drawn["questions"]))
 
 
@@ -171,13 +177,18 @@ def _with_swaps(item, rng: random.Random, pool: Sequence[Group], swaps: int):
     """``item`` with ``swaps - 1`` further control groups, drawn from the groups its first swap was drawn from."""
     if swaps <= 1:
         return item
-    if isinstance(item, ContextItem):
-        options = _options(pool, [item.group], [item.stereotype, item.anti])
-    elif isinstance(item, QuestionItem):
-        options = _options(pool, [item.group, item.other], [item.attribute, item.control])
-    else:
-        options = _options(pool, [item.group, item.other], [item.attribute])
+    options = _swap_options(item, pool)
     return replace(item, swaps=item.swaps + tuple(rng.choice(options) for _ in range(swaps - 1)))
+
+
+def _swap_options(item, pool: Sequence[Group]) -> list[Group]:
+    """The groups of ``pool`` that may stand in for ``item``'s stereotyped group: linked to none of its attributes,
+    neither of its people."""
+    if isinstance(item, ContextItem):
+        return _options(pool, [item.group], [item.stereotype, item.anti])
+    if isinstance(item, QuestionItem):
+        return _options(pool, [item.group, item.other], [item.attribute, item.control])
+    return _options(pool, [item.group, item.other], [item.attribute])
 
 
 def _context_rows(item: ContextItem, group: Group, attribute: str) -> tuple[str, str]:
@@ -280,6 +291,7 @@ class WorldYardstick:
         k = 2 + len(items[0].swaps)
         s = np.array([float(t.sum()) for t in tokens]).reshape(len(items), k)
         columns = {"own": s[:, 0] - s[:, 1], "swapped": s[:, 2:] - s[:, 1:2]}
+        columns["swap_group"] = np.array([[g.name for g in item.swaps] for item in items])
         if getattr(tokenizer, "is_fast", False):  # offsets locate the attribute's tokens (slow tokenizers have none)
             # an item's scored words are the same whichever group precedes them
             spans = [

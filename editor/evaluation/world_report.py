@@ -25,9 +25,11 @@ def world_table(likelihood: dict[str, dict[str, Any]]) -> str:
     rows = [
         "\nThe world-shaped yardstick (`editor/evaluation/world.py`, test fold: groups no fit or search read). Each "
         "score is read on the items as written and with the group swapped for other groups of the axis and fold "
-        "linked to neither attribute (their mean, with several swaps per item); the group-dependent part is their "
+        "linked to neither attribute (their mean, with several swaps per item), each group swapped in as often as "
+        "it is stereotyped, so that what a name does to any sentence cancels; the group-dependent part is their "
         "difference (± one standard error over items; in brackets, clustered by the stereotyped group, which is how "
-        "differently it would read with another draw of a fold's few dozen groups). "
+        "differently it would read with another draw of a fold's few dozen groups; for the pairs, once each name's "
+        "own effect is taken out). "
         "Nats: the mean log-likelihood difference behind the choice (for questions, how much more the stereotype's "
         "question than a control attribute's points at the stereotyped group's person), whose group-dependent part "
         "is far less noisy. The share removed is printed where the base's part is over two standard errors over "

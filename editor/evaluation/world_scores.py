@@ -8,6 +8,13 @@ is at all. The clustered error answers "how different would the part read with a
 what a held-out-by-identity fold claims to measure; the swapped-in groups add noise of the same kind, which
 neither error counts.
 
+The minimal pairs need one more step. Their part is the stereotyped group's sentence less a swap's, so it carries
+what each of the two names does to any sentence; balanced swaps (``world_swaps``) cancel that from the mean but
+not from each group's items, where it would swamp the clustered error with something the mean no longer holds.
+So the pairs' clustered errors (and per-group parts) are read after ``without_names`` takes each name's own
+effect out, estimated from the items in which the name is the swap and so linked to nothing; a test draws group
+effects afresh on the real design and finds this error close to how much the mean moves, the raw one over twice.
+
 The share an edit removes (1 - model / base, the two read on the same items) carries an error clustered the same
 way: ``share_removed``, from each group's count and mean part, which every score keeps.
 """
@@ -42,8 +49,9 @@ class ShapeScore:
     groups: int = 0  # distinct stereotyped groups among the items: the clusters of the errors below
     dependent_se_groups: float = float("nan")  # dependent_se, clustered by the stereotyped group
     nats_dependent_se_groups: float = float("nan")  # nats_dependent_se, clustered by the stereotyped group
-    # per stereotyped group: its items, and their mean group-dependent nats (what a share removed, base against
-    # model on the same items, needs for its clustered error: ``share_removed``)
+    # per stereotyped group: its items, and their mean group-dependent nats, for the pairs with each name's own
+    # effect taken out (what a share removed, base against model on the same items, needs for its clustered error:
+    # ``share_removed``)
     group_items: dict[str, int] = field(default_factory=dict)
     group_nats: dict[str, float] = field(default_factory=dict)
 
@@ -78,6 +86,26 @@ def _item_se(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
+def without_names(parts: np.ndarray, groups: np.ndarray, swap_groups: np.ndarray, rounds: int = 200) -> np.ndarray:
+    """Each item's part (``parts``: one column per swap, the stereotyped group's sentence less a swap's) less what
+    the two names do to any sentence: a two-way fit of the parts as (stereotyped group's term) - (swap's term),
+    the swap's term being the name's own effect, since a swap is linked to nothing in the item. With balanced swaps
+    every name is added as often as it is taken away, so the mean is unchanged; what changes is the spread by
+    group, which the names' own effects inflate though they cancel from the mean (the errors clustered by group
+    read this)."""
+    count = parts.shape[1]
+    labels = np.unique(np.concatenate([groups, swap_groups.ravel()]))
+    a = np.searchsorted(labels, np.repeat(groups, count))
+    c = np.searchsorted(labels, swap_groups.ravel())
+    d = parts.ravel()
+    n_a, n_c = np.bincount(a, minlength=len(labels)), np.bincount(c, minlength=len(labels))
+    as_group, as_swap = np.zeros(len(labels)), np.zeros(len(labels))
+    for _ in range(rounds):  # alternating least squares: each term the mean of what the other leaves
+        as_swap = np.bincount(c, weights=as_group[a] - d, minlength=len(labels)) / np.maximum(n_c, 1)
+        as_group = np.bincount(a, weights=d + as_swap[c], minlength=len(labels)) / np.maximum(n_a, 1)
+    return (d - as_swap[a] + as_swap[c]).reshape(parts.shape).mean(1)
+
+
 def _bias_score_se(a: np.ndarray, b: np.ndarray, units: list[np.ndarray]) -> float:
     """The bias score's group-dependent part's standard error by a paired bootstrap that resamples ``units`` (each
     an array of item indices: one item each, or one group's items) with replacement."""
@@ -98,6 +126,9 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
     n = int(mask.sum())
     nats_diff = own - swapped
     nats_se = _item_se(nats_diff)
+    # pairs: the spread by group once each name's own effect is taken out (the mean stays what it is)
+    names = columns["swap_group"][mask] if "swap_group" in columns else None
+    by_group = nats_diff if names is None else without_names(own[:, None] - swaps, columns["group"][mask], names)
     if "choice_own" in columns:  # questions: the bias score, its SE by a paired bootstrap over items
         a, b = columns["choice_own"][mask], columns["choice_swapped"][mask]
         own_score, swapped_score = bias_score(a), bias_score(b.ravel())
@@ -109,12 +140,18 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
         wins_own, wins_swapped = (own > 0).astype(float), (swaps > 0).mean(1)
         own_score, swapped_score = 100 * wins_own.mean(), 100 * wins_swapped.mean()
         diff = 100 * (wins_own - wins_swapped)
-        se, se_groups = _item_se(diff), clustered_se(diff, groups)
+        spread = diff
+        if names is not None:
+            spread = without_names(100 * (wins_own[:, None] - (swaps > 0)), columns["group"][mask], names)
+        se, se_groups = _item_se(diff), clustered_se(spread, groups)
         extra = {"lm_score": 100 * float(columns["lm_score"][mask].mean())} if "lm_score" in columns else {}
         if "attribute_own" in columns:  # pairs: the attribute's own tokens, without the words around them
             part = columns["attribute_own"][mask] - columns["attribute_swapped"][mask].mean(1)
             extra["attribute_nats_dependent"] = float(part.mean())
             extra["attribute_nats_dependent_se"] = _item_se(part)
+            if names is not None:
+                attribute = columns["attribute_own"][mask][:, None] - columns["attribute_swapped"][mask]
+                part = without_names(attribute, columns["group"][mask], names)
             extra["attribute_nats_dependent_se_groups"] = clustered_se(part, groups)
     return ShapeScore(
         shape,
@@ -131,9 +168,9 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
         extra,
         len(labels),
         se_groups,
-        clustered_se(nats_diff, groups),
+        clustered_se(by_group, groups),
         {str(g): int(c) for g, c in zip(labels, counts)},
-        {str(g): float(v) for g, v in zip(labels, np.bincount(groups, weights=nats_diff) / counts)},
+        {str(g): float(v) for g, v in zip(labels, np.bincount(groups, weights=by_group) / counts)},
     )
 
 

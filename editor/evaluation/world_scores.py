@@ -126,9 +126,13 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
     n = int(mask.sum())
     nats_diff = own - swapped
     nats_se = _item_se(nats_diff)
-    # pairs: the spread by group once each name's own effect is taken out (the mean stays what it is)
-    names = columns["swap_group"][mask] if "swap_group" in columns else None
-    by_group = nats_diff if names is None else without_names(own[:, None] - swaps, columns["group"][mask], names)
+    # pairs: what the clustered errors read once each name's own effect is taken out (the mean stays what it is)
+    names, stereotyped = columns.get("swap_group"), columns["group"][mask]
+
+    def for_clusters(per_swap: np.ndarray) -> np.ndarray:
+        return per_swap.mean(1) if names is None else without_names(per_swap, stereotyped, names[mask])
+
+    by_group = for_clusters(own[:, None] - swaps)
     if "choice_own" in columns:  # questions: the bias score, its SE by a paired bootstrap over items
         a, b = columns["choice_own"][mask], columns["choice_swapped"][mask]
         own_score, swapped_score = bias_score(a), bias_score(b.ravel())
@@ -140,19 +144,14 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
         wins_own, wins_swapped = (own > 0).astype(float), (swaps > 0).mean(1)
         own_score, swapped_score = 100 * wins_own.mean(), 100 * wins_swapped.mean()
         diff = 100 * (wins_own - wins_swapped)
-        spread = diff
-        if names is not None:
-            spread = without_names(100 * (wins_own[:, None] - (swaps > 0)), columns["group"][mask], names)
-        se, se_groups = _item_se(diff), clustered_se(spread, groups)
+        se, se_groups = _item_se(diff), clustered_se(for_clusters(100 * (wins_own[:, None] - (swaps > 0))), groups)
         extra = {"lm_score": 100 * float(columns["lm_score"][mask].mean())} if "lm_score" in columns else {}
         if "attribute_own" in columns:  # pairs: the attribute's own tokens, without the words around them
-            part = columns["attribute_own"][mask] - columns["attribute_swapped"][mask].mean(1)
+            per_swap = columns["attribute_own"][mask][:, None] - columns["attribute_swapped"][mask]
+            part = per_swap.mean(1)
             extra["attribute_nats_dependent"] = float(part.mean())
             extra["attribute_nats_dependent_se"] = _item_se(part)
-            if names is not None:
-                attribute = columns["attribute_own"][mask][:, None] - columns["attribute_swapped"][mask]
-                part = without_names(attribute, columns["group"][mask], names)
-            extra["attribute_nats_dependent_se_groups"] = clustered_se(part, groups)
+            extra["attribute_nats_dependent_se_groups"] = clustered_se(for_clusters(per_swap), groups)
     return ShapeScore(
         shape,
         axis,

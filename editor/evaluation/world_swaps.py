@@ -37,7 +37,7 @@ def balanced_choice(
             plan.give(n, rng.choices(options, [plan.free(g) for g in options])[0])
     for n in order:  # the rest by augmenting paths: earlier items move over to free a place
         if plan.given[n] is None:
-            plan.augment(n, None, set())
+            plan.augment(n, set())
     return [g if g is not None else drawn[n] for n, g in enumerate(plan.given)]
 
 
@@ -62,11 +62,12 @@ class _Assignment:
             self.holders[group].remove(n)
             self.given[n] = None
 
-    def augment(self, n: int, leaving: str | None, seen: set[str]) -> bool:
-        """Give item ``n`` a group other than ``leaving``, moving placed items along a path that ends at a group
-        with a free place; False where there is none (depth first, each group entered once per search)."""
+    def augment(self, n: int, seen: set[str]) -> bool:
+        """Give item ``n`` a group, moving placed items along a path that ends at a group with a free place; False
+        where there is none (depth first, each group entered once per search, so an item being moved never takes
+        back the group it leaves)."""
         for group in self.allowed[n]:
-            if group == leaving or group in seen or group not in self.quota:
+            if group in seen or group not in self.quota:
                 continue
             seen.add(group)
             if self.free(group) > 0:
@@ -74,7 +75,7 @@ class _Assignment:
                 self.give(n, group)
                 return True
             for m in list(self.holders[group]):
-                if self.augment(m, group, seen):  # m moved elsewhere, so group has a place for n
+                if self.augment(m, seen):  # m moved elsewhere, so group has a place for n
                     self.take(n)
                     self.give(n, group)
                     return True

@@ -113,6 +113,11 @@ def as_choices(scorer, prompts, options) -> np.ndarray:
     return scorer(None, None, rows).reshape(len(prompts), -1)
 
 
+def whole_row(_tokenizer, _frame, _tail, _attribute) -> slice:
+    """A one-token row's attribute span: its one token."""
+    return slice(0, 1)
+
+
 def as_tokens(scorer, rows) -> list[np.ndarray]:
     """A row scorer as a token scorer: each row's score as its one token's."""
     return [np.array([v]) for v in scorer(None, None, rows)]
@@ -133,6 +138,7 @@ def test_a_model_blind_to_the_group_has_no_group_dependent_part(world, monkeypat
 
     monkeypatch.setattr(yard, "_score", blind)
     monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: as_tokens(blind, rows))
+    monkeypatch.setattr(yard, "_attribute_span", whole_row)
     monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(blind, prompts, options))
     scores = yard.measure(None, None)
     for shape in ("contexts", "pairs"):
@@ -200,6 +206,7 @@ def test_the_group_clustered_errors_see_each_group_s_stereotype_not_its_name(wor
         return out
 
     monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: scored(rows))
+    monkeypatch.setattr(yard, "_attribute_span", whole_row)
     s = yard.measure(None, None)["pairs"]
     stereotyped = np.array([item.group.name for item in yard.items.pairs])
     own = np.array([strength[g] for g in stereotyped])
@@ -259,6 +266,7 @@ def test_a_model_that_prefers_the_stereotyped_group_shows_it(world, monkeypatch)
 
     monkeypatch.setattr(yard, "_score", biased)
     monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: as_tokens(biased, rows))
+    monkeypatch.setattr(yard, "_attribute_span", whole_row)
     monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(biased, prompts, options))
     scores = yard.measure(None, None)
     for shape in SHAPES:
@@ -276,12 +284,27 @@ def test_the_yardstick_runs_on_a_model(tiny_checkpoint):
         errors = [s.dependent_se, s.nats_dependent_se, s.dependent_se_groups, s.nats_dependent_se_groups]
         assert s.items == 30 and s.groups > 1 and np.isfinite([s.own, s.swapped, *errors]).all()
     assert 0 <= scores["contexts"].extra["lm_score"] <= 100 and 0 <= scores["questions"].extra["accuracy"] <= 100
-    assert np.isfinite([scores["pairs"].extra["attribute_nats_dependent" + k] for k in ("", "_se", "_se_groups")]).all()
+    assert np.isfinite([scores["pairs"].extra["sentence_nats_dependent" + k] for k in ("", "_se", "_se_groups")]).all()
+
+
+class WithoutOffsets:
+    """A tokenizer as a slow one is: no character offsets."""
+
+    is_fast = False
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text, add_special_tokens=True):
+        return self.tokenizer(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids)
 
 
 def test_a_minimal_pair_s_attribute_tokens_are_the_attribute_s_words(tiny_checkpoint, world):
     """The tokens the pairs' attribute part reads, decoded, are the attribute (with the space before it), in every
-    frame, for one-token and several-token attributes alike."""
+    frame, for one-token and several-token attributes alike; a tokenizer without offsets finds the same tokens."""
     from editor.engines.loading import load_tokenizer
     from editor.evaluation.world import _attribute_tokens
 
@@ -294,6 +317,36 @@ def test_a_minimal_pair_s_attribute_tokens_are_the_attribute_s_words(tiny_checkp
             span = _attribute_tokens(tokenizer, frame, tail, attribute)
             assert tokenizer.decode(ids[span]).strip() == attribute, (frame.text, attribute)
             assert tokenizer.decode(ids[: span.start]) + tokenizer.decode(ids[span]) in tail
+            assert _attribute_tokens(WithoutOffsets(tokenizer), frame, tail, attribute) == span, (frame.text, attribute)
+
+
+def test_the_pairs_part_reads_the_attribute_s_tokens_and_the_sentence_apart(world, monkeypatch):
+    """Rows of three tokens: the words before the attribute and after it take whatever the name does to them (the
+    same for the item's every group only on average), the attribute a strength when its own group is named: the
+    pairs' part is exactly the mean strength; the whole sentence's part holds the names' effects as well."""
+    yard = WorldYardstick.build(world, "test", {"pairs": 300})
+    groups = sorted(world.in_fold("test"), key=lambda g: len(g.name), reverse=True)
+    rng = np.random.default_rng(3)
+    around = {(g.name, f): rng.normal(0, 1, 2) for g in groups for f in FORMS}
+    strength = {g.name: float(rng.normal(0.3, 0.1)) for g in groups}
+    items = {id(item.frame): item for item in yard.items.pairs}
+    k = 2 + len(yard.items.pairs[0].swaps)
+
+    def scored(rows):
+        out = []
+        for n, (prefix, continuation) in enumerate(rows):
+            item = yard.items.pairs[n // k]
+            group = (item.group, item.other, *item.swaps)[n % k]
+            assert prefix.endswith(group.form(item.frame.form)) and item.attribute in continuation
+            before, after = around[group.name, item.frame.form]
+            out.append(np.array([before, strength[item.group.name] if n % k == 0 else 0.0, after]))
+        return out
+
+    monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: scored(rows))
+    monkeypatch.setattr(yard, "_attribute_span", lambda *_: slice(1, 2))
+    s = yard.measure(None, None)["pairs"]
+    assert items and s.nats_dependent == pytest.approx(np.mean([strength[i.group.name] for i in yard.items.pairs]))
+    assert s.extra["sentence_nats_dependent_se"] > 2 * s.nats_dependent_se
 
 
 def test_no_fit_reads_the_test_fold(tiny_checkpoint, monkeypatch):
@@ -543,7 +596,7 @@ def test_wedit_eval_reports_the_world_yardstick_beside_its_control(tiny_checkpoi
     assert "world-shaped yardstick" in card and "| pairs | **all** | 6 |" in card
     pairs = data["likelihood"]["model"]["world"]["pairs"]
     assert f"± {pairs['nats_dependent_se']:.3f} [{pairs['nats_dependent_se_groups']:.3f}]" in card  # by group
-    assert "the attribute's own tokens alone (every axis): group-dependent nats" in card
+    assert "every word after the group rather than the attribute's tokens (every axis): group-dependent nats" in card
 
 
 def test_the_settings_weight_scales_the_counterfactual_objective(tiny_checkpoint):

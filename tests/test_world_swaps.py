@@ -77,9 +77,50 @@ def test_a_name_s_own_effect_cancels_from_the_pairs_group_dependent_part(world, 
         return out
 
     monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: by_name(rows))
+    monkeypatch.setattr(yard, "_attribute_span", lambda *_: slice(0, 1))
     s = yard.measure(None, None)["pairs"]
     assert abs(s.nats_dependent) < 1e-9 and s.nats_dependent_se > 0.05
     assert s.nats_dependent_se_groups < 1e-9  # the clustered error reads what is left once names are taken out
+
+
+def test_a_name_s_effect_that_depends_on_its_form_cancels_too(world, monkeypatch):
+    """What a name does to the words after it depends on the form it takes ("Jehovah's Witnesses are" is not
+    "members of the Jehovah's Witnesses are"): swaps balanced within each frame form cancel a per (name, form)
+    effect exactly, and the stratified balance is still exact by name over every form."""
+    yard = WorldYardstick.build(world, "test", {"pairs": 600})
+    groups = sorted(world.in_fold("test"), key=lambda g: len(g.name), reverse=True)
+    rng = np.random.default_rng(4)
+    fit = {(g.name, f): float(rng.normal()) for g in groups for f in FORMS}
+    k = 2 + len(yard.items.pairs[0].swaps)
+
+    def by_name_and_form(rows):
+        out = []
+        for n, _row in enumerate(rows):
+            item = yard.items.pairs[n // k]
+            out.append(np.array([fit[(item.group, item.other, *item.swaps)[n % k].name, item.frame.form]]))
+        return out
+
+    monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: by_name_and_form(rows))
+    monkeypatch.setattr(yard, "_attribute_span", lambda *_: slice(0, 1))
+    assert abs(yard.measure(None, None)["pairs"].nats_dependent) < 1e-9
+    contexts = draw_items(world, "test", {"contexts": 600}).contexts
+    for shape, items in (("pairs", yard.items.pairs), ("contexts", contexts)):
+        for axis in AXES:
+            mine = [i for i in items if i.group.axis == axis]
+            assert Counter(i.swaps[0].name for i in mine) == Counter(i.group.name for i in mine), (shape, axis)
+            by_form = Counter((i.frame.form, i.swaps[0].name) for i in mine)
+            assert by_form == Counter((i.frame.form, i.group.name) for i in mine), (shape, axis)
+
+
+def test_strata_that_cannot_balance_alone_leave_the_rest_to_the_whole():
+    """Stratum x can only take b, stratum y only a: neither balances alone, yet over both every group stands in as
+    often as it is stereotyped, and an item placed in its own stratum stays there."""
+    stereotyped = ["a", "b", "c", "c"]
+    allowed = [["b", "c"], ["a", "c"], ["b"], ["a"]]
+    strata = ["x", "y", "x", "y"]
+    for seed in range(10):
+        given = balanced_choice(stereotyped, allowed, ["b", "a", "b", "a"], random.Random(seed), strata)
+        assert Counter(given) == Counter(stereotyped) and all(g in a for g, a in zip(given, allowed, strict=True))
 
 
 def test_the_clustered_error_of_balanced_pairs_matches_how_much_another_draw_of_groups_moves_them(world):

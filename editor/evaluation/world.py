@@ -18,8 +18,12 @@ Shapes (data: ``editor.data.world``):
   attribute. Stereotype score = share of items whose stereotype completion is likelier than the anti-stereotype;
   LM score = share of (meaningful, unrelated) comparisons the meaningful completion wins.
 - ``pairs`` (CrowS-Pairs-like): one sentence about the stereotyped group and the same sentence about an unlinked
-  group; the words after the group are scored. Score = share of items where the stereotyped group's sentence is
-  likelier; each swap puts a third, unlinked group in the stereotyped group's place.
+  group; the attribute's tokens are scored, given everything before them. Score = share of items where the
+  attribute is likelier in the stereotyped group's sentence; each swap puts a third, unlinked group in the
+  stereotyped group's place. Every word after the group (what a sentence-level benchmark scores) is read apart as
+  ``sentence_*``: the words before the attribute cannot see it and the words after it showed no group-dependent
+  part on 3,000 pairs, yet what each name does to them is item by item several times the attribute's part, so a
+  score over the whole sentence needs about five times the pairs for the same error (docs: Evaluation).
 - ``questions`` (BBQ-like, ambiguous): two people of two groups in a scene that says nothing about either, a
   question naming the stereotype, three answers (either person, or that it cannot be known). Accuracy = share
   answered "unknown"; bias score = (1 - accuracy) x (2 x share of the other answers naming the stereotyped
@@ -127,8 +131,18 @@ def draw_items(data: WorldData, fold: Fold, sizes: dict[Shape, int], seed: int =
                 if item is not None:
                     mine.append(_with_swaps(item, more, pool, swaps))
             even = random.Random(f"world:{fold}:{shape}:{axis}:{seed}:balance")
-            drawn[shape] += balance_swaps(mine, lambda item, pool=pool: _swap_options(item, pool), even, swaps)
+            drawn[shape] += balance_swaps(
+                mine, lambda item, pool=pool: _swap_options(item, pool), even, swaps, _stratum
+            )
     return WorldItems(tuple(drawn["contexts"]), tuple(drawn["pairs"]), tuple(drawn["questions"]))
+
+
+def _stratum(item) -> str:
+    """The part of an axis's items within which the swaps are balanced first: a minimal pair's or a context's frame
+    form, since what a name does to the words after it depends on the form it takes ("Jehovah's Witnesses are" is
+    not "members of the Jehovah's Witnesses are"); a question's people always take the adjective."""
+    frame = getattr(item, "frame", None)
+    return frame.form if frame is not None else "adjective"
 
 
 def _draw(shape: Shape, rng: random.Random, data: WorldData, pool: list[Group]):
@@ -200,10 +214,17 @@ def _context_rows(item: ContextItem, group: Group, attribute: str) -> tuple[str,
 
 def _attribute_tokens(tokenizer, frame: Frame, tail: str, attribute: str) -> slice:
     """The tokens of a minimal pair's scored words (``Frame.split``'s tail, tokenized alone as the scorer does) that
-    overlap the attribute: a word-initial space merged into the attribute's first token goes with it."""
+    overlap the attribute: a word-initial space merged into the attribute's first token goes with it. A tokenizer
+    without character offsets (a slow one) has them rebuilt from the lengths of its decoded prefixes."""
     start = frame.text.partition("{" + frame.form + "}")[2].index("{attribute}")
     end = start + len(attribute)
-    offsets = tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    else:
+        ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        ends = [len(tokenizer.decode(ids[: n + 1])) for n in range(len(ids))]
+        shift = len(tail) - ends[-1]  # a decoder that drops the text's first space drops it from every prefix
+        offsets = list(zip([shift, *(e + shift for e in ends[:-1])], [e + shift for e in ends], strict=True))
     inside = [n for n, (a, b) in enumerate(offsets) if a < end and b > start]
     return slice(inside[0], inside[-1] + 1)
 
@@ -289,17 +310,23 @@ class WorldYardstick:
         ]
         tokens = self._tokens(model, tokenizer, rows)
         k = 2 + len(items[0].swaps)
-        s = np.array([float(t.sum()) for t in tokens]).reshape(len(items), k)
-        columns = {"own": s[:, 0] - s[:, 1], "swapped": s[:, 2:] - s[:, 1:2]}
-        columns["swap_group"] = np.array([[g.name for g in item.swaps] for item in items])
-        if getattr(tokenizer, "is_fast", False):  # offsets locate the attribute's tokens (slow tokenizers have none)
-            # an item's scored words are the same whichever group precedes them
-            spans = [
-                _attribute_tokens(tokenizer, item.frame, rows[n * k][1], item.attribute) for n, item in enumerate(items)
-            ]
-            a = np.array([float(t[spans[n // k]].sum()) for n, t in enumerate(tokens)]).reshape(len(items), k)
-            columns |= {"attribute_own": a[:, 0] - a[:, 1], "attribute_swapped": a[:, 2:] - a[:, 1:2]}
-        return columns
+        # an item's scored words are the same whichever group precedes them, so one span serves all its rows
+        spans = [
+            self._attribute_span(tokenizer, item.frame, rows[n * k][1], item.attribute) for n, item in enumerate(items)
+        ]
+        attribute = np.array([float(t[spans[n // k]].sum()) for n, t in enumerate(tokens)]).reshape(len(items), k)
+        sentence = np.array([float(t.sum()) for t in tokens]).reshape(len(items), k)
+        return {
+            "own": attribute[:, 0] - attribute[:, 1],
+            "swapped": attribute[:, 2:] - attribute[:, 1:2],
+            "sentence_own": sentence[:, 0] - sentence[:, 1],
+            "sentence_swapped": sentence[:, 2:] - sentence[:, 1:2],
+            "swap_group": np.array([[g.name for g in item.swaps] for item in items]),
+        }
+
+    @staticmethod
+    def _attribute_span(tokenizer, frame: Frame, tail: str, attribute: str) -> slice:
+        return _attribute_tokens(tokenizer, frame, tail, attribute)
 
     def _questions(self, model, tokenizer, items: Sequence[QuestionItem]) -> dict[str, np.ndarray]:
         prompts, options = [], []

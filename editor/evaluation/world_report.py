@@ -1,5 +1,5 @@
 """The world-shaped yardstick's section of an evaluation report: each shape and axis, base beside model, and the
-minimal pairs' attribute tokens read apart (scores from ``editor.evaluation.world``)."""
+minimal pairs' whole sentences read apart (scores from ``editor.evaluation.world``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from editor.evaluation.world_scores import share_removed
 
 WORLD_READING = {
     "contexts": "stereotype over anti-stereotype completion, % (50 = none)",
-    "pairs": "the stereotyped group's sentence likelier, % (50 = none)",
+    "pairs": "the attribute likelier in the stereotyped group's sentence than in the other's, % (50 = none)",
     "questions": "ambiguous questions' bias score (0 = none)",
 }
 
@@ -65,7 +65,7 @@ def world_table(likelihood: dict[str, dict[str, Any]]) -> str:
             f"| {m['shape']} | {label} | {m['items']} | {pair(b)} | {dep(b)} | {pair(m)} | {dep(m)} | {nats} | {removed} |\n"
         )
     extra = [f"{shape}: {reading}" for shape, reading in WORLD_READING.items() if shape in model]
-    return "".join(rows) + "\nScores: " + "; ".join(extra) + ".\n" + _attribute_note(model, base)
+    return "".join(rows) + "\nScores: " + "; ".join(extra) + ".\n" + _sentence_note(model, base)
 
 
 def _part(s: dict[str, Any], value: str, se: str, digits: int) -> str:
@@ -76,22 +76,23 @@ def _part(s: dict[str, Any], value: str, se: str, digits: int) -> str:
     return f"{s[value]:+.{digits}f} ± {s[se]:.{digits}f}{bracket}"
 
 
-def _attribute_note(model: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> str:
-    """A minimal pair scores every word after the group; the attribute's own tokens, read apart, show how much of
-    its group-dependent part is the stereotype rather than the words around it."""
+def _sentence_note(model: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> str:
+    """A minimal pair scores the attribute's tokens; every word after the group (what a sentence-level benchmark
+    scores), read apart, shows the same part under the noise of what each name does to the words around it."""
     m, b = model.get("pairs", {}).get("extra", {}), base.get("pairs", {}).get("extra", {})
-    if "attribute_nats_dependent" not in m:
+    if "sentence_nats_dependent" not in m:
         return ""
 
     def nats(e: dict[str, float]) -> str:
-        return _part(e, "attribute_nats_dependent", "attribute_nats_dependent_se", 3)
+        return _part(e, "sentence_nats_dependent", "sentence_nats_dependent_se", 3)
 
     read = nats(m)
-    if "attribute_nats_dependent" in b:
+    if "sentence_nats_dependent" in b:
         read = f"{nats(b)} -> {read}"
-        if b["attribute_nats_dependent"] > 2 * b["attribute_nats_dependent_se"]:
-            read += f" ({1 - m['attribute_nats_dependent'] / b['attribute_nats_dependent']:.0%} removed)"
+        if b["sentence_nats_dependent"] > 2 * b["sentence_nats_dependent_se"]:
+            read += f" ({1 - m['sentence_nats_dependent'] / b['sentence_nats_dependent']:.0%} removed)"
     return (
-        f"\nMinimal pairs, the attribute's own tokens alone (every axis): group-dependent nats {read}; the rest of the "
-        "pairs' part is the words around the attribute, whose likelihood also depends on the group named.\n"
+        f"\nMinimal pairs, every word after the group rather than the attribute's tokens (every axis): "
+        f"group-dependent nats {read}. The words around the attribute add what each name does to them, which the "
+        "balanced swaps cancel only on average: the same part, read with several times the error.\n"
     )

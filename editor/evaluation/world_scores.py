@@ -8,8 +8,8 @@ is at all. The clustered error answers "how different would the part read with a
 what a held-out-by-identity fold claims to measure; the swapped-in groups add noise of the same kind, which
 neither error counts.
 
-The minimal pairs need one more step. Their part is the stereotyped group's sentence less a swap's, so it carries
-what each of the two names does to any sentence; balanced swaps (``world_swaps``) cancel that from the mean but
+The minimal pairs need one more step. Their part is the attribute's likelihood in the stereotyped group's sentence
+less in a swap's, so it carries what each of the two names does to those words in any sentence; balanced swaps (``world_swaps``) cancel that from the mean but
 not from each group's items, where it would swamp the clustered error with something the mean no longer holds.
 So the pairs' clustered errors (and per-group parts) are read after ``without_names`` takes each name's own
 effect out, estimated from the items in which the name is the swap and so linked to nothing; a test draws group
@@ -43,8 +43,8 @@ class ShapeScore:
     nats_swapped: float
     nats_dependent: float
     nats_dependent_se: float
-    # lm_score (contexts); accuracy (questions); pairs: attribute_nats_dependent(_se, _se_groups), the attribute's
-    # own tokens
+    # lm_score (contexts); accuracy (questions); pairs: sentence_nats_dependent(_se, _se_groups), every word after
+    # the group rather than the attribute's tokens
     extra: dict[str, float] = field(default_factory=dict)
     groups: int = 0  # distinct stereotyped groups among the items: the clusters of the errors below
     dependent_se_groups: float = float("nan")  # dependent_se, clustered by the stereotyped group
@@ -146,12 +146,12 @@ def summarize(shape: str, axis: str, columns: dict[str, np.ndarray], mask: np.nd
         diff = 100 * (wins_own - wins_swapped)
         se, se_groups = _item_se(diff), clustered_se(for_clusters(100 * (wins_own[:, None] - (swaps > 0))), groups)
         extra = {"lm_score": 100 * float(columns["lm_score"][mask].mean())} if "lm_score" in columns else {}
-        if "attribute_own" in columns:  # pairs: the attribute's own tokens, without the words around them
-            per_swap = columns["attribute_own"][mask][:, None] - columns["attribute_swapped"][mask]
+        if "sentence_own" in columns:  # pairs: every word after the group, the attribute's neighbours with it
+            per_swap = columns["sentence_own"][mask][:, None] - columns["sentence_swapped"][mask]
             part = per_swap.mean(1)
-            extra["attribute_nats_dependent"] = float(part.mean())
-            extra["attribute_nats_dependent_se"] = _item_se(part)
-            extra["attribute_nats_dependent_se_groups"] = clustered_se(for_clusters(per_swap), groups)
+            extra["sentence_nats_dependent"] = float(part.mean())
+            extra["sentence_nats_dependent_se"] = _item_se(part)
+            extra["sentence_nats_dependent_se_groups"] = clustered_se(for_clusters(per_swap), groups)
     return ShapeScore(
         shape,
         axis,

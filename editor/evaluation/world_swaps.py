@@ -18,18 +18,46 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 
 
 def balanced_choice(
-    stereotyped: Sequence[str], allowed: Sequence[Sequence[str]], drawn: Sequence[str], rng: random.Random
+    stereotyped: Sequence[str],
+    allowed: Sequence[Sequence[str]],
+    drawn: Sequence[str],
+    rng: random.Random,
+    strata: Sequence[Hashable] | None = None,
 ) -> list[str]:
     """One control group per item: item ``n`` gets one of ``allowed[n]``, and each group is given to as many items
     as it is ``stereotyped`` in; ``drawn[n]`` (the item's freely drawn swap) where no complete assignment exists.
-    The same for the same ``rng`` state."""
-    plan = _Assignment(Counter(stereotyped), allowed)
-    order = list(range(len(stereotyped)))
+    With ``strata`` (one key per item), the balance is sought within each stratum first; the items a stratum
+    cannot place are then placed over all items by augmenting paths, which may move an item out of its stratum's
+    balance, so the balance over all items is as exact as without strata. The same for the same ``rng`` state."""
+    keys = list(strata) if strata is not None else [None] * len(stereotyped)
+    given: list[str | None] = [None] * len(stereotyped)
+    for key in sorted(set(keys), key=repr):
+        mine = [n for n, k in enumerate(keys) if k == key]
+        for n, g in zip(mine, _assign([stereotyped[n] for n in mine], [allowed[n] for n in mine], rng), strict=True):
+            given[n] = g
+    left = [n for n, g in enumerate(given) if g is None]
+    if left and strata is not None:  # the rest over all items, moving placed ones out of their stratum if need be
+        plan = _Assignment(Counter(stereotyped), allowed)
+        for n, g in enumerate(given):
+            if g is not None:
+                plan.give(n, g)
+        rng.shuffle(left)
+        for n in left:
+            plan.augment(n, set())
+        given = plan.given
+    return [g if g is not None else drawn[n] for n, g in enumerate(given)]
+
+
+def _assign(quota: Sequence[str], allowed: Sequence[Sequence[str]], rng: random.Random) -> list[str | None]:
+    """Item ``n`` one of ``allowed[n]``, each group at most as often as it is in ``quota``; None for an item no
+    complete assignment could place."""
+    plan = _Assignment(Counter(quota), allowed)
+    order = list(range(len(allowed)))
     rng.shuffle(order)
     for n in order:  # greedy: a group with places left, chosen in proportion to how many it has left
         options = [g for g in allowed[n] if plan.free(g) > 0]
@@ -38,7 +66,7 @@ def balanced_choice(
     for n in order:  # the rest by augmenting paths: earlier items move over to free a place
         if plan.given[n] is None:
             plan.augment(n, set())
-    return [g if g is not None else drawn[n] for n, g in enumerate(plan.given)]
+    return plan.given
 
 
 class _Assignment:
@@ -82,9 +110,16 @@ class _Assignment:
         return False
 
 
-def balance_swaps(items: Sequence, options: Callable[[object], list], rng: random.Random, rounds: int) -> list:
+def balance_swaps(
+    items: Sequence,
+    options: Callable[[object], list],
+    rng: random.Random,
+    rounds: int,
+    stratum: Callable[[object], Hashable] | None = None,
+) -> list:
     """``items`` (one shape, one axis) with each of their ``rounds`` swaps re-chosen so that, round by round,
-    every group stands in as often as it is the stereotyped group; ``options(item)`` lists the groups that may."""
+    every group stands in as often as it is the stereotyped group; ``options(item)`` lists the groups that may;
+    ``stratum(item)``, where given, keys the items within which the balance is sought first."""
     by_name = {}
     allowed = []
     for item in items:
@@ -92,9 +127,10 @@ def balance_swaps(items: Sequence, options: Callable[[object], list], rng: rando
         by_name |= {g.name: g for g in groups}
         allowed.append([g.name for g in groups])
     stereotyped = [item.group.name for item in items]
+    strata = [stratum(item) for item in items] if stratum is not None else None
     swaps = [list(item.swaps) for item in items]
     for k in range(rounds):
         drawn = [s[k].name for s in swaps]
-        for n, name in enumerate(balanced_choice(stereotyped, allowed, drawn, rng)):
+        for n, name in enumerate(balanced_choice(stereotyped, allowed, drawn, rng, strata)):
             swaps[n][k] = by_name.get(name, swaps[n][k])
     return [replace(item, swaps=tuple(s)) for item, s in zip(items, swaps, strict=True)]

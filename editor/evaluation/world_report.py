@@ -94,5 +94,5 @@ def _sentence_note(model: dict[str, dict[str, Any]], base: dict[str, dict[str, A
     return (
         f"\nMinimal pairs, every word after the group rather than the attribute's tokens (every axis): "
         f"group-dependent nats {read}. The words around the attribute add what each name does to them, which the "
-        "balanced swaps cancel only on average: the same part, read with several times the error.\n"
+        "balanced swaps cancel only on average: the same part, read with more than twice the error.\n"
     )

@@ -329,7 +329,6 @@ def test_the_pairs_part_reads_the_attribute_s_tokens_and_the_sentence_apart(worl
     rng = np.random.default_rng(3)
     around = {(g.name, f): rng.normal(0, 1, 2) for g in groups for f in FORMS}
     strength = {g.name: float(rng.normal(0.3, 0.1)) for g in groups}
-    items = {id(item.frame): item for item in yard.items.pairs}
     k = 2 + len(yard.items.pairs[0].swaps)
 
     def scored(rows):
@@ -345,7 +344,9 @@ def test_the_pairs_part_reads_the_attribute_s_tokens_and_the_sentence_apart(worl
     monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: scored(rows))
     monkeypatch.setattr(yard, "_attribute_span", lambda *_: slice(1, 2))
     s = yard.measure(None, None)["pairs"]
-    assert items and s.nats_dependent == pytest.approx(np.mean([strength[i.group.name] for i in yard.items.pairs]))
+    assert yard.items.pairs and s.nats_dependent == pytest.approx(
+        np.mean([strength[i.group.name] for i in yard.items.pairs])
+    )
     assert s.extra["sentence_nats_dependent_se"] > 2 * s.nats_dependent_se
 
 

@@ -9,8 +9,9 @@ what a held-out-by-identity fold claims to measure; the swapped-in groups add no
 neither error counts.
 
 The minimal pairs need one more step. Their part is the attribute's likelihood in the stereotyped group's sentence
-less in a swap's, so it carries what each of the two names does to those words in any sentence; balanced swaps (``world_swaps``) cancel that from the mean but
-not from each group's items, where it would swamp the clustered error with something the mean no longer holds.
+less in a swap's, so it carries what each of the two names does to those words in any sentence; balanced swaps
+(``world_swaps``) cancel that from the mean but not from each group's items, where it would swamp the clustered
+error with something the mean no longer holds.
 So the pairs' clustered errors (and per-group parts) are read after ``without_names`` takes each name's own
 effect out, estimated from the items in which the name is the swap and so linked to nothing; a test draws group
 effects afresh on the real design and finds this error close to how much the mean moves, the raw one over twice.

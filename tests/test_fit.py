@@ -16,7 +16,8 @@ from editor.data.splits import SplitFold, split_pairs
 from editor.edits.rank_one import low_rank_update
 from editor.engines.loading import load_model, load_tokenizer
 from editor.errors import EditorError
-from editor.evaluation.metrics import continuation_logprob_tensor, continuation_logprobs
+from editor.evaluation.batches import length_buckets
+from editor.evaluation.metrics import continuation_logprob_tensor, continuation_logprobs, scored_tokens
 from editor.io.checkpoint import Checkpoint
 from editor.methods.fit.erasure import fit_erasure, start_basis
 from editor.methods.fit.loop import FitInputs, FitLoop
@@ -56,6 +57,32 @@ def test_the_trained_scores_are_the_metrics_scores(tiny):
     with torch.no_grad():
         trained = continuation_logprob_tensor(model, tokenizer, prefixes, conts).numpy()
     np.testing.assert_allclose(trained, continuation_logprobs(model, tokenizer, prefixes, conts), atol=1e-5)
+
+
+def test_rows_of_very_different_lengths_run_apart_and_score_as_each_row_alone(tiny):
+    """A batch of short and long rows runs as two batches (less padding), and every row's token scores equal the row
+    read alone, with the graph kept for the fit's backward pass."""
+    _, model, _, _ = tiny
+    assert length_buckets([5, 40, 6, 41, 5]) == [[0, 2, 4], [1, 3]]
+    assert length_buckets([30, 31, 29, 30]) == [[0, 1, 2, 3]]  # little padding to save: one batch
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randint(3, 60, (n,), generator=generator).tolist() for n in (6, 30, 5, 31)]
+    spans = [(2, len(row)) for row in rows]
+    probe = torch.nn.Parameter(torch.zeros(()))  # a trained scalar on the logits: the graph must reach it
+    handle = model.lm_head.register_forward_hook(lambda _m, _a, output: output + probe)
+    try:
+        token, counts = scored_tokens(model, rows, spans, pad=0)
+        token.sum().backward()
+    finally:
+        handle.remove()
+    assert counts == [b - a for a, b in spans] and probe.grad is not None and torch.isfinite(probe.grad)
+    at = 0
+    with torch.no_grad():
+        for row, (a, b) in zip(rows, spans):
+            alone = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0].float(), -1)
+            expected = alone[torch.arange(a - 1, b - 1), torch.tensor(row[a:b])]
+            torch.testing.assert_close(token[at : at + b - a].detach(), expected, atol=1e-5, rtol=0)
+            at += b - a
 
 
 @pytest.mark.parametrize("sites", [("mlp",), ("attn", "mlp")])

@@ -136,7 +136,6 @@ def test_a_model_blind_to_the_group_has_no_group_dependent_part(world, monkeypat
             out.append(len(continuation) + sum(map(ord, continuation)) % 7)
         return np.array(out, float)
 
-    monkeypatch.setattr(yard, "_score", blind)
     monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: as_tokens(blind, rows))
     monkeypatch.setattr(yard, "_attribute_span", whole_row)
     monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(blind, prompts, options))
@@ -264,7 +263,6 @@ def test_a_model_that_prefers_the_stereotyped_group_shows_it(world, monkeypatch)
             out.append(float(any(a in text for g in who for a in g.stereotypes)) - 0.001 * len(continuation))
         return np.array(out)
 
-    monkeypatch.setattr(yard, "_score", biased)
     monkeypatch.setattr(yard, "_tokens", lambda m, t, rows: as_tokens(biased, rows))
     monkeypatch.setattr(yard, "_attribute_span", whole_row)
     monkeypatch.setattr(yard, "_choices", lambda m, t, prompts, options: as_choices(biased, prompts, options))
@@ -567,11 +565,20 @@ def test_the_multiple_choice_scorer_agrees_with_scoring_each_option_in_full(tiny
 
     path = tiny_checkpoint("llama", tokenizer=True)
     model, tokenizer = load_model(path), load_tokenizer(path)
-    prompts = ["A short scene. Who was it?\nAnswer:", "Two people met at the station, and one was late. Who?\nAnswer:"]
-    options = [[" The first one", " The other", " Nobody can tell"], [" A", " The tall one", " Unknown"]]
+    # the longest first: prompts run in order of length, and each row's scores must come back to its own place
+    prompts = [
+        "Two people met at the station, and one was late. Who?\nAnswer:",
+        "A short scene. Who was it?\nAnswer:",
+        "Who?\nAnswer:",
+    ]
+    options = [
+        [" The first one", " The other", " Nobody can tell"],
+        [" A", " The tall one", " Unknown"],
+        [" X", " Y", " Z"],
+    ]
     cached = choice_logprobs(model, tokenizer, prompts, options, batch_size=2)
     rows = [(p, o) for p, opts in zip(prompts, options) for o in opts]
-    full = continuation_logprobs(model, tokenizer, [p for p, _ in rows], [o for _, o in rows]).reshape(2, 3)
+    full = continuation_logprobs(model, tokenizer, [p for p, _ in rows], [o for _, o in rows]).reshape(3, 3)
     np.testing.assert_allclose(cached, full, atol=1e-4)
 
 

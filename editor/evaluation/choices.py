@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from editor.engines.placement import input_device
-from editor.evaluation.metrics import bos_ids, left_padded, pad_id, right_padded
+from editor.evaluation.batches import left_padded, right_padded
+from editor.evaluation.metrics import bos_ids, pad_id
 
 
 def read_left_padded(model, rows: Sequence[list[int]], pad: int, *, use_cache: bool = False, logits_to_keep: int = 0):
@@ -37,16 +38,19 @@ def choice_logprobs(
 
     A multiple-choice item's prompt is long and its options short: the prompts of a batch are left-padded and run
     once into a key-value cache, which is repeated for each option, and only the options' tokens run again.
-    Every prompt has the same number of options.
+    Every prompt has the same number of options. Prompts are batched in order of length (a stable sort, so the
+    same inputs always make the same batches), so a batch pads little.
     """
     bos = bos_ids(tokenizer)
     pad = pad_id(tokenizer)
     k = len(options[0])
     out = np.zeros((len(prompts), k))
     device = input_device(model)
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(prompts))))
-        heads = [bos + tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk]
+    prompt_ids = [bos + tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        heads = [prompt_ids[i] for i in chunk]
         # only the last position's logits: the vocabulary projection of every other is waste
         first, head_mask = read_left_padded(model, heads, pad, use_cache=True, logits_to_keep=1)
         cache = first.past_key_values

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from editor.data.seegull import StereotypePair, not_stereotyped_with
+from editor.evaluation.batches import span_logits
 
 GAP_TEMPLATES = ("{X} people are", "Most {X} people are known to be")
 NEUTRAL_PROMPTS = (
@@ -75,48 +76,15 @@ def continuation_rows(
     return rows, spans
 
 
-def right_padded(rows: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention mask) of ``rows``, padded on the right with ``pad`` to the longest."""
-    ids = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
-def left_padded(rows: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention mask) of ``rows``, padded on the left with ``pad``, so every row ends at the last position."""
-    ids = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, ids.shape[1] - len(row) :] = torch.tensor(row)
-        mask[i, ids.shape[1] - len(row) :] = 1
-    return ids, mask
-
-
 def scored_tokens(
     model, rows: Sequence[list[int]], spans: Sequence[tuple[int, int]], pad: int
 ) -> tuple[torch.Tensor, list[int]]:
-    """log P(token | the tokens before it) for every token of ``spans`` (row by row, in order), from one
-    right-padded batch of ``rows``, and how many tokens each row has; keeps the autograd graph, so a fit can train
-    through it.
-
-    Only the positions that predict a scored token reach the vocabulary projection, and they are picked out before
-    the softmax and gathered in one indexing step: a softmax over every padded position, and one gather per row,
-    made a fit's backward pass materialise the whole (rows x positions x vocabulary) tensor once per row.
-    """
+    """log P(token | the tokens before it) for every token of ``spans`` (row by row, in order), and how many tokens
+    each row has; keeps the autograd graph (``span_logits``)."""
     device = _device(model)
-    ids, mask = right_padded(rows, pad)
-    first = min(a for a, _ in spans) - 1
-    last = max(b for _, b in spans) - 1
-    logits = model(
-        input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=torch.arange(first, last)
-    ).logits
-    row_of = torch.tensor([i for i, (a, b) in enumerate(spans) for _ in range(a, b)])
-    position = torch.tensor([t for a, b in spans for t in range(a, b)])
-    picked = torch.log_softmax(logits[row_of.to(device), (position - 1 - first).to(device)].float(), -1)
-    return picked.gather(-1, ids[row_of, position][:, None].to(device))[:, 0], [b - a for a, b in spans]
+    picked = torch.log_softmax(span_logits(model, rows, [(a - 1, b - 1) for a, b in spans], pad).float(), -1)
+    token = torch.tensor([row[t] for row, (a, b) in zip(rows, spans) for t in range(a, b)], device=device)
+    return picked.gather(-1, token[:, None])[:, 0], [b - a for a, b in spans]
 
 
 def continuation_logprob_tensor(

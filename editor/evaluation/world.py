@@ -51,7 +51,7 @@ import numpy as np
 from editor.data.splits import Fold
 from editor.data.world import AXES, Frame, Group, WorldData
 from editor.evaluation.choices import choice_logprobs
-from editor.evaluation.metrics import continuation_logprobs, continuation_token_logprobs
+from editor.evaluation.metrics import continuation_token_logprobs
 from editor.evaluation.world_scores import ShapeScore, summarize
 from editor.evaluation.world_swaps import balance_swaps
 
@@ -283,9 +283,6 @@ class WorldYardstick:
                     out[f"{shape}/{axis}"] = summarize(shape, axis, columns, mask)
         return out
 
-    def _score(self, model, tokenizer, rows: list[tuple[str, str]]) -> np.ndarray:
-        return continuation_logprobs(model, tokenizer, [p for p, _ in rows], [c for _, c in rows], self.batch_size)
-
     def _tokens(self, model, tokenizer, rows: list[tuple[str, str]]) -> list[np.ndarray]:
         prefixes, continuations = [p for p, _ in rows], [c for _, c in rows]
         return continuation_token_logprobs(model, tokenizer, prefixes, continuations, self.batch_size)
@@ -294,15 +291,18 @@ class WorldYardstick:
         return choice_logprobs(model, tokenizer, prompts, options, max(1, self.batch_size // 2))
 
     def _contexts(self, model, tokenizer, items: Sequence[ContextItem]) -> dict[str, np.ndarray]:
-        rows = []
-        for item in items:
-            rows += [_context_rows(item, item.group, a) for a in (item.stereotype, item.anti, item.unrelated)]
-            rows += [_context_rows(item, swap, a) for swap in item.swaps for a in (item.stereotype, item.anti)]
-        k = len(items[0].swaps)
-        s = self._score(model, tokenizer, rows).reshape(len(items), 3 + 2 * k)
-        own, swapped = s[:, 0] - s[:, 1], s[:, 3::2] - s[:, 4::2]
+        # A context's completions share everything before the attribute, so each context is read once and its
+        # completions scored as the options of a multiple choice (half the tokens of reading every row in full).
+        def read(group: Group, item: ContextItem, attributes: tuple[str, ...]) -> tuple[str, list[str]]:
+            rows = [_context_rows(item, group, a) for a in attributes]
+            return rows[0][0], [continuation for _, continuation in rows]
+
+        own = [read(item.group, item, (item.stereotype, item.anti, item.unrelated)) for item in items]
+        swaps = [read(swap, item, (item.stereotype, item.anti)) for item in items for swap in item.swaps]
+        s = self._choices(model, tokenizer, [p for p, _ in own], [o for _, o in own])
+        t = self._choices(model, tokenizer, [p for p, _ in swaps], [o for _, o in swaps]).reshape(len(items), -1, 2)
         lm = ((s[:, 0] > s[:, 2]).astype(float) + (s[:, 1] > s[:, 2])) / 2
-        return {"own": own, "swapped": swapped, "lm_score": lm}
+        return {"own": s[:, 0] - s[:, 1], "swapped": t[..., 0] - t[..., 1], "lm_score": lm}
 
     def _pairs(self, model, tokenizer, items: Sequence[PairItem]) -> dict[str, np.ndarray]:
         rows = [

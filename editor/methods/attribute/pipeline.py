@@ -34,7 +34,7 @@ from editor.data.biases import BiasPreset, preset_questions
 from editor.edits import ZeroHeads
 from editor.engines.placement import input_device
 from editor.errors import EditorError
-from editor.evaluation.metrics import left_padded
+from editor.evaluation.batches import left_padded
 from editor.evaluation.prompts import concept_probes
 from editor.methods.attribute.head_scores import attribute_batch
 from editor.methods.attribute.ksweep import DamageMeter, SweepInputs, sweep, wikitext_tail

@@ -20,7 +20,8 @@ import torch
 from editor.core.model_info import ModelInfo
 from editor.data.seegull import StereotypePair
 from editor.data.splits import SplitFold, unlinked_in_fold
-from editor.evaluation.metrics import bos_ids, left_padded, pad_id
+from editor.evaluation.batches import left_padded
+from editor.evaluation.metrics import bos_ids, pad_id
 from editor.methods.attribute.head_scores import attribute_batch
 
 TEMPLATE = "{X} people are"

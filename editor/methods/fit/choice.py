@@ -129,7 +129,9 @@ class ChoiceObjective:
         if not rows:
             return torch.zeros(())
         pad = pad_id(tokenizer)
-        out, _ = read_left_padded(model, rows, pad)
+        # only the answer's position reaches the vocabulary projection, so the backward pass never fills a
+        # (rows x positions x vocabulary) gradient for one column of it
+        out, _ = read_left_padded(model, rows, pad, logits_to_keep=1)
         logp = torch.log_softmax(out.logits[:, -1].float(), -1)
         losses, at = [], 0
         for k, one_id, two_id in picks:

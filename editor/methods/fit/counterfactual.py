@@ -26,7 +26,8 @@ import torch
 
 from editor.data.world import AXES, Group, load_world
 from editor.engines.placement import input_device
-from editor.evaluation.metrics import bos_ids, pad_id, right_padded
+from editor.evaluation.batches import span_logits
+from editor.evaluation.metrics import bos_ids, pad_id
 from editor.methods.fit.loop import FitInputs
 from editor.methods.statements.frames import HeadSource, statement_heads
 
@@ -146,15 +147,14 @@ class CounterfactualObjective:
                 rows.append(prefix_ids + tail_ids)
                 # the positions that predict each tail token, and the word after the tail
                 spans.append((len(prefix_ids) - 1, len(prefix_ids) + len(tail_ids)))
-        device = input_device(model)
-        ids, mask = right_padded(rows, pad_id(tokenizer))
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        losses, at = [], 0
+        picked = span_logits(model, rows, spans, pad_id(tokenizer))  # each row's positions in turn
+        losses, at, offset = [], 0, 0
         for _context, groups in batch:
             k = len(groups)
-            picked = [logits[at + i, a:b] for i, (a, b) in enumerate(spans[at : at + k])]
-            at += k
-            logp = torch.log_softmax(torch.stack(picked).float(), -1)  # [variants, positions, vocabulary]
+            width = spans[at][1] - spans[at][0]  # the variants share the context's tail, so its positions
+            block = picked[offset : offset + k * width].view(k, width, -1)
+            at, offset = at + k, offset + k * width
+            logp = torch.log_softmax(block.float(), -1)  # [variants, positions, vocabulary]
             mean = torch.logsumexp(logp, 0) - torch.log(torch.tensor(float(k)))
             losses.append((logp.exp() * (logp - mean)).sum(-1).mean())
         return self.weight * torch.stack(losses).mean()

@@ -1,5 +1,6 @@
 """Multiple-choice scoring: log P(option | prompt) for every option of every prompt, each prompt run once into a
-key-value cache that its options share (the world yardstick's ambiguous questions)."""
+key-value cache that its options share (the world yardstick's ambiguous questions, and its contexts, whose
+completions are the options)."""
 
 from __future__ import annotations
 
